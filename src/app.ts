@@ -1,0 +1,219 @@
+import type { Command } from "./cli/command.ts";
+import type { Flags } from "./cli/flags.ts";
+import type { PortSpec } from "./cli/ports.ts";
+import { UsageError } from "./cli/errors.ts";
+import { KubeApiError, KubeClient, KubeConnectionError } from "./kube/client.ts";
+import { kubeAccess, loadKubeConfig } from "./kube/config.ts";
+import { AGENT_PORT, type AgentHandle, AgentManager, parsePatch } from "./kube/agent.ts";
+import { resolveTarget, type ResolvedTarget } from "./kube/resolve.ts";
+import { encodeHeader, formatDestination, type Header } from "./protocol/header.ts";
+import { statusMessage } from "./protocol/status.ts";
+import { openPortForward } from "./tunnel/portforward.ts";
+import { type Stream, StreamRejectedError } from "./tunnel/session.ts";
+import { Tunnel } from "./tunnel/tunnel.ts";
+import type { ForwardContext, Listener } from "./forward/listener.ts";
+import { forwardingLine, listenTcp } from "./forward/tcp.ts";
+import { listenUdp } from "./forward/udp.ts";
+import { DEFAULT_AGENT_IMAGE } from "./version.ts";
+
+/** Output sinks (injected so tests and the demo can capture them). */
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+/** Console output, kubectl-style: data lines on stdout, progress and errors on stderr. */
+export const consoleIo: Io = {
+  out: (line) => console.log(line),
+  err: (line) => console.error(line),
+};
+
+/** A running relay: its agent, tunnel and listeners. */
+export interface Relay {
+  listeners: { listener: Listener; remote: string }[];
+  agent: AgentHandle;
+  /** Graceful stop: stop accepting, let streams finish (bounded), delete the agent. */
+  shutdown(graceMs?: number): Promise<void>;
+  /** Resolves when the relay fails for good (never, in normal operation). */
+  readonly done: Promise<void>;
+}
+
+function logger(flags: Flags, io: Io) {
+  return (level: number, line: string) => {
+    if (flags.verbosity >= level) io.err(`I${new Date().toISOString().slice(11, 23)} ${line}`);
+  };
+}
+
+/** Maps a rejected stream to the line a user expects: `dial tcp 1.2.3.4:80: connection refused`. */
+export function dialError(header: Header, status: number): Error {
+  return new Error(`dial ${header.protocol} ${formatDestination(header)}: ${statusMessage(status)}`);
+}
+
+/** An agent and the tunnel to it, reconnecting (and recreating the agent) when lost. */
+export interface AgentConnection {
+  agents: AgentManager;
+  tunnel: Tunnel;
+  agent(): AgentHandle;
+}
+
+/** Creates the agent Job, waits for it, and connects the tunnel through the pod port-forward. */
+export async function connectAgent(
+  client: KubeClient,
+  flags: Flags,
+  io: Io,
+  patch: ReturnType<typeof parsePatch>,
+): Promise<AgentConnection> {
+  const log = logger(flags, io);
+  const note = (line: string) => io.err(line);
+  const agents = new AgentManager(client, {
+    namespace: flags.serverNamespace,
+    image: flags.serverImage ?? DEFAULT_AGENT_IMAGE,
+    patch,
+    args: Deno.env.get("KUBECTL_RELAY_AGENT_ARGS")?.split(" ").filter((a) => a),
+    readyTimeoutMs: Math.max(flags.podRunningTimeoutMs, 60_000),
+    log: note,
+  });
+  let agent = await agents.start();
+  const connect = async () => {
+    if (!(await agents.alive(agent))) {
+      note(`Agent pod ${agent.pod} is gone; starting a new agent`);
+      await agents.delete(agent.job).catch(() => {});
+      agent = await agents.start();
+    }
+    return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
+  };
+  const tunnel = new Tunnel({
+    connect,
+    heartbeatTimeoutMs: flags.heartbeatTimeoutMs,
+    waitForSessionMs: 60_000,
+    note,
+    log: (l) => log(4, l),
+  });
+  try {
+    await tunnel.start();
+  } catch (e) {
+    await agents.deleteAll().catch(() => {});
+    throw e;
+  }
+  return { agents, tunnel, agent: () => agent };
+}
+
+/** Loads the kubeconfig and builds an API client (user errors become UsageError). */
+export async function kubeClient(flags: Flags): Promise<KubeClient> {
+  const kc = loadKubeConfig(flags);
+  return new KubeClient(await kubeAccess(kc, flags));
+}
+
+/** Starts a relay for a parsed `forward` command. Errors are thrown (UsageError for user mistakes). */
+export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Relay> {
+  const flags = cmd.flags;
+  const log = logger(flags, io);
+  const patch = parsePatch(flags.patch, flags.patchFile);
+
+  // Bind every local port first, so a port clash fails before anything is created in the cluster.
+  const bound: { listener: Listener; spec: PortSpec; req: number }[] = [];
+  type Opener = (req: number, spec: PortSpec) => Promise<Stream>;
+  let setOpener!: (o: Opener) => void;
+  const opener = new Promise<Opener>((resolve) => (setOpener = resolve));
+  const ctxFor = (req: number): ForwardContext => ({
+    open: async (spec) => (await opener)(req, spec),
+    out: io.out,
+    err: io.err,
+    log,
+  });
+  try {
+    cmd.requests.forEach((r, i) => {
+      for (const spec of r.ports) {
+        for (const addr of r.addresses) {
+          const port = bound.find((b) => b.spec === spec)?.listener.port ?? spec.local;
+          const l = spec.protocol === "udp" ? listenUdp(addr, port, spec, ctxFor(i)) : listenTcp(addr, port, spec, ctxFor(i));
+          bound.push({ listener: l, spec, req: i });
+        }
+      }
+    });
+  } catch (e) {
+    bound.forEach((b) => b.listener.close());
+    if (e instanceof Deno.errors.AddrInUse) {
+      throw new UsageError(`unable to listen on port: ${(e as Error).message.replace(/ \(os error \d+\)/, "")}`);
+    }
+    if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
+      throw new UsageError(`unable to listen on port: ${(e as Error).message}`);
+    }
+    throw e;
+  }
+
+  const resolved: ResolvedTarget[] = [];
+  let agents: AgentManager | undefined;
+  let tunnel: Tunnel | undefined;
+  const cleanup = async () => {
+    tunnel?.close();
+    bound.forEach((b) => b.listener.close());
+    resolved.forEach((r) => r.stop());
+    await agents?.deleteAll();
+  };
+  try {
+    const client = await kubeClient(flags);
+    const access = client.access;
+    const note = (line: string) => io.err(line);
+    for (const r of cmd.requests) {
+      resolved.push(
+        await resolveTarget(client, r, r.namespace || access.namespace, {
+          podRunningTimeoutMs: flags.podRunningTimeoutMs,
+          log: note,
+        }),
+      );
+    }
+    const conn = await connectAgent(client, flags, io, patch);
+    agents = conn.agents;
+    tunnel = conn.tunnel;
+    const t = tunnel;
+    setOpener(async (req, spec) => {
+        const dest = await resolved[req].destination(spec);
+        const header: Header = {
+          requestId: crypto.randomUUID(),
+          protocol: spec.protocol,
+          port: dest.port,
+          address: dest.address,
+        };
+        log(2, `${header.requestId} ${spec.protocol} -> ${formatDestination(header)}${dest.pod ? ` (pod ${dest.pod})` : ""}`);
+        try {
+          return await t.openStream(encodeHeader(header));
+        } catch (e) {
+          if (e instanceof StreamRejectedError) throw dialError(header, e.status);
+          throw e;
+        }
+    });
+    const listeners = bound.map((b) => ({ listener: b.listener, remote: resolved[b.req].remoteLabel(b.spec) }));
+    for (const { listener, remote } of listeners) io.out(forwardingLine(listener, remote));
+    let stopping: Promise<void> | undefined;
+    return {
+      listeners,
+      get agent() {
+        return conn.agent();
+      },
+      done: new Promise<void>(() => {}),
+      shutdown(graceMs = 2000) {
+        stopping ??= (async () => {
+          bound.forEach((b) => b.listener.stopAccepting());
+          tunnel?.goAway();
+          const deadline = Date.now() + graceMs;
+          while (Date.now() < deadline && bound.some((b) => b.listener.active > 0)) {
+            await new Promise((r) => setTimeout(r, 50));
+          }
+          await cleanup();
+        })();
+        return stopping;
+      },
+    };
+  } catch (e) {
+    await cleanup().catch(() => {});
+    throw e;
+  }
+}
+
+/** Formats any error the way kubectl would print it (no stack traces for expected failures). */
+export function formatError(e: unknown): string {
+  if (e instanceof KubeApiError) return e.display;
+  if (e instanceof KubeConnectionError || e instanceof UsageError) return `error: ${e.message}`;
+  return `error: ${(e as Error)?.message ?? String(e)}`;
+}

@@ -1,0 +1,108 @@
+import { UsageError } from "./errors.ts";
+import { type Flags, parseArgs } from "./flags.ts";
+import { type PortSpec, parsePortSpec } from "./ports.ts";
+import { isIPv4, isIPv6, parseTarget, type TargetRef } from "./target.ts";
+
+/** One target with its ports, from the command line or a line of a `-f` file. */
+export interface ForwardRequest {
+  target: TargetRef;
+  ports: PortSpec[];
+  /** Namespace given for this target (`-n` on its file line), else the global one. */
+  namespace?: string;
+  /** Listen addresses for this target, already expanded (`localhost` → 127.0.0.1, ::1). */
+  addresses: string[];
+}
+
+/** What the user asked for. */
+export interface Command {
+  kind: "forward" | "proxy" | "version" | "help";
+  flags: Flags;
+  requests: ForwardRequest[];
+}
+
+/** Expands and validates `--address` values as kubectl does. */
+export function expandAddresses(list: string[] | undefined): string[] {
+  const out: string[] = [];
+  for (const a of list ?? ["127.0.0.1"]) {
+    const values = a === "localhost" ? ["127.0.0.1", "::1"] : [a];
+    for (const v of values) {
+      if (!isIPv4(v) && !isIPv6(v)) {
+        throw new UsageError(`${a} is not a valid IP address (--address accepts IP addresses or localhost)`);
+      }
+      if (!out.includes(v)) out.push(v);
+    }
+  }
+  return out;
+}
+
+function toRequest(positionals: string[], flags: Flags, where: string): ForwardRequest {
+  if (positionals.length === 0) {
+    throw new UsageError(`TYPE/NAME and list of ports are required for port-forward${where}`, true);
+  }
+  if (positionals.length === 1) {
+    throw new UsageError(`at least 1 PORT is required for port-forward${where}`, true);
+  }
+  const target = parseTarget(positionals[0]);
+  const ports = positionals.slice(1).map(parsePortSpec);
+  return { target, ports, namespace: flags.namespace, addresses: expandAddresses(flags.address) };
+}
+
+/** Splits a `-f` file line into words (supports simple quotes), dropping `#` comments. */
+function splitLine(line: string): string[] {
+  const words: string[] = [];
+  const re = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  const body = line.replace(/(^|\s)#.*$/, "");
+  for (let m = re.exec(body); m !== null; m = re.exec(body)) words.push(m[1] ?? m[2] ?? m[3]);
+  return words;
+}
+
+/** Parses the `-f` file text into requests; per-line `-n` and `-l/--address` override the globals. */
+export function parseTargetFile(text: string, file: string, flags: Flags): ForwardRequest[] {
+  const out: ForwardRequest[] = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    const words = splitLine(line);
+    if (words.length === 0) return;
+    const where = ` (${file}:${i + 1})`;
+    try {
+      const parsed = parseArgs(words, flags, true);
+      const lineFlags = { ...parsed.flags, address: parsed.flags.address ?? flags.address };
+      out.push(toRequest(parsed.positionals, lineFlags, where));
+    } catch (e) {
+      if (e instanceof UsageError && !e.message.endsWith(")")) {
+        throw new UsageError(`${e.message}${where}`);
+      }
+      throw e;
+    }
+  });
+  if (out.length === 0) throw new UsageError(`${file} lists no targets`);
+  return out;
+}
+
+/** Parses the whole command line (`readFile` is injected for tests). */
+export function parseCommand(
+  argv: string[],
+  readFile: (path: string) => string = Deno.readTextFileSync,
+): Command {
+  const { flags, positionals } = parseArgs(argv);
+  if (flags.help) return { kind: "help", flags, requests: [] };
+  if (flags.version) return { kind: "version", flags, requests: [] };
+  if (positionals[0] === "proxy") {
+    if (positionals.length > 1) throw new UsageError(`proxy takes no arguments, got "${positionals[1]}"`, true);
+    expandAddresses(flags.address);
+    return { kind: "proxy", flags, requests: [] };
+  }
+  const requests: ForwardRequest[] = [];
+  if (flags.file) {
+    let text: string;
+    try {
+      text = readFile(flags.file);
+    } catch (e) {
+      throw new UsageError(`cannot read ${flags.file}: ${(e as Error).message}`);
+    }
+    requests.push(...parseTargetFile(text, flags.file, flags));
+  }
+  if (positionals.length > 0 || requests.length === 0) {
+    requests.push(toRequest(positionals, flags, ""));
+  }
+  return { kind: "forward", flags, requests };
+}

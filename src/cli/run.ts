@@ -1,0 +1,60 @@
+import { parseCommand } from "./command.ts";
+import { UsageError } from "./errors.ts";
+import { HINT, helpText } from "./help.ts";
+import { consoleIo, formatError, type Io, startRelay } from "../app.ts";
+import { DEFAULT_AGENT_IMAGE, VERSION } from "../version.ts";
+
+/** Waits for SIGINT or SIGTERM (the first one). */
+function nextSignal(): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const sigs: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+    const handlers = sigs.map((s) => {
+      const h = () => {
+        handlers.forEach(([sig, fn]) => Deno.removeSignalListener(sig, fn));
+        resolve(s);
+      };
+      Deno.addSignalListener(s, h);
+      return [s, h] as const;
+    });
+  });
+}
+
+/** Runs `kubectl relay` with arguments; returns the process exit code. */
+export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
+  let cmd;
+  try {
+    cmd = parseCommand(argv);
+  } catch (e) {
+    io.err(formatError(e));
+    if (e instanceof UsageError && e.showHint) io.err(HINT);
+    return 1;
+  }
+  if (cmd.kind === "help") {
+    io.out(helpText());
+    return 0;
+  }
+  if (cmd.kind === "version") {
+    io.out(JSON.stringify({ clientVersion: VERSION, agentImage: cmd.flags.serverImage ?? DEFAULT_AGENT_IMAGE }));
+    return 0;
+  }
+  const signal = nextSignal();
+  try {
+    const start = cmd.kind === "proxy"
+      ? (await import("./proxy.ts")).startProxyCommand(cmd, io)
+      : startRelay(cmd, io);
+    const raced = await Promise.race([start.then((r) => ({ relay: r })), signal.then((s) => ({ signal: s }))]);
+    if ("signal" in raced) {
+      // Interrupted while starting: let startup finish its own cleanup, then exit.
+      const relay = await start.catch(() => undefined);
+      await relay?.shutdown(0);
+      return 0;
+    }
+    const relay = raced.relay;
+    const outcome = await Promise.race([relay.done.then(() => "done"), signal.then(() => "signal")]);
+    await relay.shutdown();
+    return outcome === "signal" ? 0 : 1;
+  } catch (e) {
+    io.err(formatError(e));
+    return 1;
+  }
+}

@@ -1,0 +1,31 @@
+import type { PortSpec } from "../cli/ports.ts";
+import type { Stream } from "../tunnel/session.ts";
+
+/** What a listener needs from the rest of the client. */
+export interface ForwardContext {
+  /** Opens a relayed stream for one new local connection / UDP flow of this port. */
+  open(spec: PortSpec): Promise<Stream>;
+  /** `Handling connection for 8080` and similar lines (stdout). */
+  out: (line: string) => void;
+  /** Per-connection errors (stderr), e.g. `error: dial tcp 1.2.3.4:80: connection refused`. */
+  err: (line: string) => void;
+  log: (level: number, line: string) => void;
+}
+
+/** A bound local listener. */
+export interface Listener {
+  readonly address: string;
+  readonly port: number;
+  readonly protocol: "tcp" | "udp";
+  /** Stops accepting; open connections are left to finish (or be closed by close()). */
+  stopAccepting(): void;
+  /** Number of connections / flows in progress. */
+  readonly active: number;
+  /** Closes everything. */
+  close(): void;
+}
+
+/** `127.0.0.1:8080` or `[::1]:8080`. */
+export function hostPort(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}

@@ -1,0 +1,75 @@
+import type { PortSpec } from "../cli/ports.ts";
+import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
+import { relayConn } from "./relay.ts";
+
+/** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */
+export function listenTcp(address: string, port: number, spec: PortSpec, ctx: ForwardContext): Listener {
+  const listener = Deno.listen({ hostname: address, port, transport: "tcp" });
+  const boundPort = (listener.addr as Deno.NetAddr).port;
+  const conns = new Set<Deno.Conn>();
+  let accepting = true;
+  (async () => {
+    try {
+      for await (const conn of listener) {
+        if (!accepting) {
+          conn.close();
+          continue;
+        }
+        conns.add(conn);
+        handle(conn).finally(() => conns.delete(conn));
+      }
+    } catch {
+      // listener closed
+    }
+  })();
+  async function handle(conn: Deno.Conn): Promise<void> {
+    conn.setNoDelay(true);
+    ctx.out(`Handling connection for ${boundPort}`);
+    let stream;
+    try {
+      stream = await ctx.open(spec);
+    } catch (e) {
+      ctx.err(`error: ${(e as Error).message}`);
+      try {
+        conn.close();
+      } catch {
+        // gone
+      }
+      return;
+    }
+    const { up, down } = await relayConn(conn, stream);
+    ctx.log(4, `connection for ${boundPort} closed (${up} bytes sent, ${down} received)`);
+  }
+  return {
+    address,
+    port: boundPort,
+    protocol: "tcp",
+    get active() {
+      return conns.size;
+    },
+    stopAccepting() {
+      if (!accepting) return;
+      accepting = false;
+      try {
+        listener.close();
+      } catch {
+        // closed
+      }
+    },
+    close() {
+      this.stopAccepting();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // closed
+        }
+      }
+    },
+  };
+}
+
+/** Human label for the listener line. */
+export function forwardingLine(l: Listener, remote: string): string {
+  return `Forwarding from ${hostPort(l.address, l.port)} -> ${remote}${l.protocol === "udp" ? " (udp)" : ""}`;
+}

@@ -1,0 +1,141 @@
+import type { PortSpec } from "../cli/ports.ts";
+import { encodeUdpFrame, UdpFrameDecoder } from "../protocol/udp.ts";
+import type { Stream } from "../tunnel/session.ts";
+import type { ForwardContext, Listener } from "./listener.ts";
+
+/** Datagrams queued per flow while its stream is opening; more are dropped (as a network would). */
+const MAX_PENDING = 256;
+
+interface Flow {
+  stream?: Stream;
+  pending: Uint8Array[];
+  /** Writes are chained so datagrams keep their order; `inflight` bounds the chain. */
+  writing: Promise<void>;
+  inflight: number;
+  lastActive: number;
+  closed: boolean;
+}
+
+function send(flow: Flow, stream: Stream, dg: Uint8Array): void {
+  if (flow.inflight >= MAX_PENDING) return;
+  flow.inflight++;
+  flow.writing = flow.writing
+    .then(() => stream.write(encodeUdpFrame(dg)))
+    .catch(() => {})
+    .finally(() => flow.inflight--);
+}
+
+/**
+ * Binds a UDP socket and keeps one relayed flow (one stream of length-prefixed datagrams) per
+ * local client address:port. Flows idle for `idleMs` are closed.
+ */
+export function listenUdp(
+  address: string,
+  port: number,
+  spec: PortSpec,
+  ctx: ForwardContext,
+  idleMs = 60_000,
+): Listener {
+  const socket = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
+  const boundPort = (socket.addr as Deno.NetAddr).port;
+  const flows = new Map<string, Flow>();
+  let accepting = true;
+  let closed = false;
+
+  const endFlow = (key: string, flow: Flow, why: string) => {
+    if (flow.closed) return;
+    flow.closed = true;
+    flows.delete(key);
+    flow.stream?.reset(why);
+  };
+
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const [key, flow] of flows) {
+      if (now - flow.lastActive > idleMs) {
+        ctx.log(4, `udp flow ${key} idle, closing`);
+        endFlow(key, flow, "idle");
+      }
+    }
+  }, Math.min(5000, Math.max(100, idleMs / 2)));
+
+  async function startFlow(key: string, flow: Flow, client: Deno.NetAddr): Promise<void> {
+    ctx.out(`Handling connection for ${boundPort}`);
+    try {
+      flow.stream = await ctx.open(spec);
+    } catch (e) {
+      ctx.err(`error: ${(e as Error).message}`);
+      flows.delete(key);
+      flow.closed = true;
+      return;
+    }
+    if (flow.closed) {
+      flow.stream.reset("closed");
+      return;
+    }
+    const queued = flow.pending;
+    flow.pending = [];
+    for (const dg of queued) send(flow, flow.stream, dg);
+    const decoder = new UdpFrameDecoder();
+    try {
+      while (true) {
+        const chunk = await flow.stream.read();
+        if (chunk === null) break;
+        flow.lastActive = Date.now();
+        for (const dg of decoder.push(chunk)) await socket.send(dg, client);
+      }
+    } catch (e) {
+      if (!flow.closed && !closed) ctx.log(2, `udp flow ${key} ended: ${(e as Error).message}`);
+    }
+    endFlow(key, flow, "done");
+  }
+
+  (async () => {
+    try {
+      while (!closed) {
+        const [data, remote] = await socket.receive();
+        const client = remote as Deno.NetAddr;
+        const key = `${client.hostname}:${client.port}`;
+        let flow = flows.get(key);
+        if (!flow) {
+          if (!accepting || data.length > 65535) continue;
+          flow = { pending: [], writing: Promise.resolve(), inflight: 0, lastActive: Date.now(), closed: false };
+          flows.set(key, flow);
+          startFlow(key, flow, client);
+        }
+        flow.lastActive = Date.now();
+        if (flow.stream) {
+          send(flow, flow.stream, data);
+        } else if (flow.pending.length < MAX_PENDING) {
+          flow.pending.push(data);
+        }
+      }
+    } catch {
+      // socket closed
+    }
+  })();
+
+  return {
+    address,
+    port: boundPort,
+    protocol: "udp",
+    get active() {
+      return flows.size;
+    },
+    stopAccepting() {
+      accepting = false;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      accepting = false;
+      clearInterval(sweep);
+      for (const [key, flow] of flows) endFlow(key, flow, "closing");
+      try {
+        socket.close();
+      } catch {
+        // closed
+      }
+    },
+  };
+}

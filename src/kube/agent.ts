@@ -1,0 +1,175 @@
+import { loadYaml } from "npm:@kubernetes/client-node@1.4.0";
+import { UsageError } from "../cli/errors.ts";
+import { KubeApiError, type KubeClient } from "./client.ts";
+import { type Json, mergePatch } from "./merge_patch.ts";
+import { PodTracker } from "./pods.ts";
+import type { Pod } from "./types.ts";
+
+/** The label every agent pod and Job carries. */
+export const AGENT_LABEL = "app.kubernetes.io/name=kubectl-relay-agent";
+/** The port the agent listens on inside its pod. */
+export const AGENT_PORT = 9527;
+
+/** How to create the agent. */
+export interface AgentOptions {
+  namespace: string;
+  image: string;
+  /** JSON merge patch for the pod spec (`--patch`). */
+  patch?: Json;
+  /** Extra agent arguments (tests shorten the idle exit). */
+  args?: string[];
+  readyTimeoutMs: number;
+  log: (line: string) => void;
+}
+
+/** A running agent: its Job and current pod. */
+export interface AgentHandle {
+  job: string;
+  namespace: string;
+  pod: string;
+}
+
+async function loadTemplate(): Promise<Record<string, Json>> {
+  const url = new URL("../../manifests/agent-job.yaml", import.meta.url);
+  const text = url.protocol === "file:" ? await Deno.readTextFile(url) : await (await fetch(url)).text();
+  return loadYaml<Record<string, Json>>(text);
+}
+
+/** Parses `--patch` / `--patch-file` into a JSON merge patch. */
+export function parsePatch(patch: string | undefined, patchFile: string | undefined): Json | undefined {
+  let text = patch;
+  let where = "--patch";
+  if (patchFile) {
+    try {
+      text = Deno.readTextFileSync(patchFile);
+      where = `--patch-file ${patchFile}`;
+    } catch (e) {
+      throw new UsageError(`cannot read ${patchFile}: ${(e as Error).message}`);
+    }
+  }
+  if (text === undefined) return undefined;
+  try {
+    const v = JSON.parse(text) as Json;
+    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("expected a JSON object");
+    return v;
+  } catch (e) {
+    throw new UsageError(`${where} is not a valid JSON merge patch: ${(e as Error).message}`);
+  }
+}
+
+/** Builds the agent Job object from manifests/agent-job.yaml. */
+export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>> {
+  const job = await loadTemplate();
+  const meta = job.metadata as Record<string, Json>;
+  meta.namespace = opts.namespace;
+  const spec = job.spec as Record<string, Json>;
+  const template = spec.template as Record<string, Json>;
+  const podSpec = template.spec as { containers: Record<string, Json>[] };
+  const container = podSpec.containers[0];
+  container.image = opts.image;
+  if (opts.args?.length) container.args = [...(container.args as string[]), ...opts.args];
+  if (opts.patch) template.spec = mergePatch(template.spec, opts.patch);
+  return job;
+}
+
+function podProblem(pod: Pod): string | undefined {
+  if (pod.status?.phase === "Failed" || pod.status?.phase === "Succeeded") {
+    return `agent pod ${pod.metadata.name} ended (${pod.status.phase})`;
+  }
+  const statuses = (pod.status as { containerStatuses?: { state?: { waiting?: { reason?: string; message?: string } } }[] })
+    ?.containerStatuses ?? [];
+  for (const s of statuses) {
+    const reason = s.state?.waiting?.reason;
+    if (reason && /ErrImagePull|ImagePullBackOff|InvalidImageName|CreateContainerConfigError/.test(reason)) {
+      return `agent pod ${pod.metadata.name}: ${reason}${s.state?.waiting?.message ? `: ${s.state.waiting.message}` : ""}`;
+    }
+  }
+  return undefined;
+}
+
+/** Creates, waits for and deletes agent Jobs. */
+export class AgentManager {
+  #client: KubeClient;
+  #opts: AgentOptions;
+  #jobs = new Set<string>();
+
+  constructor(client: KubeClient, opts: AgentOptions) {
+    this.#client = client;
+    this.#opts = opts;
+  }
+
+  #jobsPath(): string {
+    return `/apis/batch/v1/namespaces/${encodeURIComponent(this.#opts.namespace)}/jobs`;
+  }
+
+  /** Creates an agent Job and waits until its pod is running and ready. */
+  async start(): Promise<AgentHandle> {
+    const t0 = performance.now();
+    const ns = this.#opts.namespace;
+    this.#opts.log(`Starting agent in namespace ${ns}…`);
+    const body = await agentJob(this.#opts);
+    let created: { metadata: { name: string } };
+    try {
+      created = await this.#client.create(this.#jobsPath(), body);
+    } catch (e) {
+      if (e instanceof KubeApiError) throw new UsageError(`cannot create the agent: ${e.display}`);
+      throw e;
+    }
+    const job = created.metadata.name;
+    this.#jobs.add(job);
+    const tracker = new PodTracker(
+      this.#client,
+      ns,
+      `labelSelector=${encodeURIComponent(`job-name=${job}`)}`,
+    );
+    try {
+      await tracker.start();
+      const deadline = Date.now() + this.#opts.readyTimeoutMs;
+      while (true) {
+        const pod = await tracker.readyPod(Math.min(1000, Math.max(0, deadline - Date.now())));
+        if (pod) {
+          const secs = ((performance.now() - t0) / 1000).toFixed(1);
+          this.#opts.log(`Agent ${job} (pod ${pod.metadata.name}) ready in ${secs}s`);
+          return { job, namespace: ns, pod: pod.metadata.name };
+        }
+        const problem = tracker.pods.map(podProblem).find((p) => p);
+        if (problem) throw new UsageError(problem);
+        if (Date.now() >= deadline) {
+          const phase = tracker.pods[0]?.status?.phase ?? "not created";
+          throw new UsageError(
+            `timed out after ${Math.round(this.#opts.readyTimeoutMs / 1000)}s waiting for the agent pod (${phase}); check \`kubectl -n ${ns} describe job ${job}\``,
+          );
+        }
+      }
+    } catch (e) {
+      await this.delete(job).catch(() => {});
+      throw e;
+    } finally {
+      tracker.stop();
+    }
+  }
+
+  /** True if the agent pod still exists and is not being deleted or finished. */
+  async alive(handle: AgentHandle): Promise<boolean> {
+    try {
+      const pod = await this.#client.get<Pod>(
+        `/api/v1/namespaces/${encodeURIComponent(handle.namespace)}/pods/${encodeURIComponent(handle.pod)}`,
+      );
+      return !pod.metadata.deletionTimestamp && pod.status?.phase === "Running";
+    } catch (e) {
+      if (e instanceof KubeApiError && e.status === 404) return false;
+      throw e;
+    }
+  }
+
+  /** Deletes one agent Job (and, by propagation, its pod). */
+  async delete(job: string): Promise<void> {
+    await this.#client.delete(`${this.#jobsPath()}/${encodeURIComponent(job)}`);
+    this.#jobs.delete(job);
+  }
+
+  /** Deletes every Job this manager created. */
+  async deleteAll(): Promise<void> {
+    await Promise.all([...this.#jobs].map((j) => this.delete(j).catch(() => {})));
+  }
+}

@@ -1,0 +1,154 @@
+import { KubeApiError, type KubeClient } from "./client.ts";
+import { isPodReady, type List, type Pod } from "./types.ts";
+
+/** Options for a PodTracker. */
+export interface PodTrackerOptions {
+  /** Called when the chosen pod changes (for `-v` logs and user-facing notes). */
+  onChange?: (from: Pod | undefined, to: Pod | undefined) => void;
+  log?: (line: string) => void;
+}
+
+/**
+ * Keeps an up-to-date view of the pods matching a selector (list, then watch from the list's
+ * resourceVersion; re-list on 410 Gone; re-watch with backoff on disconnect) and picks a ready pod.
+ */
+export class PodTracker {
+  readonly namespace: string;
+  /** The list query: `labelSelector=…` or `fieldSelector=…`. */
+  readonly query: string;
+  #client: KubeClient;
+  #pods = new Map<string, Pod>();
+  #chosen: string | undefined;
+  #waiters: (() => void)[] = [];
+  #abort = new AbortController();
+  #opts: PodTrackerOptions;
+  #started: Promise<void> | undefined;
+
+  constructor(client: KubeClient, namespace: string, query: string, opts: PodTrackerOptions = {}) {
+    this.#client = client;
+    this.namespace = namespace;
+    this.query = query;
+    this.#opts = opts;
+  }
+
+  /** Lists once (errors propagate to the caller), then keeps watching in the background. */
+  start(): Promise<void> {
+    this.#started ??= (async () => {
+      const rv = await this.#list();
+      this.#loop(rv);
+    })();
+    return this.#started;
+  }
+
+  /** Returns the chosen ready pod, waiting up to `timeoutMs` for one; undefined on timeout. */
+  async readyPod(timeoutMs: number): Promise<Pod | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const pod = this.#pick();
+      if (pod) return pod;
+      const left = deadline - Date.now();
+      if (left <= 0 || this.#abort.signal.aborted) return undefined;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** All known pods (any state). */
+  get pods(): Pod[] {
+    return [...this.#pods.values()];
+  }
+
+  /** Stops watching. */
+  stop(): void {
+    this.#abort.abort();
+    this.#wake();
+  }
+
+  #pick(): Pod | undefined {
+    const current = this.#chosen ? this.#pods.get(this.#chosen) : undefined;
+    if (current && isPodReady(current)) return current;
+    const ready = [...this.#pods.values()].filter(isPodReady).sort(byReadySince);
+    const next = ready[0];
+    if (next?.metadata.name !== this.#chosen) {
+      this.#opts.onChange?.(current, next);
+      this.#chosen = next?.metadata.name;
+    }
+    return next;
+  }
+
+  #wake(): void {
+    const ws = this.#waiters;
+    this.#waiters = [];
+    ws.forEach((w) => w());
+  }
+
+  #path(): string {
+    return `/api/v1/namespaces/${this.namespace}/pods?${this.query}`;
+  }
+
+  async #list(): Promise<string> {
+    const list = await this.#client.get<List<Pod>>(this.#path());
+    this.#pods = new Map(list.items.map((p) => [p.metadata.name, p]));
+    this.#wake();
+    this.#pick();
+    return list.metadata.resourceVersion;
+  }
+
+  async #loop(initialRv: string): Promise<void> {
+    let rv = initialRv;
+    let backoff = 250;
+    while (!this.#abort.signal.aborted) {
+      try {
+        for await (const ev of this.#client.watch<Pod>(this.#path(), rv, this.#abort.signal)) {
+          backoff = 250;
+          if (ev.type === "ERROR") {
+            const status = ev.object as unknown as { code?: number };
+            if (status.code === 410) throw new KubeApiError(410, "Gone", "resource version too old");
+            continue;
+          }
+          if (ev.object.metadata?.resourceVersion) rv = ev.object.metadata.resourceVersion;
+          if (ev.type === "BOOKMARK") continue;
+          if (ev.type === "DELETED") this.#pods.delete(ev.object.metadata.name);
+          else this.#pods.set(ev.object.metadata.name, ev.object);
+          this.#pick();
+          this.#wake();
+        }
+      } catch (e) {
+        if (this.#abort.signal.aborted) return;
+        if (e instanceof KubeApiError && e.status === 410) {
+          try {
+            rv = await this.#list();
+            continue;
+          } catch (e2) {
+            this.#opts.log?.(`re-listing pods failed: ${(e2 as Error).message}`);
+          }
+        } else {
+          this.#opts.log?.(`pod watch interrupted: ${(e as Error).message}`);
+        }
+      }
+      if (this.#abort.signal.aborted) return;
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, 5000);
+      // After a long disconnect the resourceVersion may be gone; a fresh list is cheap and safe.
+      try {
+        rv = await this.#list();
+      } catch (e) {
+        this.#opts.log?.(`re-listing pods failed: ${(e as Error).message}`);
+      }
+    }
+  }
+}
+
+function readySince(p: Pod): string {
+  return p.status?.conditions?.find((c) => c.type === "Ready")?.lastTransitionTime ?? "";
+}
+
+/** Oldest-ready first (a stable choice), then by name. */
+function byReadySince(a: Pod, b: Pod): number {
+  return readySince(a).localeCompare(readySince(b)) || a.metadata.name.localeCompare(b.metadata.name);
+}

@@ -1,0 +1,245 @@
+import { UsageError } from "../cli/errors.ts";
+import type { ForwardRequest } from "../cli/command.ts";
+import type { PortSpec } from "../cli/ports.ts";
+import type { Address } from "../protocol/header.ts";
+import { KubeApiError, type KubeClient } from "./client.ts";
+import { PodTracker } from "./pods.ts";
+import { type Container, type Pod, selectorString, type Service, type ServicePort, type Workload } from "./types.ts";
+
+/** Where one relayed connection goes. */
+export interface Destination {
+  address: Address;
+  port: number;
+  /** The pod chosen, for messages. */
+  pod?: string;
+}
+
+/** A target resolved against the cluster: gives the destination of each new connection. */
+export interface ResolvedTarget {
+  /** What `Forwarding from … -> X` shows for a port. */
+  remoteLabel(spec: PortSpec): string;
+  /** The destination for a new connection on that port (may wait for a ready pod). */
+  destination(spec: PortSpec): Promise<Destination>;
+  /** Stops watching pods. */
+  stop(): void;
+}
+
+/** Options for resolveTarget. */
+export interface ResolveOptions {
+  podRunningTimeoutMs: number;
+  log: (line: string) => void;
+}
+
+const WORKLOAD_PATHS: Record<string, [string, string]> = {
+  deployment: ["apis/apps/v1", "deployments"],
+  statefulset: ["apis/apps/v1", "statefulsets"],
+  replicaset: ["apis/apps/v1", "replicasets"],
+  daemonset: ["apis/apps/v1", "daemonsets"],
+  job: ["apis/batch/v1", "jobs"],
+};
+
+function ipAddress(ip: string): Address {
+  return ip.includes(":") ? { type: "ipv6", ip } : { type: "ipv4", ip };
+}
+
+function numericPort(spec: PortSpec, what: string): number {
+  if (typeof spec.remote === "number") return spec.remote;
+  throw new UsageError(`named port "${spec.remote}" cannot be used with ${what}: give a port number`);
+}
+
+/** Finds a container port by name (and protocol) among containers. */
+function containerPortByName(containers: Container[], name: string, spec: PortSpec): number | undefined {
+  const proto = spec.protocol.toUpperCase();
+  for (const c of containers) {
+    for (const p of c.ports ?? []) {
+      if (p.name === name && (p.protocol ?? "TCP") === proto) return p.containerPort;
+    }
+  }
+  for (const c of containers) for (const p of c.ports ?? []) if (p.name === name) return p.containerPort;
+  return undefined;
+}
+
+async function getObject<T>(client: KubeClient, path: string): Promise<T> {
+  try {
+    return await client.get<T>(path);
+  } catch (e) {
+    if (e instanceof KubeApiError) throw new UsageError(e.display.replace(/^Error from server/, "Error from server"));
+    throw e;
+  }
+}
+
+/** Follows the ready pods of a query and maps a port spec to pod IP + container port. */
+function podTarget(
+  client: KubeClient,
+  namespace: string,
+  query: string,
+  what: string,
+  portOf: (spec: PortSpec, pod: Pod) => number,
+  label: (spec: PortSpec) => string,
+  opts: ResolveOptions,
+): ResolvedTarget & { tracker: PodTracker } {
+  const tracker = new PodTracker(client, namespace, query, {
+    log: opts.log,
+    onChange: (from, to) => {
+      if (from && to) opts.log(`Pod ${from.metadata.name} is gone or not ready; new connections go to ${to.metadata.name}`);
+    },
+  });
+  return {
+    tracker,
+    remoteLabel: label,
+    async destination(spec) {
+      const pod = await tracker.readyPod(opts.podRunningTimeoutMs);
+      if (!pod) {
+        throw new Error(`timed out waiting for a ready pod of ${what} (--pod-running-timeout)`);
+      }
+      return { address: ipAddress(pod.status!.podIP!), port: portOf(spec, pod), pod: pod.metadata.name };
+    },
+    stop: () => tracker.stop(),
+  };
+}
+
+/** Checks that a ready pod shows up within the timeout, with kubectl's wording when it does not. */
+async function waitFirstPod(t: { tracker: PodTracker }, what: string, timeoutMs: number): Promise<Pod> {
+  await t.tracker.start();
+  const pod = await t.tracker.readyPod(timeoutMs);
+  if (!pod) {
+    t.tracker.stop();
+    const known = t.tracker.pods;
+    const detail = known.length === 0 ? "no pods found" : `pod ${known[0].metadata.name} is ${known[0].status?.phase ?? "Pending"}`;
+    throw new UsageError(`timed out waiting for a running, ready pod of ${what} (${detail})`);
+  }
+  return pod;
+}
+
+function servicePort(svc: Service, spec: PortSpec): ServicePort {
+  const ports = svc.spec.ports ?? [];
+  const found = typeof spec.remote === "number"
+    ? ports.find((p) => p.port === spec.remote)
+    : ports.find((p) => p.name === spec.remote);
+  if (!found) {
+    if (typeof spec.remote === "number" && ports.length === 0 && svc.spec.type === "ExternalName") {
+      return { port: spec.remote };
+    }
+    const what = typeof spec.remote === "number" ? `service port ${spec.remote}` : `service port named "${spec.remote}"`;
+    throw new UsageError(`Service ${svc.metadata.name} does not have a ${what}`);
+  }
+  return found;
+}
+
+function containerPortResolver(what: string) {
+  return (spec: PortSpec, pod: Pod): number => {
+    if (typeof spec.remote === "number") return spec.remote;
+    const n = containerPortByName(pod.spec.containers, spec.remote, spec);
+    if (n === undefined) throw new Error(`Pod ${pod.metadata.name} of ${what} does not have a port named "${spec.remote}"`);
+    return n;
+  };
+}
+
+/** Resolves a `TYPE/NAME` + ports to a ResolvedTarget, checking names and ports up front. */
+export async function resolveTarget(
+  client: KubeClient,
+  req: ForwardRequest,
+  namespace: string,
+  opts: ResolveOptions,
+): Promise<ResolvedTarget> {
+  const { kind, name } = req.target;
+  const ns = encodeURIComponent(namespace);
+  const fixed = (address: Address, what: string): ResolvedTarget => {
+    req.ports.forEach((p) => numericPort(p, what));
+    return {
+      remoteLabel: (spec) => String(spec.remote),
+      destination: (spec) => Promise.resolve({ address, port: numericPort(spec, what) }),
+      stop() {},
+    };
+  };
+  switch (kind) {
+    case "ip":
+      return fixed(ipAddress(name), "ip/ targets");
+    case "host":
+      return fixed({ type: "hostname", name }, "host/ targets");
+    case "pod": {
+      await getObject<Pod>(client, `/api/v1/namespaces/${ns}/pods/${encodeURIComponent(name)}`);
+      const what = `pod/${name}`;
+      const t = podTarget(
+        client,
+        namespace,
+        `fieldSelector=${encodeURIComponent(`metadata.name=${name}`)}`,
+        what,
+        containerPortResolver(what),
+        (spec) => String(spec.remote),
+        opts,
+      );
+      const pod = await waitFirstPod(t, what, opts.podRunningTimeoutMs);
+      req.ports.forEach((p) => containerPortResolver(what)(p, pod));
+      return t;
+    }
+    case "service": {
+      const svc = await getObject<Service>(client, `/api/v1/namespaces/${ns}/services/${encodeURIComponent(name)}`);
+      req.ports.forEach((p) => servicePort(svc, p));
+      const clusterIP = svc.spec.clusterIP;
+      if (clusterIP && clusterIP !== "None") {
+        return {
+          remoteLabel: (spec) => String(servicePort(svc, spec).port),
+          destination: (spec) => Promise.resolve({ address: ipAddress(clusterIP), port: servicePort(svc, spec).port }),
+          stop() {},
+        };
+      }
+      if (svc.spec.type === "ExternalName" && svc.spec.externalName) {
+        const host = svc.spec.externalName.replace(/\.$/, "");
+        return {
+          remoteLabel: (spec) => String(servicePort(svc, spec).port),
+          destination: (spec) => Promise.resolve({ address: { type: "hostname", name: host }, port: servicePort(svc, spec).port }),
+          stop() {},
+        };
+      }
+      if (!svc.spec.selector || Object.keys(svc.spec.selector).length === 0) {
+        throw new UsageError(`Service ${name} has no cluster IP, no external name and no selector`);
+      }
+      const what = `service/${name}`;
+      const portOf = (spec: PortSpec, pod: Pod): number => {
+        const sp = servicePort(svc, spec);
+        const target = sp.targetPort ?? sp.port;
+        if (typeof target === "number") return target;
+        if (/^\d+$/.test(target)) return Number(target);
+        const n = containerPortByName(pod.spec.containers, target, spec);
+        if (n === undefined) throw new Error(`Pod ${pod.metadata.name} does not have a port named "${target}"`);
+        return n;
+      };
+      const t = podTarget(
+        client,
+        namespace,
+        `labelSelector=${encodeURIComponent(selectorString({ matchLabels: svc.spec.selector }))}`,
+        what,
+        portOf,
+        (spec) => String(servicePort(svc, spec).targetPort ?? servicePort(svc, spec).port),
+        opts,
+      );
+      const pod = await waitFirstPod(t, what, opts.podRunningTimeoutMs);
+      req.ports.forEach((p) => portOf(p, pod));
+      return t;
+    }
+    default: {
+      const [api, plural] = WORKLOAD_PATHS[kind];
+      const w = await getObject<Workload>(client, `/${api}/namespaces/${ns}/${plural}/${encodeURIComponent(name)}`);
+      const what = `${kind}/${name}`;
+      if (!w.spec.selector) throw new UsageError(`${what} has no pod selector`);
+      const containers = w.spec.template?.spec?.containers ?? [];
+      for (const p of req.ports) {
+        if (typeof p.remote === "string" && containerPortByName(containers, p.remote, p) === undefined) {
+          throw new UsageError(`${what} does not have a container port named "${p.remote}"`);
+        }
+      }
+      const t = podTarget(
+        client,
+        namespace,
+        `labelSelector=${encodeURIComponent(selectorString(w.spec.selector))}`,
+        what,
+        containerPortResolver(what),
+        (spec) => String(typeof spec.remote === "number" ? spec.remote : containerPortByName(containers, spec.remote, spec)),
+        opts,
+      );
+      await waitFirstPod(t, what, opts.podRunningTimeoutMs);
+      return t;
+    }
+  }
+}

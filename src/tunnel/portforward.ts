@@ -1,0 +1,156 @@
+import type { KubeClient } from "../kube/client.ts";
+import type { Transport } from "./transport.ts";
+
+/** The apiserver refused or broke the pod port-forward. */
+export class PortForwardError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PortForwardError";
+  }
+}
+
+const DATA = 0;
+const ERROR = 1;
+const HIGH_WATER = 4 * 1024 * 1024;
+
+/**
+ * Opens the apiserver's pod port-forward (`v4.channel.k8s.io` WebSocket) to one port of a pod
+ * and exposes its data channel as a byte Transport.
+ *
+ * Each binary message starts with a channel byte: 0 = data, 1 = error (for the first port).
+ * The first two bytes the server sends on each channel are the port number (little-endian).
+ */
+export async function openPortForward(
+  client: KubeClient,
+  namespace: string,
+  pod: string,
+  port: number,
+  timeoutMs = 30_000,
+): Promise<Transport> {
+  const access = client.access;
+  const url = `${access.server.replace(/^http/, "ws")}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${
+    encodeURIComponent(pod)
+  }/portforward?ports=${port}`;
+  const headers = await access.headers();
+  const ws = new WebSocket(url, { protocols: ["v4.channel.k8s.io"], headers, client: access.httpClient });
+  ws.binaryType = "arraybuffer";
+  const transport = new WebSocketTransport(ws, `${namespace}/${pod}:${port}`);
+  await transport.opened(timeoutMs);
+  return transport;
+}
+
+class WebSocketTransport implements Transport {
+  #ws: WebSocket;
+  #what: string;
+  #chunks: Uint8Array[] = [];
+  #waiter: (() => void) | null = null;
+  #ended = false;
+  #error: string | null = null;
+  #errorText = "";
+  #prefixLeft = [2, 2];
+  #openPromise: Promise<void>;
+
+  constructor(ws: WebSocket, what: string) {
+    this.#ws = ws;
+    this.#what = what;
+    this.#openPromise = new Promise((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = (ev) => {
+        const msg = (ev as ErrorEvent).message || "websocket error";
+        this.#fail(`port-forward to ${what} failed: ${msg}`);
+        reject(new PortForwardError(this.#error!));
+      };
+      ws.onclose = (ev) => {
+        if (this.#errorText) this.#fail(`port-forward to ${what}: ${this.#errorText.trim()}`);
+        this.#ended = true;
+        this.#wake();
+        reject(new PortForwardError(`port-forward to ${what} closed (code ${ev.code}) ${ev.reason}`.trim()));
+      };
+    });
+    this.#openPromise.catch(() => {});
+    ws.onmessage = (ev) => this.#onMessage(ev.data);
+  }
+
+  /** Resolves once the WebSocket is open, or rejects with the server's reason. */
+  async opened(timeoutMs: number): Promise<void> {
+    let timer: number | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new PortForwardError(`port-forward to ${this.#what}: timed out after ${timeoutMs} ms`));
+        this.close();
+      }, timeoutMs);
+    });
+    try {
+      await Promise.race([this.#openPromise, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #onMessage(data: unknown): void {
+    if (!(data instanceof ArrayBuffer) || data.byteLength === 0) return;
+    const bytes = new Uint8Array(data);
+    const channel = bytes[0];
+    let payload = bytes.subarray(1);
+    if (channel !== DATA && channel !== ERROR) return;
+    const skip = Math.min(this.#prefixLeft[channel], payload.length);
+    this.#prefixLeft[channel] -= skip;
+    payload = payload.subarray(skip);
+    if (payload.length === 0) return;
+    if (channel === ERROR) {
+      this.#errorText += new TextDecoder().decode(payload);
+      this.#fail(`port-forward to ${this.#what}: ${this.#errorText.trim()}`);
+      this.close();
+      return;
+    }
+    this.#chunks.push(payload);
+    this.#wake();
+  }
+
+  #fail(message: string): void {
+    if (this.#error === null) this.#error = message;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.();
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    while (true) {
+      const chunk = this.#chunks.shift();
+      if (chunk) return chunk;
+      if (this.#error !== null) throw new PortForwardError(this.#error);
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => (this.#waiter = resolve));
+    }
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.#error !== null) throw new PortForwardError(this.#error);
+    if (this.#ended || this.#ws.readyState !== WebSocket.OPEN) {
+      throw new PortForwardError(`port-forward to ${this.#what} is closed`);
+    }
+    const frame = new Uint8Array(chunk.length + 1);
+    frame[0] = DATA;
+    frame.set(chunk, 1);
+    this.#ws.send(frame);
+    while (this.#ws.bufferedAmount > HIGH_WATER && this.#ws.readyState === WebSocket.OPEN) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  close(): void {
+    if (this.#ws.readyState === WebSocket.CONNECTING || this.#ws.readyState === WebSocket.OPEN) {
+      try {
+        this.#ws.close();
+      } catch {
+        // already closing
+      }
+    }
+    this.#ended = true;
+    this.#wake();
+  }
+}

@@ -1,0 +1,131 @@
+import { Session, SessionClosedError, type Stream } from "./session.ts";
+import type { Transport } from "./transport.ts";
+
+/** Options for a Tunnel. */
+export interface TunnelOptions {
+  /** Opens a fresh transport to an agent (recreating the agent if it is gone). */
+  connect: () => Promise<Transport>;
+  /** Dead-session detection bound (heartbeats). */
+  heartbeatTimeoutMs: number;
+  /** How long a new stream waits for a (re)connected session before failing. */
+  waitForSessionMs: number;
+  /** User-visible notes (tunnel lost / restored). */
+  note: (line: string) => void;
+  /** Debug log (-v). */
+  log: (line: string) => void;
+}
+
+/**
+ * One multiplexed session to the agent that survives loss: when the session dies, streams
+ * that were open end, and a new session is connected with backoff while new streams wait.
+ */
+export class Tunnel {
+  #opts: TunnelOptions;
+  #session: Session | undefined;
+  #waiters: (() => void)[] = [];
+  #closed = false;
+  #reconnecting: Promise<void> | undefined;
+
+  constructor(opts: TunnelOptions) {
+    this.#opts = opts;
+  }
+
+  /** Connects the first session; errors propagate (the caller reports them and exits). */
+  async start(): Promise<void> {
+    this.#install(await this.#opts.connect());
+  }
+
+  /** The current session's open stream count (0 while reconnecting). */
+  get activeStreams(): number {
+    return this.#session?.activeStreams ?? 0;
+  }
+
+  #install(transport: Transport): void {
+    const session = new Session(transport, {
+      role: "client",
+      pingIntervalMs: Math.max(250, Math.floor(this.#opts.heartbeatTimeoutMs / 3)),
+      pingTimeoutMs: this.#opts.heartbeatTimeoutMs,
+      log: this.#opts.log,
+    });
+    this.#session = session;
+    const ws = this.#waiters;
+    this.#waiters = [];
+    ws.forEach((w) => w());
+    session.closed.then((reason) => {
+      if (this.#session !== session) return;
+      this.#session = undefined;
+      if (this.#closed) return;
+      const open = session.activeStreams;
+      this.#opts.note(
+        `Lost connection to the agent (${reason})${open ? `; ${open} open connection(s) closed` : ""}; reconnecting…`,
+      );
+      this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
+    });
+  }
+
+  async #reconnect(): Promise<void> {
+    let backoff = 250;
+    const t0 = performance.now();
+    while (!this.#closed) {
+      try {
+        const transport = await this.#opts.connect();
+        if (this.#closed) {
+          transport.close();
+          return;
+        }
+        this.#install(transport);
+        this.#opts.note(`Reconnected to the agent after ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+        return;
+      } catch (e) {
+        this.#opts.log(`reconnect failed: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 5000);
+      }
+    }
+  }
+
+  async #currentSession(): Promise<Session> {
+    const deadline = Date.now() + this.#opts.waitForSessionMs;
+    while (!this.#session) {
+      if (this.#closed) throw new SessionClosedError("relay is shutting down");
+      const left = deadline - Date.now();
+      if (left <= 0) throw new SessionClosedError("no connection to the agent (still reconnecting)");
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    return this.#session;
+  }
+
+  /** Opens a stream for an encoded Header, waiting (bounded) for a session if reconnecting. */
+  async openStream(header: Uint8Array): Promise<Stream> {
+    for (let attempt = 0;; attempt++) {
+      const session = await this.#currentSession();
+      try {
+        return await session.openStream(header);
+      } catch (e) {
+        // The session died under us: retry once on the next one.
+        if (e instanceof SessionClosedError && attempt === 0 && !this.#closed) continue;
+        throw e;
+      }
+    }
+  }
+
+  /** Stops accepting streams; open ones may finish. */
+  goAway(): void {
+    this.#session?.goAway();
+  }
+
+  /** Closes the session for good. */
+  close(): void {
+    this.#closed = true;
+    this.#session?.close("client exiting");
+    const ws = this.#waiters;
+    this.#waiters = [];
+    ws.forEach((w) => w());
+  }
+}
