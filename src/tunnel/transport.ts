@@ -1,0 +1,172 @@
+/**
+ * Byte transports: a reliable, ordered byte pipe that a tunnel Session runs over.
+ *
+ * Implementations: a TCP connection (`connTransport`), a pod port-forward WebSocket data channel
+ * (see `portforward.ts`), and an in-memory pair for tests (`memoryTransportPair`).
+ *
+ * @module
+ */
+
+/**
+ * A reliable ordered byte pipe (a TCP conn, or a port-forward WebSocket data channel).
+ *
+ * Contract:
+ * - at most one `read()` and one `write()` are outstanding at a time (a Session guarantees this);
+ * - `read()` resolves with the next chunk (owned by the caller, never reused by the transport),
+ *   or `null` at end of stream or after `close()`; it may reject on a transport error;
+ * - `write()` resolves once the transport no longer needs `chunk` (the caller may then reuse
+ *   it); it rejects if the transport is closed or broken;
+ * - `close()` is idempotent and makes a pending `read()` resolve with `null` (or reject).
+ */
+export interface Transport {
+  /** Next chunk; `null` = EOF. */
+  read(): Promise<Uint8Array | null>;
+  /** Writes the whole chunk. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Closes both directions; idempotent. */
+  close(): void;
+}
+
+/** Size of the read buffer used by `connTransport`. */
+const CONN_READ_BUFFER = 256 * 1024;
+
+/**
+ * Wraps a Deno connection (TCP or Unix) as a Transport.
+ *
+ * Reads go through one reused buffer and return an exact-size copy, so chunks handed out are
+ * never reused. Errors after `close()` are reported as EOF.
+ */
+export function connTransport(conn: Deno.Conn): Transport {
+  const buf = new Uint8Array(CONN_READ_BUFFER);
+  let closed = false;
+  return {
+    async read(): Promise<Uint8Array | null> {
+      if (closed) return null;
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch (e) {
+        if (closed) return null;
+        throw e;
+      }
+      if (n === null) return null;
+      return buf.slice(0, n);
+    },
+    async write(chunk: Uint8Array): Promise<void> {
+      if (closed) throw new Deno.errors.BadResource("transport is closed");
+      let off = 0;
+      while (off < chunk.length) {
+        off += await conn.write(off === 0 ? chunk : chunk.subarray(off));
+      }
+    },
+    close(): void {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+/**
+ * A transport whose first `read()` returns `leftover` (when non-empty) and then delegates to
+ * `inner`. Used after sniffing a connection's first bytes (e.g. the tunnel PREFACE).
+ */
+export function prefixedTransport(leftover: Uint8Array, inner: Transport): Transport {
+  let pending: Uint8Array | null = leftover.length > 0 ? leftover : null;
+  return {
+    read(): Promise<Uint8Array | null> {
+      if (pending) {
+        const chunk = pending;
+        pending = null;
+        return Promise.resolve(chunk);
+      }
+      return inner.read();
+    },
+    write(chunk: Uint8Array): Promise<void> {
+      return inner.write(chunk);
+    },
+    close(): void {
+      pending = null;
+      inner.close();
+    },
+  };
+}
+
+/** Bytes a memory transport buffers before `write()` waits for the peer to read. */
+const MEMORY_HIGH_WATER = 1024 * 1024;
+
+/** One direction of an in-memory pipe. */
+class MemoryPipe {
+  chunks: Uint8Array[] = [];
+  buffered = 0;
+  ended = false;
+  readerWaiter: (() => void) | null = null;
+  writerWaiters: (() => void)[] = [];
+
+  wakeReader(): void {
+    const w = this.readerWaiter;
+    this.readerWaiter = null;
+    w?.();
+  }
+
+  wakeWriters(): void {
+    const ws = this.writerWaiters;
+    this.writerWaiters = [];
+    for (const w of ws) w();
+  }
+}
+
+/**
+ * Creates two connected in-memory transports (for tests): bytes written to one are read from
+ * the other. Writes copy their chunk and wait while more than 1 MiB is unread. Closing either
+ * end ends both directions: the closer reads EOF at once, the peer after draining what was sent.
+ */
+export function memoryTransportPair(): [Transport, Transport] {
+  const ab = new MemoryPipe();
+  const ba = new MemoryPipe();
+  const end = (rx: MemoryPipe, tx: MemoryPipe): Transport => {
+    let closed = false;
+    return {
+      async read(): Promise<Uint8Array | null> {
+        while (true) {
+          if (closed) return null;
+          const chunk = rx.chunks.shift();
+          if (chunk) {
+            rx.buffered -= chunk.length;
+            if (rx.buffered <= MEMORY_HIGH_WATER) rx.wakeWriters();
+            return chunk;
+          }
+          if (rx.ended) return null;
+          await new Promise<void>((resolve) => (rx.readerWaiter = resolve));
+        }
+      },
+      async write(chunk: Uint8Array): Promise<void> {
+        while (!closed && !tx.ended && tx.buffered > MEMORY_HIGH_WATER) {
+          await new Promise<void>((resolve) => tx.writerWaiters.push(resolve));
+        }
+        if (closed || tx.ended) throw new Deno.errors.BrokenPipe("memory transport is closed");
+        if (chunk.length === 0) return;
+        tx.chunks.push(chunk.slice());
+        tx.buffered += chunk.length;
+        tx.wakeReader();
+      },
+      close(): void {
+        if (closed) return;
+        closed = true;
+        tx.ended = true;
+        rx.ended = true;
+        rx.chunks = [];
+        rx.buffered = 0;
+        for (const p of [rx, tx]) {
+          p.wakeReader();
+          p.wakeWriters();
+        }
+      },
+    };
+  };
+  return [end(ba, ab), end(ab, ba)];
+}
