@@ -73,6 +73,7 @@ export async function connectAgent(
     readyTimeoutMs: Math.max(flags.podRunningTimeoutMs, 60_000),
     log: note,
   });
+  await agents.preflight();
   let agent = await agents.start();
   const connect = async () => {
     if (!(await agents.alive(agent))) {

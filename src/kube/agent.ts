@@ -102,6 +102,34 @@ export class AgentManager {
     return `/apis/batch/v1/namespaces/${encodeURIComponent(this.#opts.namespace)}/jobs`;
   }
 
+  /**
+   * Checks with SelfSubjectAccessReviews that the user may run and reach the agent, so a missing
+   * right fails before anything is created, with the wording of the apiserver's Forbidden error.
+   */
+  async preflight(): Promise<void> {
+    const ns = this.#opts.namespace;
+    const checks = [
+      { group: "batch", resource: "jobs", verb: "create" },
+      { group: "", resource: "pods", subresource: "portforward", verb: "create" },
+    ];
+    await Promise.all(checks.map(async (c) => {
+      const review = await this.#client.create<{ status?: { allowed?: boolean } }>(
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        {
+          apiVersion: "authorization.k8s.io/v1",
+          kind: "SelfSubjectAccessReview",
+          spec: { resourceAttributes: { namespace: ns, ...c } },
+        },
+      ).catch(() => undefined); // reviews unavailable: let the real request decide
+      if (review?.status?.allowed === false) {
+        const what = c.subresource ? `${c.resource}/${c.subresource}` : c.resource;
+        throw new UsageError(
+          `forbidden: you cannot ${c.verb} resource "${what}" in API group "${c.group}" in the namespace "${ns}" (needed to run the agent; see manifests/rbac.yaml)`,
+        );
+      }
+    }));
+  }
+
   /** Creates an agent Job and waits until its pod is running and ready. */
   async start(): Promise<AgentHandle> {
     const t0 = performance.now();
