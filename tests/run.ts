@@ -1,0 +1,88 @@
+/**
+ * `deno task test [deno test args...]` — builds the control plane if needed, starts ONE loopback
+ * cluster, runs `deno test -A <args>` (default `tests/`) with `RELAY_TEST_CLUSTER` pointing at the
+ * cluster's state.json, stops the cluster, and prints a final line `N passed, M failed`.
+ *
+ * Exit code: deno test's; 1 if the cluster cannot start, or if tests passed but stopping the
+ * cluster left something behind.
+ *
+ * @module
+ */
+
+import { type Cluster, startCluster } from "./cluster/cluster.ts";
+
+/** Totals parsed from Deno's test summary line. */
+export interface TestSummary {
+  ok: boolean;
+  passed: number;
+  failed: number;
+}
+
+/** Parse `ok | 12 passed (3 steps) | 0 failed ...` / `FAILED | ...` (the last one wins). */
+export function parseSummary(output: string): TestSummary | null {
+  // deno-lint-ignore no-control-regex
+  const plain = output.replace(/\x1b\[[0-9;]*m/g, "");
+  const re = /^(ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/gm;
+  let m: RegExpExecArray | null;
+  let last: TestSummary | null = null;
+  while ((m = re.exec(plain)) !== null) {
+    last = { ok: m[1] === "ok", passed: Number(m[2]), failed: Number(m[3]) };
+  }
+  return last;
+}
+
+async function main(args: string[]): Promise<number> {
+  const testArgs = args.length ? args : ["tests/"];
+  let cluster: Cluster;
+  try {
+    cluster = await startCluster({ log: (l) => console.error(l) });
+  } catch (e) {
+    console.error(`error: cannot start the test cluster: ${e instanceof Error ? e.stack : e}`);
+    console.log("0 passed, 0 failed");
+    return 1;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["test", "-A", ...testArgs],
+    env: { RELAY_TEST_CLUSTER: `${cluster.dir}/state.json` },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    try {
+      child.kill("SIGINT");
+    } catch {
+      // already gone
+    }
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  let output = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    await Deno.stdout.write(chunk);
+    output += decoder.decode(chunk, { stream: true });
+    if (output.length > 4_000_000) output = output.slice(-1_000_000);
+  }
+  const status = await child.status;
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  let code = status.code;
+  try {
+    await cluster.stop();
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : e}`);
+    if (code === 0) code = 1;
+  }
+  const summary = parseSummary(output);
+  if (summary === null) console.error("(no summary line from deno test)");
+  if (interrupted) console.error("(interrupted)");
+  console.log(`${summary?.passed ?? 0} passed, ${summary?.failed ?? 0} failed`);
+  return code;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
