@@ -1,0 +1,428 @@
+/**
+ * `kubectl relay proxy`: a SOCKS5 (RFC 1928, no-auth) and HTTP proxy server
+ * whose connections are dialled by the agent inside the cluster. The protocol
+ * is detected from the first byte: 0x05 is SOCKS5, 0x04 (SOCKS4) is refused,
+ * anything else is read as an HTTP proxy request (`CONNECT host:port`, or an
+ * absolute-form `GET http://host/...`).
+ *
+ * For each CONNECT the proxy builds a Header and calls the injected
+ * `openStream`; the agent's status becomes the SOCKS reply code or HTTP
+ * status. UDP ASSOCIATE is supported (see socks_udp.ts).
+ *
+ * @module
+ */
+
+import {
+  type Address,
+  encodeHeader,
+  formatDestination,
+  type Header,
+  parseAddress,
+} from "../protocol/header.ts";
+import {
+  ByteReader,
+  errorText,
+  LimitExceededError,
+  relay,
+  type RelayStream,
+  writeAll,
+} from "./socks_io.ts";
+import {
+  HTTP_CONNECT_OK,
+  httpErrorResponse,
+  MAX_HTTP_HEAD,
+  parseHttpProxyRequest,
+} from "./socks_http.ts";
+import { dialErrorMessage, httpStatusFor, socksReplyFor } from "./socks_status.ts";
+import { UdpAssociation } from "./socks_udp.ts";
+import {
+  Command,
+  decodeSocksAddress,
+  encodeReply,
+  Method,
+  Reply,
+  SOCKS_VERSION,
+  socksAddressFromIp,
+  type SocksDestination,
+} from "./socks_wire.ts";
+
+/** Options for {@link startProxy}. */
+export interface ProxyOptions {
+  /** Address to listen on (TCP, and the UDP relay sockets). */
+  hostname: string;
+  /** TCP port to listen on (0 = any free port). */
+  port: number;
+  /**
+   * Opens a tunnel stream for a Header (raw Header bytes). Resolves once the
+   * agent accepted it; rejects with an error carrying a numeric `status`
+   * (`StreamRejectedError`) when the agent refused, or any other error when the
+   * tunnel failed. `Stream` from src/tunnel/session.ts fits {@link RelayStream}.
+   */
+  openStream: (header: Uint8Array) => Promise<RelayStream>;
+  /** Log sink (one line per call, no trailing newline). Default: `console.log`. */
+  log?: (line: string) => void;
+  /** Verbosity: ≥1 logs `Handling connection for HOST:PORT` per connection. Default 0. */
+  verbose?: number;
+  /** UDP ASSOCIATE flows idle this long are closed. Default 60 000 ms. */
+  udpIdleMs?: number;
+  /** A client must finish its handshake within this. Default 30 000 ms. */
+  handshakeTimeoutMs?: number;
+}
+
+/** A running proxy. */
+export interface ProxyServer {
+  /** The bound TCP address. */
+  readonly addr: Deno.NetAddr;
+  /** Stops listening and ends every connection and UDP association; resolves when all ended. */
+  close(): Promise<void>;
+}
+
+/** The startup line, kubectl style: `Proxy listening on 127.0.0.1:1080 (SOCKS5, HTTP CONNECT)`. */
+export function proxyListeningMessage(addr: Deno.NetAddr): string {
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return `Proxy listening on ${host}:${addr.port} (SOCKS5, HTTP CONNECT)`;
+}
+
+/**
+ * Starts the proxy. Logs {@link proxyListeningMessage} once listening.
+ * Throws (like `Deno.listen`) if the address cannot be bound.
+ */
+export function startProxy(opts: ProxyOptions): Promise<ProxyServer> {
+  const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
+  const server = new Proxy(listener, opts);
+  opts.log ??= (line) => console.log(line);
+  (opts.log)(proxyListeningMessage(server.addr));
+  return Promise.resolve(server);
+}
+
+class Proxy implements ProxyServer {
+  readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  readonly #opts: ProxyOptions;
+  readonly #conns = new Set<Deno.Conn>();
+  readonly #udp = new Set<UdpAssociation>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #acceptLoop: Promise<void>;
+  #closing = false;
+
+  constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, opts: ProxyOptions) {
+    this.#listener = listener;
+    this.#opts = opts;
+    this.#acceptLoop = this.#accept();
+  }
+
+  get addr(): Deno.NetAddr {
+    return this.#listener.addr;
+  }
+
+  #log(line: string): void {
+    (this.#opts.log ?? console.log)(line);
+  }
+
+  get #verbose(): number {
+    return this.#opts.verbose ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      try {
+        this.#listener.close();
+      } catch { /* already closed */ }
+      for (const c of this.#conns) {
+        try {
+          c.close();
+        } catch { /* already closed */ }
+      }
+      for (const u of this.#udp) void u.close();
+    }
+    await this.#acceptLoop;
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+  }
+
+  async #accept(): Promise<void> {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (err) {
+        if (!this.#closing) this.#log(`error: accept: ${errorText(err)}`);
+        return;
+      }
+      if (this.#closing) {
+        conn.close();
+        return;
+      }
+      try {
+        conn.setNoDelay(true);
+      } catch { /* not fatal */ }
+      this.#conns.add(conn);
+      const task = this.#handle(conn)
+        .catch((err) => {
+          if (!this.#closing && this.#verbose >= 2) {
+            this.#log(`connection error: ${errorText(err)}`);
+          }
+        })
+        .finally(() => {
+          this.#conns.delete(conn);
+          try {
+            conn.close();
+          } catch { /* already closed */ }
+        });
+      this.#tasks.add(task);
+      task.finally(() => this.#tasks.delete(task));
+    }
+  }
+
+  /** Closes `conn` if the handshake has not finished in time. Returns a cancel function. */
+  #handshakeTimer(conn: Deno.Conn): () => void {
+    const ms = this.#opts.handshakeTimeoutMs ?? 30_000;
+    const t = setTimeout(() => {
+      if (this.#verbose >= 2) this.#log("closing connection: handshake timeout");
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    }, ms);
+    return () => clearTimeout(t);
+  }
+
+  async #handle(conn: Deno.TcpConn): Promise<void> {
+    const reader = new ByteReader(conn);
+    const cancelTimer = this.#handshakeTimer(conn);
+    let handed = false;
+    const done = () => {
+      if (!handed) {
+        handed = true;
+        cancelTimer();
+      }
+    };
+    try {
+      const first = await reader.peek(1);
+      if (first.length === 0) return;
+      if (first[0] === SOCKS_VERSION) await this.#socks5(conn, reader, done);
+      else if (first[0] === 0x04) {
+        // SOCKS4: "request rejected or failed".
+        await writeAll(conn, new Uint8Array([0, 0x5b, 0, 0, 0, 0, 0, 0]));
+      } else await this.#http(conn, reader, done);
+    } finally {
+      done();
+    }
+  }
+
+  // ---- SOCKS5 -------------------------------------------------------------
+
+  async #socks5(conn: Deno.TcpConn, reader: ByteReader, done: () => void): Promise<void> {
+    // Greeting: VER NMETHODS METHODS...
+    const greet = await reader.readExact(2);
+    if (!greet) return;
+    const methods = greet[1] > 0 ? await reader.readExact(greet[1]) : new Uint8Array(0);
+    if (!methods) return;
+    if (!methods.includes(Method.NoAuth)) {
+      await writeAll(conn, new Uint8Array([SOCKS_VERSION, Method.NoAcceptable]));
+      return;
+    }
+    await writeAll(conn, new Uint8Array([SOCKS_VERSION, Method.NoAuth]));
+
+    // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
+    const head = await reader.readExact(3);
+    if (!head) return;
+    if (head[0] !== SOCKS_VERSION) {
+      await writeAll(conn, encodeReply(Reply.GeneralFailure));
+      return;
+    }
+    const cmd = head[1];
+    if (cmd !== Command.Connect && cmd !== Command.UdpAssociate) {
+      await writeAll(conn, encodeReply(Reply.CommandNotSupported));
+      return;
+    }
+    const dest = await this.#readSocksAddress(reader);
+    if (typeof dest === "number") {
+      if (dest >= 0) await writeAll(conn, encodeReply(dest));
+      return;
+    }
+    if (cmd === Command.UdpAssociate) return await this.#udpAssociate(conn, reader, dest, done);
+
+    const header = this.#header("tcp", dest);
+    if (!header) {
+      await writeAll(conn, encodeReply(Reply.GeneralFailure));
+      return;
+    }
+    const desc = formatDestination(header.header);
+    if (this.#verbose >= 1) this.#log(`Handling connection for ${desc}`);
+    let stream: RelayStream;
+    try {
+      stream = await this.#opts.openStream(header.bytes);
+    } catch (err) {
+      this.#log(`error: ${dialErrorMessage("tcp", desc, err)}`);
+      await writeAll(conn, encodeReply(socksReplyFor(err))).catch(() => {});
+      return;
+    }
+    try {
+      await writeAll(conn, encodeReply(Reply.Succeeded));
+    } catch (err) {
+      stream.reset(`local connection: ${errorText(err)}`);
+      return;
+    }
+    done();
+    await relay(conn, stream, reader.leftover());
+  }
+
+  /** Reads ATYP DST.ADDR DST.PORT; returns a reply code to send on error (-1 = EOF, send nothing). */
+  async #readSocksAddress(reader: ByteReader): Promise<SocksDestination | number> {
+    let want = 1;
+    for (;;) {
+      const buf = await reader.peek(want);
+      if (buf.length < want) return -1;
+      const r = decodeSocksAddress(buf);
+      if (r.kind === "error") return r.reply;
+      if (r.kind === "ok") {
+        await reader.readExact(r.length);
+        return r.destination;
+      }
+      want = r.needed;
+    }
+  }
+
+  async #udpAssociate(
+    conn: Deno.TcpConn,
+    reader: ByteReader,
+    clientDest: SocksDestination,
+    done: () => void,
+  ): Promise<void> {
+    const local = conn.localAddr as Deno.NetAddr;
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    let assoc: UdpAssociation;
+    try {
+      assoc = new UdpAssociation({
+        hostname: local.hostname,
+        clientIp: remote.hostname,
+        clientPort: clientDest.port,
+        idleMs: this.#opts.udpIdleMs ?? 60_000,
+        log: (l) => this.#log(l),
+        verbose: this.#verbose,
+        describe: (d) => describeDestination(d),
+        openStream: (d) => {
+          const h = this.#header("udp", d);
+          if (!h) return Promise.reject(new TypeError("invalid destination"));
+          return this.#opts.openStream(h.bytes);
+        },
+      });
+    } catch (err) {
+      this.#log(`error: UDP ASSOCIATE: ${errorText(err)}`);
+      await writeAll(conn, encodeReply(Reply.GeneralFailure));
+      return;
+    }
+    this.#udp.add(assoc);
+    try {
+      if (this.#closing) return;
+      const bound = assoc.addr;
+      await writeAll(
+        conn,
+        encodeReply(Reply.Succeeded, {
+          address: socksAddressFromIp(bound.hostname),
+          port: bound.port,
+        }),
+      );
+      done();
+      if (this.#verbose >= 2) {
+        this.#log(`UDP association for ${remote.hostname}:${remote.port} on port ${bound.port}`);
+      }
+      // The association lives until the control connection ends.
+      reader.leftover();
+      const buf = new Uint8Array(1024);
+      try {
+        while ((await conn.read(buf)) !== null) { /* discard */ }
+      } catch { /* closed */ }
+    } finally {
+      this.#udp.delete(assoc);
+      await assoc.close();
+    }
+  }
+
+  /** Builds a Header for a destination; null if the destination cannot be encoded. */
+  #header(
+    protocol: "tcp" | "udp",
+    dest: SocksDestination,
+  ): { header: Header; bytes: Uint8Array } | null {
+    const address: Address = dest.address.type === "domain"
+      ? parseAddress(dest.address.name)
+      : dest.address;
+    const header: Header = {
+      requestId: crypto.randomUUID(),
+      protocol,
+      port: dest.port,
+      address,
+    };
+    try {
+      return { header, bytes: encodeHeader(header) };
+    } catch {
+      return null;
+    }
+  }
+
+  // ---- HTTP ---------------------------------------------------------------
+
+  async #http(conn: Deno.TcpConn, reader: ByteReader, done: () => void): Promise<void> {
+    let head: Uint8Array | null;
+    try {
+      head = await reader.readUntil(new TextEncoder().encode("\r\n\r\n"), MAX_HTTP_HEAD);
+    } catch (err) {
+      if (err instanceof LimitExceededError) {
+        await writeAll(
+          conn,
+          httpErrorResponse(431, "Request Header Fields Too Large", "request head too large"),
+        );
+        return;
+      }
+      throw err;
+    }
+    if (!head) return;
+    const req = parseHttpProxyRequest(head);
+    if (req.kind === "error") {
+      await writeAll(conn, httpErrorResponse(req.code, req.reason, req.message));
+      return;
+    }
+    const header = this.#header("tcp", {
+      address: { type: "domain", name: req.host },
+      port: req.port,
+    });
+    if (!header) {
+      await writeAll(conn, httpErrorResponse(400, "Bad Request", `invalid host ${req.host}`));
+      return;
+    }
+    const desc = formatDestination(header.header);
+    if (this.#verbose >= 1) this.#log(`Handling connection for ${desc}`);
+    let stream: RelayStream;
+    try {
+      stream = await this.#opts.openStream(header.bytes);
+    } catch (err) {
+      const msg = dialErrorMessage("tcp", desc, err);
+      this.#log(`error: ${msg}`);
+      const st = httpStatusFor(err);
+      await writeAll(conn, httpErrorResponse(st.code, st.reason, msg)).catch(() => {});
+      return;
+    }
+    done();
+    if (req.kind === "connect") {
+      try {
+        await writeAll(conn, HTTP_CONNECT_OK);
+      } catch (err) {
+        stream.reset(`local connection: ${errorText(err)}`);
+        return;
+      }
+      await relay(conn, stream, reader.leftover());
+    } else {
+      const rest = reader.leftover();
+      const first = new Uint8Array(req.head.length + rest.length);
+      first.set(req.head, 0);
+      first.set(rest, req.head.length);
+      await relay(conn, stream, first);
+    }
+  }
+}
+
+/** `host:port` for logs, IPv6 bracketed. */
+export function describeDestination(d: SocksDestination): string {
+  const a = d.address;
+  const host = a.type === "domain" ? a.name : a.type === "ipv6" ? `[${a.ip}]` : a.ip;
+  return `${host}:${d.port}`;
+}

@@ -1,0 +1,384 @@
+/**
+ * Test helpers for the proxy: a fake `openStream` that plays the agent
+ * locally (dials loopback only, answers with agent statuses), a local HTTP
+ * server, a TCP echo server and a UDP "DNS" responder. Network rule: only
+ * 127.0.0.0/8 and ::1 are ever dialled; everything else is refused with a
+ * status, never contacted.
+ *
+ * @module
+ */
+
+import { decodeHeader } from "../../src/protocol/header.ts";
+import { Status } from "../../src/protocol/status.ts";
+import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
+import type { RelayStream } from "../../src/forward/socks_io.ts";
+
+/** What the fake agent's `openStream` rejects with (like `StreamRejectedError`). */
+export class FakeRejectedError extends Error {
+  /** Agent status (src/protocol/status.ts). */
+  readonly status: number;
+  constructor(status: number) {
+    super(`stream rejected with status ${status}`);
+    this.name = "StreamRejectedError";
+    this.status = status;
+  }
+}
+
+/** A record of one `openStream` call. */
+export interface OpenRecord {
+  protocol: "tcp" | "udp";
+  destination: string;
+  outcome: "ok" | number;
+}
+
+/** A fake agent: an `openStream` implementation plus what it saw. */
+export interface FakeAgent {
+  openStream: (header: Uint8Array) => Promise<RelayStream>;
+  opened: OpenRecord[];
+  /** Streams currently open (not yet ended both ways). */
+  readonly live: number;
+  /** Closes every stream it opened. */
+  closeAll(): void;
+}
+
+function isLoopback(ip: string): boolean {
+  return /^127\.\d+\.\d+\.\d+$/.test(ip) || ip === "::1";
+}
+
+/**
+ * Creates a fake agent. `hosts` maps hostnames to loopback IPs (the fake
+ * "cluster DNS"); unknown names get NoSuchHost, non-loopback IPs get
+ * NetworkUnreachable (and are never contacted). With `dialIps: false`, every
+ * IP destination is refused that way (only mapped names are dialled).
+ */
+export function fakeAgent(
+  hosts: Record<string, string> = {},
+  opts: { dialIps?: boolean } = {},
+): FakeAgent {
+  const dialIps = opts.dialIps ?? true;
+  const opened: OpenRecord[] = [];
+  const closers = new Set<() => void>();
+  const agent: FakeAgent = {
+    opened,
+    get live() {
+      return closers.size;
+    },
+    closeAll() {
+      for (const c of [...closers]) c();
+    },
+    async openStream(bytes: Uint8Array): Promise<RelayStream> {
+      const r = decodeHeader(bytes);
+      if (r.kind !== "ok" || r.length !== bytes.length) {
+        throw new FakeRejectedError(Status.BadRequest);
+      }
+      const h = r.header;
+      const a = h.address;
+      const host = a.type === "hostname" ? a.name : a.ip;
+      const shown = a.type === "ipv6" ? `[${a.ip}]:${h.port}` : `${host}:${h.port}`;
+      const rec: OpenRecord = { protocol: h.protocol, destination: shown, outcome: "ok" };
+      opened.push(rec);
+      const fail = (s: number): never => {
+        rec.outcome = s;
+        throw new FakeRejectedError(s);
+      };
+      let ip: string;
+      if (a.type === "hostname") {
+        const mapped = hosts[a.name];
+        if (!mapped) return fail(Status.NoSuchHost);
+        ip = mapped;
+      } else {
+        if (!dialIps) return fail(Status.NetworkUnreachable);
+        ip = a.ip;
+      }
+      if (!isLoopback(ip)) return fail(Status.NetworkUnreachable);
+      if (h.protocol === "tcp") {
+        let conn: Deno.TcpConn;
+        try {
+          conn = await Deno.connect({ hostname: ip, port: h.port });
+        } catch (err) {
+          if (err instanceof Deno.errors.ConnectionRefused) return fail(Status.ConnectionRefused);
+          return fail(Status.UnknownError);
+        }
+        return tcpStream(conn, closers);
+      }
+      return udpStream(ip, h.port, closers);
+    },
+  };
+  return agent;
+}
+
+function tcpStream(conn: Deno.TcpConn, closers: Set<() => void>): RelayStream {
+  let closed = false;
+  let readDone = false;
+  let writeDone = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    closers.delete(close);
+    try {
+      conn.close();
+    } catch { /* ignore */ }
+  };
+  closers.add(close);
+  const maybeClose = () => {
+    if (readDone && writeDone) close();
+  };
+  return {
+    async read() {
+      if (closed) throw new Error("stream reset");
+      const buf = new Uint8Array(65536);
+      const n = await conn.read(buf);
+      if (n === null) {
+        readDone = true;
+        maybeClose();
+        return null;
+      }
+      return buf.slice(0, n);
+    },
+    async write(data) {
+      let off = 0;
+      while (off < data.length) off += await conn.write(data.subarray(off));
+    },
+    async closeWrite() {
+      if (closed || writeDone) return;
+      writeDone = true;
+      await conn.closeWrite();
+      maybeClose();
+    },
+    reset() {
+      close();
+    },
+  };
+}
+
+function udpStream(ip: string, port: number, closers: Set<() => void>): RelayStream {
+  const sock = Deno.listenDatagram({
+    transport: "udp",
+    hostname: ip === "::1" ? "::1" : "127.0.0.1",
+    port: 0,
+  });
+  const decoder = new UdpFrameDecoder();
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    closers.delete(close);
+    try {
+      sock.close();
+    } catch { /* ignore */ }
+  };
+  closers.add(close);
+  return {
+    async read() {
+      if (closed) return null;
+      try {
+        const [data] = await sock.receive();
+        return encodeUdpFrame(data);
+      } catch {
+        return null;
+      }
+    },
+    async write(chunk) {
+      for (const dg of decoder.push(chunk)) {
+        await sock.send(dg, { transport: "udp", hostname: ip, port });
+      }
+    },
+    closeWrite() {
+      close();
+      return Promise.resolve();
+    },
+    reset() {
+      close();
+    },
+  };
+}
+
+/** A local HTTP server answering `GET /size/N` with N deterministic bytes and `/` with "hello". */
+export function startHttpServer(): { port: number; server: Deno.HttpServer<Deno.NetAddr> } {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const url = new URL(req.url);
+      const m = /^\/size\/(\d+)$/.exec(url.pathname);
+      if (m) return new Response(patternBytes(Number(m[1])));
+      if (req.method === "POST") {
+        const body = new Uint8Array(await req.arrayBuffer());
+        return new Response(await sha256Hex(body));
+      }
+      return new Response(`hello via ${req.headers.get("host")}\n`);
+    },
+  );
+  return { port: server.addr.port, server };
+}
+
+/** A TCP echo server that echoes until EOF, then half-closes. */
+export function startEchoServer(): { port: number; close: () => Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const tasks = new Set<Promise<void>>();
+  const conns = new Set<Deno.Conn>();
+  const loop = (async () => {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return;
+      }
+      conns.add(conn);
+      const t = (async () => {
+        const buf = new Uint8Array(65536);
+        try {
+          for (;;) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            let off = 0;
+            while (off < n) off += await conn.write(buf.subarray(off, n));
+          }
+          await conn.closeWrite();
+          // Wait for the peer to close.
+          while ((await conn.read(buf)) !== null) { /* drain */ }
+        } catch {
+          /* closed */
+        } finally {
+          conns.delete(conn);
+          try {
+            conn.close();
+          } catch { /* ignore */ }
+        }
+      })();
+      tasks.add(t);
+      t.finally(() => tasks.delete(t));
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async close() {
+      listener.close();
+      await loop;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* ignore */ }
+      }
+      await Promise.all([...tasks]);
+    },
+  };
+}
+
+/** A UDP responder: answers each datagram with a copy whose byte 2 has the DNS QR bit set. */
+export function startUdpResponder(
+  hostname = "127.0.0.1",
+): { port: number; received: number; close: () => Promise<void> } {
+  const sock = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+  const state = { received: 0 };
+  const loop = (async () => {
+    for (;;) {
+      try {
+        const [data, from] = await sock.receive();
+        state.received++;
+        const reply = data.slice();
+        if (reply.length > 2) reply[2] |= 0x80;
+        await sock.send(reply, from);
+      } catch {
+        return;
+      }
+    }
+  })();
+  return {
+    port: (sock.addr as Deno.NetAddr).port,
+    get received() {
+      return state.received;
+    },
+    async close() {
+      sock.close();
+      await loop;
+    },
+  };
+}
+
+/** Deterministic test bytes. */
+export function patternBytes(n: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(n);
+  let x = 0x12345678;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** SHA-256 hex. */
+export async function sha256Hex(data: Uint8Array): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Runs curl with args; returns exit code, stdout bytes and stderr text. */
+export async function curl(
+  args: string[],
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const out = await new Deno.Command("curl", {
+    args: ["--silent", "--show-error", "--max-time", "20", ...args],
+    stdout: "piped",
+    stderr: "piped",
+    // Proxy variables from the environment must not redirect or bypass our proxy.
+    env: {
+      http_proxy: "",
+      https_proxy: "",
+      HTTP_PROXY: "",
+      HTTPS_PROXY: "",
+      ALL_PROXY: "",
+      all_proxy: "",
+      NO_PROXY: "",
+      no_proxy: "",
+    },
+  }).output();
+  return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+/** Reads from `conn` until EOF (or `max` bytes). */
+export async function readAll(conn: Deno.Conn, max = 1 << 26): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch (err) {
+      if (err instanceof Deno.errors.ConnectionReset) break;
+      throw err;
+    }
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+    total += n;
+    if (total >= max) break;
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+/** Reads exactly n bytes or throws on EOF. */
+export async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let off = 0;
+  while (off < n) {
+    const got = await conn.read(out.subarray(off));
+    if (got === null) throw new Error(`EOF after ${off} of ${n} bytes`);
+    off += got;
+  }
+  return out;
+}
+
+/** Writes all bytes. */
+export async function writeFull(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
