@@ -7,7 +7,7 @@ import { kubeAccess, loadKubeConfig } from "./kube/config.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager, parsePatch } from "./kube/agent.ts";
 import { resolveTarget, type ResolvedTarget } from "./kube/resolve.ts";
 import { encodeHeader, formatDestination, type Header } from "./protocol/header.ts";
-import { statusMessage } from "./protocol/status.ts";
+import { Status, statusMessage } from "./protocol/status.ts";
 import { openPortForward } from "./tunnel/portforward.ts";
 import { type Stream, StreamRejectedError } from "./tunnel/session.ts";
 import { Tunnel } from "./tunnel/tunnel.ts";
@@ -15,6 +15,9 @@ import type { ForwardContext, Listener } from "./forward/listener.ts";
 import { forwardingLine, listenTcp } from "./forward/tcp.ts";
 import { listenUdp } from "./forward/udp.ts";
 import { DEFAULT_AGENT_IMAGE } from "./version.ts";
+
+/** Dial failures after which a connection to a pod is retried on another ready pod. */
+const RETRYABLE = new Set<number>([Status.ConnectionRefused, Status.ConnectTimeout, Status.NetworkUnreachable]);
 
 /** Output sinks (injected so tests and the demo can capture them). */
 export interface Io {
@@ -169,7 +172,9 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
     tunnel = conn.tunnel;
     const t = tunnel;
     setOpener(async (req, spec) => {
-        const dest = await resolved[req].destination(spec);
+      const target = resolved[req];
+      for (let attempt = 1;; attempt++) {
+        const dest = await target.destination(spec);
         const header: Header = {
           requestId: crypto.randomUUID(),
           protocol: spec.protocol,
@@ -180,9 +185,16 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
         try {
           return await t.openStream(encodeHeader(header));
         } catch (e) {
-          if (e instanceof StreamRejectedError) throw dialError(header, e.status);
-          throw e;
+          if (!(e instanceof StreamRejectedError)) throw e;
+          // A pod that refuses is usually one being replaced: try another ready pod.
+          if (dest.pod && RETRYABLE.has(e.status) && attempt < 3) {
+            log(2, `${header.requestId} pod ${dest.pod} refused (${statusMessage(e.status)}); trying another pod`);
+            target.reportFailure(dest);
+            continue;
+          }
+          throw dialError(header, e.status);
         }
+      }
     });
     const listeners = bound.map((b) => ({ listener: b.listener, remote: resolved[b.req].remoteLabel(b.spec) }));
     for (const { listener, remote } of listeners) io.out(forwardingLine(listener, remote));

@@ -23,6 +23,8 @@ export class PodTracker {
   #abort = new AbortController();
   #opts: PodTrackerOptions;
   #started: Promise<void> | undefined;
+  /** Pods that just refused a connection, skipped until the given time (ms since epoch). */
+  #avoid = new Map<string, number>();
 
   constructor(client: KubeClient, namespace: string, query: string, opts: PodTrackerOptions = {}) {
     this.#client = client;
@@ -69,10 +71,25 @@ export class PodTracker {
     this.#wake();
   }
 
+  /**
+   * Skips a pod for `ms` (it refused a connection: it is probably going away and the watch has
+   * not told us yet). If no other pod is ready, it is still used.
+   */
+  avoid(name: string, ms: number): void {
+    this.#avoid.set(name, Date.now() + ms);
+    if (this.#chosen === name) this.#pick();
+  }
+
+  #usable(p: Pod): boolean {
+    return isPodReady(p) && (this.#avoid.get(p.metadata.name) ?? 0) <= Date.now();
+  }
+
   #pick(): Pod | undefined {
     const current = this.#chosen ? this.#pods.get(this.#chosen) : undefined;
-    if (current && isPodReady(current)) return current;
-    const ready = [...this.#pods.values()].filter(isPodReady).sort(byReadySince);
+    if (current && this.#usable(current)) return current;
+    const all = [...this.#pods.values()];
+    const usable = all.filter((p) => this.#usable(p));
+    const ready = (usable.length > 0 ? usable : all.filter(isPodReady)).sort(byReadySince);
     const next = ready[0];
     if (next?.metadata.name !== this.#chosen) {
       this.#opts.onChange?.(current, next);

@@ -20,6 +20,8 @@ export interface ResolvedTarget {
   remoteLabel(spec: PortSpec): string;
   /** The destination for a new connection on that port (may wait for a ready pod). */
   destination(spec: PortSpec): Promise<Destination>;
+  /** A connection to `dest` was refused: prefer other pods for a while. */
+  reportFailure(dest: Destination): void;
   /** Stops watching pods. */
   stop(): void;
 }
@@ -94,6 +96,9 @@ function podTarget(
       }
       return { address: ipAddress(pod.status!.podIP!), port: portOf(spec, pod), pod: pod.metadata.name };
     },
+    reportFailure: (dest) => {
+      if (dest.pod) tracker.avoid(dest.pod, 5000);
+    },
     stop: () => tracker.stop(),
   };
 }
@@ -149,6 +154,7 @@ export async function resolveTarget(
     return {
       remoteLabel: (spec) => String(spec.remote),
       destination: (spec) => Promise.resolve({ address, port: numericPort(spec, what) }),
+      reportFailure() {},
       stop() {},
     };
   };
@@ -181,6 +187,7 @@ export async function resolveTarget(
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),
           destination: (spec) => Promise.resolve({ address: ipAddress(clusterIP), port: servicePort(svc, spec).port }),
+          reportFailure() {},
           stop() {},
         };
       }
@@ -189,6 +196,7 @@ export async function resolveTarget(
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),
           destination: (spec) => Promise.resolve({ address: { type: "hostname", name: host }, port: servicePort(svc, spec).port }),
+          reportFailure() {},
           stop() {},
         };
       }
