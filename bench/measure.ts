@@ -165,7 +165,7 @@ export async function dnsQueryLoop(hostname: string, port: number, count: number
       sent++;
       await sock.send(dnsQuery(id), { transport: "udp", hostname, port });
     }
-    await new Promise((r) => setTimeout(r, 0));
+    await new Promise((r) => setTimeout(r, 1));
   }
   lost += pending.size;
   const secs = (performance.now() - t0) / 1000;
