@@ -1,4 +1,4 @@
-import type { KubeClient } from "../kube/client.ts";
+import { KubeApiError, type KubeClient } from "../kube/client.ts";
 import type { Transport } from "./transport.ts";
 
 /** The apiserver refused or broke the pod port-forward. */
@@ -35,7 +35,17 @@ export async function openPortForward(
   const ws = new WebSocket(url, { protocols: ["v4.channel.k8s.io"], headers, client: access.httpClient });
   ws.binaryType = "arraybuffer";
   const transport = new WebSocketTransport(ws, `${namespace}/${pod}:${port}`);
-  await transport.opened(timeoutMs);
+  try {
+    await transport.opened(timeoutMs);
+  } catch (e) {
+    // Deno reports a failed upgrade only by its last retry's error, which hides the cause
+    // (a 404, 403 or 401 from the apiserver): ask the apiserver directly to explain it.
+    await client.get(`/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}`)
+      .catch((cause) => {
+        throw cause instanceof KubeApiError ? new PortForwardError(cause.display) : e;
+      });
+    throw e;
+  }
   return transport;
 }
 
