@@ -29,8 +29,9 @@ export async function relayConn(conn: Deno.Conn, stream: Stream): Promise<{ up: 
   };
   const upstream = (async () => {
     try {
+      // Stream.write copies the bytes into its frame batch, so one buffer serves every read.
+      const buf = new Uint8Array(BUF);
       while (true) {
-        const buf = new Uint8Array(BUF);
         const n = await conn.read(buf);
         if (n === null) break;
         up += n;
