@@ -4,7 +4,7 @@
  * a host/ request), performs a rolling update while traffic flows, then waits for Ctrl-C.
  * `--once` exits after the showcase (used by the tests).
  */
-import { startCluster } from "../tests/cluster/cluster.ts";
+import { sharedCluster, startCluster } from "../tests/cluster/cluster.ts";
 import { kubectl, type RelayProcess, startRelay } from "../tests/_lib/relay.ts";
 import { dnsQuery } from "./dns_query.ts";
 
@@ -19,7 +19,11 @@ async function httpGet(port: number): Promise<string> {
 
 async function main(): Promise<number> {
   say("Starting a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)…");
-  const cluster = await startCluster({ log: (l) => console.log(`    ${l}`) });
+  // Under the test suite (RELAY_TEST_CLUSTER set) the demo uses the suite's cluster: two local
+  // clusters would claim the same loopback pod and service addresses.
+  const cluster = Deno.env.get("RELAY_TEST_CLUSTER")
+    ? await sharedCluster()
+    : await startCluster({ log: (l) => console.log(`    ${l}`) });
   const kc = cluster.kubeconfig;
   const relays: RelayProcess[] = [];
   try {
