@@ -84,8 +84,10 @@ export interface ClusterState {
   adminKey: string;
   /** Components in start order; pid = process group id. */
   procs: { spec: ProcSpec; pid: number }[];
-  /** Owner process (the one that will stop it), for `status`. */
+  /** Owner process (the one that will stop it). */
   ownerPid: number;
+  /** "child": the owner is the parent of the components and restarts the apiserver on request. */
+  ownerMode: "child" | "orphan";
   startSeconds: number;
   nodes: string[];
 }
@@ -260,14 +262,42 @@ class ClusterHandle implements Cluster {
     }
   }
 
-  /** Kill everything synchronously if this process exits without stop() (owned only). */
-  armUnload(): void {
+  /**
+   * Owner in child mode: kill everything synchronously if this process exits without stop(),
+   * and serve apiserver restart requests from attached processes (SIGUSR1 + a request file),
+   * so that the restarted apiserver is our child too (reaped by us, no zombie left).
+   */
+  arm(): void {
     if (!this.owned || this.mode !== "child") return;
     this.#unload = () => {
       if (this.#stopped) return;
       for (const p of [...this.state.procs].reverse()) killGroup(p.pid, "SIGKILL");
     };
     globalThis.addEventListener("unload", this.#unload);
+    this.#onUsr1 = () => {
+      this.#serveRestart().catch((e) => this.log(`[cluster] restart request failed: ${e}`));
+    };
+    Deno.addSignalListener("SIGUSR1", this.#onUsr1);
+  }
+
+  #onUsr1?: () => void;
+
+  get #requestFile(): string {
+    return `${this.state.dir}/start-apiserver.request`;
+  }
+
+  async #serveRestart(): Promise<void> {
+    if (!await exists(this.#requestFile)) return;
+    try {
+      const p = this.proc("kube-apiserver");
+      if (groupMembers(p.pid).length === 0) {
+        this.#children.delete(p.pid);
+        this.track(await spawnProc(p.spec, "child"));
+        await this.save();
+      }
+    } finally {
+      await Deno.remove(this.#requestFile).catch(() => {});
+    }
   }
 
   client(): KubeClient {
@@ -321,12 +351,25 @@ class ClusterHandle implements Cluster {
     await this.reload();
     const p = this.proc("kube-apiserver");
     if (groupMembers(p.pid).length > 0) throw new Error("kube-apiserver is still running");
-    // An attached process must not own the apiserver (it may exit before the cluster does).
-    const np = await spawnProc(p.spec, this.owned ? this.mode : "orphan");
-    this.track(np);
-    await this.save();
+    if (this.owned) {
+      this.track(await spawnProc(p.spec, this.mode));
+      await this.save();
+    } else if (this.state.ownerMode === "child" && isAlive(this.state.ownerPid)) {
+      // Ask the owner to start it as its child (it reaps it later; we may exit first).
+      await Deno.writeTextFile(this.#requestFile, String(Deno.pid));
+      Deno.kill(this.state.ownerPid, "SIGUSR1");
+      await waitFor("the cluster owner to restart kube-apiserver", 15000, async () => {
+        if (await exists(this.#requestFile)) return false;
+        await this.reload();
+        return this.proc("kube-apiserver").pid !== p.pid;
+      });
+    } else {
+      // No live owner: start it detached (an attached process may exit before the cluster).
+      this.track(await spawnProc(p.spec, "orphan"));
+      await this.save();
+    }
     await this.waitReadyz();
-    this.log(`[cluster] kube-apiserver restarted (pid ${np.pid})`);
+    this.log(`[cluster] kube-apiserver restarted (pid ${this.proc("kube-apiserver").pid})`);
   }
 
   async createUser(name: string, manifestPath: string | null): Promise<string> {
@@ -419,6 +462,7 @@ class ClusterHandle implements Cluster {
     this.#children.clear();
     this.#stopped = true;
     if (this.#unload) globalThis.removeEventListener("unload", this.#unload);
+    if (this.#onUsr1) Deno.removeSignalListener("SIGUSR1", this.#onUsr1);
     const left = this.state.procs.filter((p) => isAlive(p.pid)).map((p) => p.spec.name);
     if (left.length) errors.push(`still running: ${left.join(", ")}`);
     const listening = listeningTcpPorts();
@@ -459,11 +503,12 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
     adminKey: `${dir}/pki/admin.key`,
     procs: [],
     ownerPid: Deno.pid,
+    ownerMode: mode,
     startSeconds: 0,
     nodes: NODES,
   };
   const h = new ClusterHandle(state, true, mode, log);
-  h.armUnload();
+  h.arm();
   const logFile = (name: string) => `${dir}/logs/${name}.log`;
   try {
     // etcd first (needs no certificates); PKI and kubeconfigs meanwhile.
@@ -738,6 +783,14 @@ export async function attachCluster(
   opts: { log?: (line: string) => void } = {},
 ): Promise<Cluster> {
   const state = JSON.parse(await Deno.readTextFile(statePath)) as ClusterState;
+  return attachState(state, opts);
+}
+
+/** Like {@link attachCluster}, from an already-read state (e.g. after its owner removed it). */
+export function attachState(
+  state: ClusterState,
+  opts: { log?: (line: string) => void } = {},
+): Cluster {
   return new ClusterHandle(state, false, "orphan", opts.log ?? ((l) => console.error(l)));
 }
 
@@ -762,9 +815,10 @@ export function sharedCluster(): Promise<Cluster> {
     if (!out.success) throw new Error(`starting the shared test cluster failed (see above)`);
     const c = await attachCluster(`${dir}/state.json`);
     globalThis.addEventListener("unload", () => {
+      // The detached owner process stops and reaps everything on SIGTERM.
       try {
         const st = JSON.parse(Deno.readTextFileSync(`${dir}/state.json`)) as ClusterState;
-        for (const p of st.procs.reverse()) killGroup(p.pid, "SIGKILL");
+        Deno.kill(st.ownerPid, "SIGTERM");
       } catch {
         // nothing to clean
       }
