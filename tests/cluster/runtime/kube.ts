@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { V1Pod, V1Service } from "npm:@kubernetes/client-node@1.4.0";
+import type { V1Pod, V1Service } from "@kubernetes/client-node";
 
 export type { V1Pod, V1Service };
 
