@@ -23,7 +23,7 @@ const PATTERN = (() => {
 })();
 
 /** The pattern bytes served by `/bytes/<n>` (exported for tests). */
-export function patternBytes(n: number): Uint8Array {
+export function patternBytes(n: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = i % 251;
   return out;

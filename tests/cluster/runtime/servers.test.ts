@@ -1,0 +1,135 @@
+import assert from "node:assert/strict";
+import { patternBytes, startPodHttpServer } from "./pod_http.ts";
+import { type Backend, startTcpForwarder, startUdpForwarder } from "./forwarder.ts";
+import { startDnsServer } from "./dns_server.ts";
+import { testZoneAnswerer } from "./zones.ts";
+import { dig, requireTools, runCmd, sha256 } from "./_testlib.ts";
+
+const POD_A = "127.0.78.1";
+const POD_B = "127.0.78.2";
+const VIP = "127.0.78.100";
+
+Deno.test("pod HTTP server: body and X-Pod-Name are the pod's name (real curl)", async () => {
+  await requireTools("curl");
+  const srv = await startPodHttpServer(POD_A, 0, "web-abc");
+  try {
+    const r = await runCmd("curl", ["-sS", "-D", "-", `http://${POD_A}:${srv.port}/any/path`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^x-pod-name: web-abc\r$/im);
+    assert.ok(r.stdout.endsWith("\r\n\r\nweb-abc\n"), r.stdout);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("pod HTTP server: /echo returns the body, /bytes/N the pattern", async () => {
+  const srv = await startPodHttpServer(POD_A, 0, "p");
+  try {
+    const body = crypto.getRandomValues(new Uint8Array(60000));
+    const echo = await fetch(`http://${POD_A}:${srv.port}/echo`, { method: "POST", body });
+    assert.equal(await sha256(new Uint8Array(await echo.arrayBuffer())), await sha256(body));
+    const n = 300_001;
+    const res = await fetch(`http://${POD_A}:${srv.port}/bytes/${n}`);
+    assert.equal(res.headers.get("x-pod-name"), "p");
+    assert.equal(
+      await sha256(new Uint8Array(await res.arrayBuffer())),
+      await sha256(patternBytes(n)),
+    );
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("TCP forwarder: connections reach the picked backend; data and half-close survive", async () => {
+  // A backend that reads everything, then answers with its SHA-256 (needs the client's EOF).
+  const backend = Deno.listen({ hostname: POD_B, port: 0 });
+  const served = (async () => {
+    const conn = await backend.accept();
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+    }
+    const all = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+    let off = 0;
+    for (const c of chunks) {
+      all.set(c, off);
+      off += c.length;
+    }
+    await conn.write(new TextEncoder().encode(await sha256(all)));
+    conn.close();
+  })();
+  const picks: Backend[][] = [];
+  const fwd = await startTcpForwarder({
+    hostname: VIP,
+    port: 0,
+    pick: () => {
+      // First candidate refuses (nothing listens on POD_A:1), the forwarder must try the next.
+      const c = [{ hostname: POD_A, port: 1 }, {
+        hostname: POD_B,
+        port: (backend.addr as Deno.NetAddr).port,
+      }];
+      picks.push(c);
+      return c;
+    },
+  });
+  try {
+    const data = crypto.getRandomValues(new Uint8Array(1 << 20).subarray(0, 65536));
+    const payload = new Uint8Array(3 * 1024 * 1024);
+    for (let i = 0; i < payload.length; i += data.length) payload.set(data, i);
+    const conn = await Deno.connect({ hostname: VIP, port: fwd.port });
+    let off = 0;
+    while (off < payload.length) off += await conn.write(payload.subarray(off));
+    await conn.closeWrite();
+    const reply: number[] = [];
+    const buf = new Uint8Array(128);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      reply.push(...buf.subarray(0, n));
+    }
+    conn.close();
+    assert.equal(new TextDecoder().decode(new Uint8Array(reply)), await sha256(payload));
+    assert.equal(picks.length, 1);
+    await served;
+  } finally {
+    backend.close();
+    await fwd.close();
+  }
+});
+
+Deno.test("TCP forwarder: no backend → the connection is closed at once", async () => {
+  const fwd = await startTcpForwarder({ hostname: VIP, port: 0, pick: () => [] });
+  try {
+    const conn = await Deno.connect({ hostname: VIP, port: fwd.port });
+    const r = await conn.read(new Uint8Array(16)).catch(() => null);
+    assert.equal(r, null);
+    conn.close();
+  } finally {
+    await fwd.close();
+  }
+});
+
+Deno.test("UDP forwarder: real dig through a cluster-IP-like socket reaches the DNS backend", async () => {
+  await requireTools("dig");
+  const dnsA = await startDnsServer({
+    hostname: POD_A,
+    port: 0,
+    answer: testZoneAnswerer("dns-a"),
+  });
+  const fwd = await startUdpForwarder({
+    hostname: VIP,
+    port: 0,
+    pick: () => [{ hostname: POD_A, port: dnsA.port }],
+    idleMs: 200,
+  });
+  try {
+    assert.deepEqual(await dig(VIP, fwd.port, "whoami.test.relay", "TXT"), ['"dns-a"']);
+    assert.deepEqual(await dig(VIP, fwd.port, "whoami.test.relay", "TXT"), ['"dns-a"']);
+  } finally {
+    await fwd.close();
+    await dnsA.close();
+  }
+});
