@@ -630,6 +630,8 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
         `--service-account-private-key-file=${pki.saKey}`,
         `--root-ca-file=${pki.caCert}`,
         "--allocate-node-cidrs=false",
+        // Loopback pod IPs are rejected in Endpoints/EndpointSlices: these could only fail.
+        "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
         "--use-service-account-credentials=false",
         "--profiling=false",
       ],
