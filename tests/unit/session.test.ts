@@ -1,0 +1,514 @@
+/** Tunnel Session/Stream behaviour over an in-memory transport pair and loopback TCP. */
+
+import assert from "node:assert/strict";
+import { encodeFrame, type Frame, FrameDecoder, PREFACE } from "../../src/protocol/mux.ts";
+import {
+  Session,
+  SessionClosedError,
+  type Stream,
+  StreamRejectedError,
+  StreamResetError,
+} from "../../src/tunnel/session.ts";
+import { connTransport, memoryTransportPair, type Transport } from "../../src/tunnel/transport.ts";
+import {
+  acceptPreface,
+  drain,
+  memoryPair,
+  pseudoRandom,
+  Queue,
+  readAll,
+  sendPattern,
+  sha256,
+  tcpPair,
+} from "./session_helpers.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+const HEADER = new Uint8Array([0, 0, 27, ...new Array(24).fill(7)]);
+
+/**
+ * Server side: accept and echo everything back, then half-close. Never rejects (tests may not
+ * await it): returns the error instead.
+ */
+async function echo(s: Stream): Promise<unknown> {
+  try {
+    s.accept();
+    while (true) {
+      const chunk = await s.read();
+      if (chunk === null) break;
+      await s.write(chunk);
+    }
+    await s.closeWrite();
+  } catch (e) {
+    return e;
+  }
+}
+
+for (const [name, make] of [["memory", memoryPair], ["tcp", tcpPair]] as const) {
+  Deno.test(`session/${name}: open carries the Header bytes, accept, echo, half-close`, async () => {
+    const p = await make();
+    try {
+      const opening = p.client.openStream(HEADER);
+      const srv = await p.streams.next();
+      assert.deepEqual(srv.header, HEADER);
+      const echoing = echo(srv);
+      const c = await opening;
+      assert.equal(c.id, 1);
+      await c.write(enc("hello "));
+      await c.write(enc("tunnel"));
+      await c.closeWrite();
+      assert.equal(dec(await readAll(c)), "hello tunnel");
+      await echoing;
+      assert.equal(p.client.activeStreams, 0);
+      assert.equal(p.server.activeStreams, 0);
+    } finally {
+      await p.close();
+    }
+  });
+
+  Deno.test(`session/${name}: many concurrent streams keep their bytes apart`, async () => {
+    const p = await make();
+    try {
+      const serving = (async () => {
+        for (let i = 0; i < 100; i++) void echo(await p.streams.next());
+      })();
+      const results = await Promise.all(
+        Array.from({ length: 100 }, async (_, i) => {
+          const s = await p.client.openStream(HEADER);
+          const payload = pseudoRandom(10_000 + i * 997, i + 1);
+          const [, got] = await Promise.all([
+            (async () => {
+              for (let off = 0; off < payload.length; off += 4096) {
+                await s.write(payload.subarray(off, off + 4096));
+              }
+              await s.closeWrite();
+            })(),
+            readAll(s),
+          ]);
+          return sha256(got) === sha256(payload);
+        }),
+      );
+      await serving;
+      assert.deepEqual(results, new Array(100).fill(true));
+    } finally {
+      await p.close();
+    }
+  });
+
+  Deno.test(`session/${name}: reject(status) fails openStream; the session stays up`, async () => {
+    const p = await make();
+    try {
+      const opening = p.client.openStream(HEADER);
+      (await p.streams.next()).reject(4);
+      await assert.rejects(opening, (e) => e instanceof StreamRejectedError && e.status === 4);
+      assert.equal(p.client.activeStreams, 0);
+      const again = p.client.openStream(HEADER);
+      void echo(await p.streams.next());
+      const s = await again;
+      await s.closeWrite();
+      assert.equal(await s.read(), null);
+    } finally {
+      await p.close();
+    }
+  });
+
+  Deno.test(`session/${name}: reset propagates with its reason both ways`, async () => {
+    const p = await make();
+    try {
+      const opening = p.client.openStream(HEADER);
+      const srv = await p.streams.next();
+      srv.accept();
+      const c = await opening;
+      const pendingRead = srv.read();
+      c.reset("client gave up");
+      await assert.rejects(
+        pendingRead,
+        (e) => e instanceof StreamResetError && e.reason === "client gave up",
+      );
+      await assert.rejects(srv.write(enc("x")), StreamResetError);
+      await assert.rejects(c.read(), StreamResetError);
+
+      const opening2 = p.client.openStream(HEADER);
+      const srv2 = await p.streams.next();
+      srv2.accept();
+      const c2 = await opening2;
+      await c2.write(enc("data"));
+      srv2.reset("dial tcp 10.0.0.1:80: connection refused");
+      await assert.rejects(
+        c2.read(),
+        (e) => e instanceof StreamResetError && e.reason.endsWith("connection refused"),
+      );
+      // Writes fail once the reset arrived (poll: the RESET is in flight).
+      await assert.rejects(async () => {
+        for (let i = 0; i < 1000; i++) {
+          await c2.write(enc("more"));
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      }, StreamResetError);
+      assert.equal(p.client.activeStreams, 0);
+      assert.equal(p.server.activeStreams, 0);
+    } finally {
+      await p.close();
+    }
+  });
+}
+
+Deno.test("session/memory: the client writes PREFACE first, then an OPEN frame", async () => {
+  const [a, b] = memoryTransportPair();
+  const client = new Session(a, { role: "client" });
+  const opening = client.openStream(HEADER);
+  const bytes: number[] = [];
+  while (bytes.length < PREFACE.length + 8 + 4 + HEADER.length) bytes.push(...(await b.read())!);
+  const wire = new Uint8Array(bytes);
+  assert.deepEqual(wire.subarray(0, 8), PREFACE);
+  const d = new FrameDecoder().push(wire.subarray(8));
+  const open = d.frames.find((f) => f.type === "open");
+  assert.deepEqual(open, { type: "open", streamId: 1, window: 256 * 1024, header: HEADER });
+  client.close("done");
+  await assert.rejects(opening, SessionClosedError);
+  assert.equal(await client.closed, "done");
+  b.close();
+});
+
+Deno.test("session/tcp: 64 MiB upload and 64 MiB download arrive with matching SHA-256", async () => {
+  const p = await tcpPair();
+  try {
+    const MiB = 1024 * 1024;
+    const opening = p.client.openStream(HEADER);
+    const srv = await p.streams.next();
+    srv.accept();
+    const c = await opening;
+    const [sentUp, gotUp, sentDown, gotDown] = await Promise.all([
+      sendPattern(c, 64 * MiB, 11, 50_000),
+      drain(srv),
+      sendPattern(srv, 64 * MiB, 22, 100_000),
+      drain(c),
+    ]);
+    assert.equal(gotUp.bytes, 64 * MiB);
+    assert.equal(gotUp.sha256, sentUp);
+    assert.equal(gotDown.bytes, 64 * MiB);
+    assert.equal(gotDown.sha256, sentDown);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("session/tcp: a stalled reader on stream A does not stall stream B (32 MiB)", async () => {
+  const WINDOW = 64 * 1024;
+  const p = await tcpPair({ initialWindow: WINDOW }, { initialWindow: WINDOW });
+  try {
+    const openA = p.client.openStream(HEADER);
+    const srvA = await p.streams.next();
+    srvA.accept();
+    const a = await openA;
+    // Write far more than the window to A; nobody reads A on the server.
+    let aWritten = false;
+    const aWriting = a.write(new Uint8Array(4 * WINDOW)).then(() => (aWritten = true));
+    aWriting.catch(() => {});
+
+    const openB = p.client.openStream(HEADER);
+    const srvB = await p.streams.next();
+    srvB.accept();
+    const b = await openB;
+    const [sent, got] = await Promise.all([sendPattern(b, 32 * 1024 * 1024, 5), drain(srvB)]);
+    assert.equal(got.sha256, sent);
+    assert.equal(got.bytes, 32 * 1024 * 1024);
+
+    // A is still blocked on credit and the server buffered at most its window.
+    assert.equal(aWritten, false);
+    assert.ok(srvA.bufferedAmount > 0, "A received data up to its window");
+    assert.ok(srvA.bufferedAmount <= WINDOW, `A buffered ${srvA.bufferedAmount} > ${WINDOW}`);
+    assert.equal(srvA.receiveWindow, WINDOW);
+
+    srvA.reset("test over");
+    await assert.rejects(aWriting, StreamResetError);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("session/memory: half-close works in both orders", async () => {
+  const p = await memoryPair();
+  try {
+    // Server half-closes first while the client keeps sending.
+    const opening = p.client.openStream(HEADER);
+    const srv = await p.streams.next();
+    srv.accept();
+    const c = await opening;
+    await srv.write(enc("banner"));
+    await srv.closeWrite();
+    assert.equal(dec(await readAll(c)), "banner");
+    await c.write(enc("still "));
+    await c.write(enc("talking"));
+    await c.closeWrite();
+    assert.equal(dec(await readAll(srv)), "still talking");
+    await assert.rejects(c.write(enc("late")), /write after closeWrite/);
+    assert.equal(p.client.activeStreams, 0);
+
+    // Client half-closes first; the server answers after seeing EOF.
+    const opening2 = p.client.openStream(HEADER);
+    const srv2 = await p.streams.next();
+    srv2.accept();
+    const c2 = await opening2;
+    await c2.write(enc("question"));
+    await c2.closeWrite();
+    assert.equal(dec(await readAll(srv2)), "question");
+    await srv2.write(enc("answer"));
+    await srv2.closeWrite();
+    assert.equal(dec(await readAll(c2)), "answer");
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("session/memory: OPEN beyond maxStreams is refused; the session stays up", async () => {
+  const p = await memoryPair({}, { maxStreams: 2 });
+  try {
+    const held: Stream[] = [];
+    const held2: Stream[] = [];
+    for (let i = 0; i < 2; i++) {
+      const o = p.client.openStream(HEADER);
+      const srv = await p.streams.next();
+      srv.accept();
+      held2.push(srv);
+      held.push(await o);
+    }
+    await assert.rejects(
+      p.client.openStream(HEADER),
+      (e) => e instanceof StreamResetError && e.reason === "too many streams",
+    );
+    assert.equal(p.server.activeStreams, 2);
+    held[0].reset("done");
+    await assert.rejects(held2[0].read(), StreamResetError); // the server saw the reset
+    const o = p.client.openStream(HEADER);
+    void echo(await p.streams.next());
+    const s = await o;
+    await s.write(enc("ok"));
+    await s.closeWrite();
+    assert.equal(dec(await readAll(s)), "ok");
+    held[1].reset("done");
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("session/memory: ping timeout ends a session whose peer went silent", async () => {
+  const [a, b] = memoryTransportPair();
+  const client = new Session(a, { role: "client", pingIntervalMs: 20, pingTimeoutMs: 200 });
+  // The "peer" reads everything and never answers.
+  const sink = (async () => {
+    while ((await b.read()) !== null) { /* swallow */ }
+  })();
+  const opening = client.openStream(HEADER);
+  const reason = await client.closed;
+  assert.match(reason, /^ping timeout/);
+  await assert.rejects(opening, SessionClosedError);
+  await assert.rejects(client.openStream(HEADER), SessionClosedError);
+  b.close();
+  await sink;
+});
+
+Deno.test("session/memory: pings are answered, so an idle session stays up", async () => {
+  const p = await memoryPair(
+    { pingIntervalMs: 10, pingTimeoutMs: 100 },
+    { pingIntervalMs: 10, pingTimeoutMs: 100 },
+  );
+  try {
+    let ended = false;
+    void p.client.closed.then(() => (ended = true));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(ended, false);
+    const o = p.client.openStream(HEADER);
+    const echoing = echo(await p.streams.next());
+    const s = await o;
+    await s.closeWrite();
+    assert.equal(await s.read(), null);
+    assert.equal(await echoing, undefined);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("session/memory: go-away refuses new streams, lets open ones finish, then closes", async () => {
+  const p = await memoryPair();
+  const opening = p.client.openStream(HEADER);
+  const srv = await p.streams.next();
+  srv.accept();
+  const c = await opening;
+  p.server.goAway();
+  // The client learns about it asynchronously.
+  for (let i = 0; i < 100; i++) {
+    const r = await p.client.openStream(HEADER).then(
+      () => "opened",
+      (e) => e,
+    );
+    if (r instanceof SessionClosedError) break;
+    if (r instanceof StreamResetError) {
+      assert.equal(r.reason, "going away");
+      continue;
+    }
+    assert.fail(`unexpected ${r}`);
+  }
+  await assert.rejects(p.client.openStream(HEADER), /going away/);
+  const [sent, got] = await Promise.all([sendPattern(c, 1024 * 1024, 3), drain(srv)]);
+  assert.equal(got.sha256, sent);
+  await srv.write(enc("bye"));
+  await srv.closeWrite();
+  assert.equal(dec(await readAll(c)), "bye");
+  assert.equal(await p.server.closed, "go away");
+  assert.equal(await p.client.closed, "go away");
+  await p.close();
+});
+
+Deno.test("session/tcp: garbage after the preface kills only that session", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const sessions = new Queue<Session>();
+  const serverStreams = new Queue<Stream>();
+  const accepting = (async () => {
+    for (let i = 0; i < 2; i++) {
+      const conn = await listener.accept();
+      const t = await acceptPreface(connTransport(conn));
+      sessions.push(new Session(t, { role: "server", onStream: (s) => serverStreams.push(s) }));
+    }
+  })();
+  const good = new Session(connTransport(await Deno.connect({ hostname: "127.0.0.1", port })), {
+    role: "client",
+  });
+  const goodServer = await sessions.next();
+  const bad = await Deno.connect({ hostname: "127.0.0.1", port });
+  const garbage = new Uint8Array([...PREFACE, 0x42, 0xff, 0xff, 0xff, 0, 0, 0, 1, 1, 2, 3]);
+  await bad.write(garbage);
+  const badServer = await sessions.next();
+  await accepting;
+  listener.close();
+
+  assert.match(await badServer.closed, /^protocol error: unknown frame type 0x42/);
+  // The bad connection was closed by the server.
+  assert.equal(
+    await bad.read(new Uint8Array(64 * 1024)).then(() => bad.read(new Uint8Array(1024))),
+    null,
+  );
+  bad.close();
+
+  const o = good.openStream(HEADER);
+  void echo(await serverStreams.next());
+  const s = await o;
+  await s.write(enc("still fine"));
+  await s.closeWrite();
+  assert.equal(dec(await readAll(s)), "still fine");
+  good.close();
+  goodServer.close();
+  await Promise.all([good.closed, goodServer.closed]);
+  await new Promise((r) => setTimeout(r, 0));
+});
+
+/** A scripted raw peer: the test reads the client's frames and writes frames by hand. */
+async function rawPeer(clientOpts: { initialWindow?: number } = {}) {
+  const [a, b] = memoryTransportPair();
+  const client = new Session(a, { role: "client", ...clientOpts });
+  const t: Transport = await acceptPreface(b);
+  const decoder = new FrameDecoder();
+  const pending: Frame[] = [];
+  return {
+    client,
+    async next(type: Frame["type"]): Promise<Frame> {
+      while (true) {
+        const i = pending.findIndex((f) => f.type === type);
+        if (i >= 0) return pending.splice(i, 1)[0];
+        const chunk = await t.read();
+        if (chunk === null) throw new Error("EOF");
+        const batch = decoder.push(chunk);
+        assert.equal(batch.error, undefined);
+        pending.push(...batch.frames.filter((f) => f.type !== "ping"));
+      }
+    },
+    send(frame: Frame): Promise<void> {
+      return t.write(encodeFrame(frame));
+    },
+    async done() {
+      client.close("test done");
+      await client.closed;
+      t.close();
+    },
+  };
+}
+
+Deno.test("session/raw: the sender never exceeds the credit the peer granted", async () => {
+  const peer = await rawPeer();
+  const opening = peer.client.openStream(HEADER);
+  const open = await peer.next("open");
+  assert.equal(open.type === "open" && open.streamId, 1);
+  await peer.send({ type: "status", streamId: 1, status: 0, window: 100 });
+  const s = await opening;
+  const writing = s.write(pseudoRandom(1000, 9));
+  let got = 0;
+  while (got < 100) {
+    const f = await peer.next("data");
+    assert.equal(f.type, "data");
+    if (f.type === "data") got += f.data.length;
+  }
+  assert.equal(got, 100);
+  // Nothing more may come until credit is granted; prove it with a PING round trip.
+  await peer.send({ type: "ping", data: new Uint8Array(8) });
+  await peer.next("pong");
+  let writeDone = false;
+  void writing.then(() => (writeDone = true));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(writeDone, false);
+  await peer.send({ type: "window_update", streamId: 1, increment: 900 });
+  while (got < 1000) {
+    const f = await peer.next("data");
+    if (f.type === "data") got += f.data.length;
+  }
+  await writing;
+  assert.equal(got, 1000);
+  await peer.done();
+});
+
+Deno.test("session/raw: DATA beyond the granted window is a protocol error", async () => {
+  const peer = await rawPeer({ initialWindow: 1024 });
+  const opening = peer.client.openStream(HEADER);
+  await peer.next("open");
+  await peer.send({ type: "status", streamId: 1, status: 0, window: 1024 });
+  const s = await opening;
+  await peer.send({ type: "data", streamId: 1, data: new Uint8Array(1000) });
+  await peer.send({ type: "data", streamId: 1, data: new Uint8Array(100) });
+  assert.match(await peer.client.closed, /^protocol error: .*exceeds credit/);
+  assert.equal((await s.read())?.length, 1000);
+  await assert.rejects(s.read(), SessionClosedError);
+  await peer.done();
+});
+
+Deno.test("session/raw: the receiver returns credit as the reader consumes", async () => {
+  const peer = await rawPeer({ initialWindow: 4096 });
+  const opening = peer.client.openStream(HEADER);
+  await peer.next("open");
+  await peer.send({ type: "status", streamId: 1, status: 0, window: 1 });
+  const s = await opening;
+  await peer.send({ type: "data", streamId: 1, data: new Uint8Array(4096).fill(1) });
+  assert.equal((await s.read())?.length, 4096);
+  const wu = await peer.next("window_update");
+  assert.deepEqual(wu, { type: "window_update", streamId: 1, increment: 4096 });
+  await peer.send({ type: "half_close", streamId: 1 });
+  assert.equal(await s.read(), null);
+  await peer.done();
+});
+
+Deno.test("session/memory: close() ends every stream with SessionClosedError", async () => {
+  const p = await memoryPair();
+  const opening = p.client.openStream(HEADER);
+  const srv = await p.streams.next();
+  srv.accept();
+  const c = await opening;
+  const reading = c.read();
+  const srvReading = srv.read();
+  p.client.close("user pressed ctrl-c");
+  await assert.rejects(reading, SessionClosedError);
+  await assert.rejects(srvReading, SessionClosedError);
+  assert.equal(await p.client.closed, "user pressed ctrl-c");
+  assert.equal(await p.server.closed, "connection closed by peer");
+  assert.equal(p.client.activeStreams, 1); // the count at close time
+  await assert.rejects(c.write(enc("x")), SessionClosedError);
+  await p.close();
+});
