@@ -248,6 +248,76 @@ function echoServer(): { port: number; close: () => Promise<void> } {
   };
 }
 
+/**
+ * Port-forward to pod/echo port 7 over a raw WebSocket (`v4.channel.k8s.io`: every message is
+ * a channel byte + payload; channel 0 data, 1 errors; each starts with the 2-byte port).
+ * Sends `data`, returns the SHA-256 of the bytes echoed back.
+ */
+async function wsEcho(
+  server: string,
+  caFile: string,
+  tokenKubeconfig: string,
+  data: Uint8Array,
+): Promise<string> {
+  const token = (await Deno.readTextFile(tokenKubeconfig)).match(/token: (\S+)/)?.[1];
+  assert.ok(token);
+  const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(caFile)] });
+  const url = `${
+    server.replace("https:", "wss:")
+  }/api/v1/namespaces/default/pods/echo/portforward?ports=7`;
+  const init = {
+    protocols: ["v4.channel.k8s.io"],
+    headers: { Authorization: `Bearer ${token}` },
+    client,
+  };
+  const ws = new WebSocket(url, init as unknown as string[]);
+  ws.binaryType = "arraybuffer";
+  const got = new Uint8Array(data.length);
+  let n = 0;
+  const headers = [0, 0];
+  const errors: string[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => {
+        assert.equal(ws.protocol, "v4.channel.k8s.io");
+        for (let off = 0; off < data.length; off += 32768) {
+          const chunk = data.subarray(off, Math.min(off + 32768, data.length));
+          const msg = new Uint8Array(chunk.length + 1);
+          msg.set(chunk, 1);
+          ws.send(msg);
+        }
+      };
+      ws.onmessage = (e: MessageEvent<ArrayBuffer>) => {
+        const d = new Uint8Array(e.data);
+        const ch = d[0];
+        let body = d.subarray(1);
+        if (ch > 1) return reject(new Error(`unexpected channel ${ch}`));
+        if (headers[ch] < 2) {
+          const take = Math.min(2 - headers[ch], body.length);
+          headers[ch] += take;
+          body = body.subarray(take);
+        }
+        if (ch === 1) {
+          if (body.length) errors.push(new TextDecoder().decode(body));
+          return;
+        }
+        got.set(body.subarray(0, data.length - n), n);
+        n += body.length;
+        if (n >= data.length) resolve();
+      };
+      ws.onerror = (e) => reject(new Error(`websocket error: ${(e as ErrorEvent).message}`));
+      ws.onclose = () => reject(new Error(`closed early after ${n} bytes: ${errors.join()}`));
+    });
+  } finally {
+    const closed = new Promise((r) => ws.onclose = r);
+    ws.close();
+    await closed;
+    client.close();
+  }
+  assert.equal(n, data.length, errors.join());
+  return await sha256(got);
+}
+
 Deno.test({
   name:
     "own cluster: kwok port-forward reaches a PortForward target; apiserver restarts; stop leaves nothing",
@@ -334,6 +404,9 @@ Deno.test({
       await pf.status;
       await Promise.all([drainOut, drainErr]);
       pf = undefined;
+
+      // The same through the apiserver's WebSocket port-forward (v4.channel.k8s.io), bearer token.
+      assert.equal(await wsEcho(c.server, state.caCert, c.tokenKubeconfig, big), await sha256(big));
 
       await c.stopApiserver();
       const down = await kubectl(c.kubeconfig, "get", "--raw", "/readyz");
