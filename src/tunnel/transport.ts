@@ -34,11 +34,20 @@ const CONN_READ_BUFFER = 256 * 1024;
  * Wraps a Deno connection (TCP or Unix) as a Transport.
  *
  * Reads go through one reused buffer and return an exact-size copy, so chunks handed out are
- * never reused. Errors after `close()` are reported as EOF.
+ * never reused. Errors after `close()` are reported as EOF. TCP connections get TCP_NODELAY
+ * (the Session batches small frames itself).
  */
 export function connTransport(conn: Deno.Conn): Transport {
   const buf = new Uint8Array(CONN_READ_BUFFER);
   let closed = false;
+  // The Session coalesces frames itself; Nagle would only add delay to small frames.
+  if ("setNoDelay" in conn && typeof conn.setNoDelay === "function") {
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // not a TCP socket after all
+    }
+  }
   return {
     async read(): Promise<Uint8Array | null> {
       if (closed) return null;
