@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type ClusterState, sharedCluster, startCluster } from "./cluster.ts";
+import { type ClusterState, parseJsonStream, sharedCluster, startCluster } from "./cluster.ts";
 import { isAlive, listeningTcpPorts } from "./proc.ts";
 
 interface Out {
@@ -55,6 +55,11 @@ Deno.test("inCidr helper", () => {
   assert.ok(inCidr("127.1.3.4", "127.1.0.0/16"));
   assert.ok(!inCidr("127.2.0.1", "127.1.0.0/16"));
   assert.ok(!inCidr("10.1.0.1", "127.1.0.0/16"));
+});
+
+Deno.test("parseJsonStream splits concatenated objects, braces in strings included", () => {
+  const text = '{"a":"}{\\"x"}\n{"kind":"List","items":[{"b":2}]}\n';
+  assert.deepEqual(parseJsonStream(text), [{ a: '}{"x' }, { kind: "List", items: [{ b: 2 }] }]);
 });
 
 Deno.test("kubectl get nodes: every node Ready, with InternalIP 127.0.0.1", async () => {
@@ -171,7 +176,24 @@ Deno.test("createUser: no rights → Forbidden; a Role grants exactly its rules"
   try {
     await Deno.writeTextFile(
       manifest,
-      `apiVersion: rbac.authorization.k8s.io/v1
+      `# two documents: a ClusterRole and a Role (and a ConfigMap, which is ignored)
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: ${role}-nodes
+rules:
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get", "list"]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: ${role}-ignored
+  namespace: default
+data: {a: "1"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata:
   name: ${role}
@@ -184,6 +206,9 @@ rules:
     );
     const reader = await c.createUser(`reader-${suffix()}`, manifest);
     await ok(reader, "get", "pods", "-n", "default");
+    await ok(reader, "get", "nodes");
+    const cm = await kubectl(c.kubeconfig, "get", "configmap", `${role}-ignored`, "-n", "default");
+    assert.notEqual(cm.code, 0, "createUser must not create non-RBAC objects");
     const secrets = await kubectl(reader, "get", "secrets", "-n", "default");
     assert.notEqual(secrets.code, 0);
     assert.match(secrets.stderr, /forbidden/i);

@@ -175,6 +175,28 @@ async function run(cmd: string, args: string[], stdin?: string): Promise<string>
   return text;
 }
 
+/** Parse concatenated JSON objects (what `kubectl create -o json` prints for several docs). */
+export function parseJsonStream(text: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  let depth = 0;
+  let start = -1;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') {
+      inString = true;
+    } else if (ch === "{") {
+      if (depth++ === 0) start = i;
+    } else if (ch === "}") {
+      if (--depth === 0) out.push(JSON.parse(text.slice(start, i + 1)));
+    }
+  }
+  return out;
+}
+
 /** Poll `check` every `everyMs` until it returns true; throws `what` + details after timeout. */
 async function waitFor(
   what: string,
@@ -390,11 +412,9 @@ class ClusterHandle implements Cluster {
           "-f",
           manifestPath,
         ]);
-        const parsed = JSON.parse(json) as Record<string, unknown>;
-        const items = (parsed.kind === "List" ? parsed.items : [parsed]) as Record<
-          string,
-          unknown
-        >[];
+        const items = parseJsonStream(json).flatMap((o) =>
+          (o.kind === "List" ? o.items : [o]) as Record<string, unknown>[]
+        );
         const rbac = "/apis/rbac.authorization.k8s.io/v1";
         for (const item of items) {
           const meta = item.metadata as { name: string; namespace?: string };
