@@ -39,6 +39,11 @@ export interface SessionOptions {
    * max(initialWindow, 4 MiB). Set equal to initialWindow to disable growth.
    */
   maxWindow?: number;
+  /**
+   * Called once when the peer sends GO_AWAY: this session accepts no new streams any more
+   * (open ones continue), so a client should start using a new session for new streams.
+   */
+  onGoAway?: (reason: string) => void;
   /** Debug log, one line per event. */
   log?: (line: string) => void;
 }
@@ -595,6 +600,7 @@ export class Session {
   #transport: Transport;
   #role: "client" | "server";
   #onStream?: (stream: Stream) => void;
+  #onGoAway?: (reason: string) => void;
   #pingIntervalMs: number;
   #pingTimeoutMs: number;
   #maxStreams: number;
@@ -624,6 +630,7 @@ export class Session {
     this.#transport = transport;
     this.#role = opts.role;
     this.#onStream = opts.onStream;
+    this.#onGoAway = opts.onGoAway;
     this.#pingIntervalMs = opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS;
     this.#pingTimeoutMs = opts.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
     this.#maxStreams = opts.maxStreams ?? DEFAULT_MAX_STREAMS;
@@ -656,6 +663,11 @@ export class Session {
   /** Open streams (including ones waiting for STATUS); after close, the count at close time. */
   get activeStreams(): number {
     return this.#isClosed ? this.#activeAtClose : this.#streams.size;
+  }
+
+  /** False once the session is closed or a go-away was sent or received (openStream fails). */
+  get acceptsNewStreams(): boolean {
+    return !this.#isClosed && !this.#localGoAway && !this.#remoteGoAway;
   }
 
   /**
@@ -844,6 +856,11 @@ export class Session {
         if (!this.#remoteGoAway) {
           this.#remoteGoAway = true;
           this.#log(`go-away received (${frame.reason})`);
+          try {
+            this.#onGoAway?.(frame.reason);
+          } catch (e) {
+            this.#log(`onGoAway handler failed: ${errorText(e)}`);
+          }
           this.#maybeDrained();
         }
         return;

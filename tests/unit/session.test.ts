@@ -330,7 +330,8 @@ Deno.test("session/memory: pings are answered, so an idle session stays up", asy
 });
 
 Deno.test("session/memory: go-away refuses new streams, lets open ones finish, then closes", async () => {
-  const p = await memoryPair();
+  const goAways: string[] = [];
+  const p = await memoryPair({ onGoAway: (r) => goAways.push(r) });
   const opening = p.client.openStream(HEADER);
   const srv = await p.streams.next();
   srv.accept();
@@ -350,6 +351,9 @@ Deno.test("session/memory: go-away refuses new streams, lets open ones finish, t
     assert.fail(`unexpected ${r}`);
   }
   await assert.rejects(p.client.openStream(HEADER), /going away/);
+  assert.deepEqual(goAways, ["going away"]);
+  assert.equal(p.client.acceptsNewStreams, false);
+  assert.equal(p.server.acceptsNewStreams, false);
   const [sent, got] = await Promise.all([sendPattern(c, 1024 * 1024, 3), drain(srv)]);
   assert.equal(got.sha256, sent);
   await srv.write(enc("bye"));
