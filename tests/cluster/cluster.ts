@@ -44,7 +44,7 @@ export interface Cluster {
    * Returns the user's kubeconfig path.
    */
   createUser(name: string, manifestPath: string | null): Promise<string>;
-  /** Kill kube-apiserver only (for fault tests). */
+  /** Kill kube-apiserver only, for fault tests (SIGTERM, SIGKILL after 1 s; its port closes). */
   stopApiserver(): Promise<void>;
   /** Restart kube-apiserver on the same port; resolves when /readyz is ok. */
   startApiserver(): Promise<void>;
@@ -364,7 +364,8 @@ class ClusterHandle implements Cluster {
   async stopApiserver(): Promise<void> {
     await this.reload();
     const p = this.proc("kube-apiserver");
-    await stopProc({ ...p, child: this.#children.get(p.pid) }, 10000);
+    // With clients still watching, a SIGTERMed apiserver lingers (>10 s): kill it after 1 s.
+    await stopProc({ ...p, child: this.#children.get(p.pid) }, 1000);
     this.#children.delete(p.pid);
     this.log(`[cluster] kube-apiserver stopped`);
   }
@@ -505,6 +506,9 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
   const t0 = performance.now();
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "relay-cluster-" });
   await Deno.mkdir(`${dir}/logs`, { recursive: true });
+  // A reused dir must not resurrect an old etcd (its tokens and certificates would not match).
+  await Deno.remove(`${dir}/etcd-data`, { recursive: true }).catch(() => {});
+  await Deno.remove(`${dir}/state.json`).catch(() => {});
   const ports = { etcd: freePort(), etcdPeer: freePort(), apiserver: freePort(), kwok: freePort() };
   const server = `https://127.0.0.1:${ports.apiserver}`;
   const state: ClusterState = {
