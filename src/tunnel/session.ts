@@ -480,7 +480,9 @@ export class Stream {
 
   /** @internal */
   onData(data: Uint8Array): void {
-    if (this.pending) throw new ProtocolError(`DATA on stream ${this.id} before its STATUS`);
+    if (this.pending || !this.#answered) {
+      throw new ProtocolError(`DATA on stream ${this.id} before its STATUS`);
+    }
     if (this.#remoteFin) throw new ProtocolError(`DATA on stream ${this.id} after HALF_CLOSE`);
     if (data.length > this.#recvAvailable) {
       throw new ProtocolError(
@@ -507,7 +509,9 @@ export class Stream {
 
   /** @internal */
   onHalfClose(): void {
-    if (this.pending) throw new ProtocolError(`HALF_CLOSE on stream ${this.id} before its STATUS`);
+    if (this.pending || !this.#answered) {
+      throw new ProtocolError(`HALF_CLOSE on stream ${this.id} before its STATUS`);
+    }
     if (this.#remoteFin) return;
     this.#remoteFin = true;
     if (this.#localFin) this.#finish();

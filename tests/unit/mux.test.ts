@@ -13,6 +13,7 @@ import {
   MAX_WINDOW,
   PREFACE,
 } from "../../src/protocol/mux.ts";
+import { encodeHeader } from "../../src/protocol/header.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const unhex = (s: string) => {
@@ -269,4 +270,42 @@ Deno.test("mux property: any chunking of a frame stream decodes to the same fram
     ),
     { numRuns: 500 },
   );
+});
+
+Deno.test("mux: the example session in PROTOCOL.md §5.11, byte for byte", async () => {
+  const doc = await Deno.readTextFile(new URL("../../PROTOCOL.md", import.meta.url));
+  const block = doc.split("### 5.11 Example")[1].split("```")[1];
+  const lines = block.trim().split("\n");
+  // Each line: optional direction, lowercase hex fields, then a description.
+  const wire = { "C→A": "", "A→C": "" } as Record<string, string>;
+  let dir = "";
+  for (const line of lines) {
+    const tokens = line.trim().split(/\s+/);
+    if (tokens[0] === "C→A" || tokens[0] === "A→C") dir = tokens.shift()!;
+    const fields = tokens.slice(0, tokens.findIndex((t) => !/^([0-9a-f]{2})+$/.test(t)));
+    assert.ok(dir && fields.length > 0, line);
+    wire[dir] += fields.join("");
+  }
+  const header = encodeHeader({
+    requestId: "00112233-4455-6677-8899-aabbccddeeff",
+    protocol: "tcp",
+    port: 5000,
+    address: { type: "ipv4", ip: "1.2.3.4" },
+  });
+  const ping = unhex("0000000000000001");
+  const c2a = [
+    PREFACE,
+    encodeFrame({ type: "open", streamId: 1, window: 256 * 1024, header }),
+    encodeFrame({ type: "data", streamId: 1, data: new TextEncoder().encode("hello") }),
+    encodeFrame({ type: "half_close", streamId: 1 }),
+    encodeFrame({ type: "ping", data: ping }),
+  ];
+  const a2c = [
+    encodeFrame({ type: "status", streamId: 1, status: 0, window: 256 * 1024 }),
+    encodeFrame({ type: "data", streamId: 1, data: new TextEncoder().encode("hi") }),
+    encodeFrame({ type: "half_close", streamId: 1 }),
+    encodeFrame({ type: "pong", data: ping }),
+  ];
+  assert.equal(wire["C→A"], c2a.map(hex).join(""));
+  assert.equal(wire["A→C"], a2c.map(hex).join(""));
 });

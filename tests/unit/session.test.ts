@@ -516,3 +516,24 @@ Deno.test("session/memory: close() ends every stream with SessionClosedError", a
   await assert.rejects(c.write(enc("x")), SessionClosedError);
   await p.close();
 });
+
+Deno.test("session/raw: a client sending DATA before STATUS ends the server session", async () => {
+  const [a, b] = memoryTransportPair();
+  const opened: Stream[] = [];
+  const server = new Session(b, { role: "server", onStream: (s) => opened.push(s) });
+  await a.write(encodeFrame({ type: "open", streamId: 1, window: 1024, header: HEADER }));
+  await a.write(encodeFrame({ type: "data", streamId: 1, data: enc("too early") }));
+  assert.equal(await server.closed, "protocol error: DATA on stream 1 before its STATUS");
+  assert.equal(opened.length, 1);
+  await assert.rejects(opened[0].read(), SessionClosedError);
+  a.close();
+});
+
+Deno.test("session/raw: OPEN with a non-increasing stream id ends the server session", async () => {
+  const [a, b] = memoryTransportPair();
+  const server = new Session(b, { role: "server", onStream: (s) => s.accept() });
+  await a.write(encodeFrame({ type: "open", streamId: 3, window: 1024, header: HEADER }));
+  await a.write(encodeFrame({ type: "open", streamId: 1, window: 1024, header: HEADER }));
+  assert.match(await server.closed, /^protocol error: OPEN with stream id 1/);
+  a.close();
+});
