@@ -91,6 +91,8 @@ const DEFAULT_MAX_WINDOW = 4 * 1024 * 1024;
 const BATCH_SIZE = 256 * 1024;
 /** DATA producers wait while this many bytes are queued for the transport. */
 const QUEUE_HIGH_WATER = 1024 * 1024;
+/** `Stream.read()` merges buffered chunks into one array up to this size. */
+const MAX_READ_CHUNK = 1024 * 1024;
 /** How long a draining close (after go-away) waits for queued frames to be written. */
 const DRAIN_GRACE_MS = 5000;
 
@@ -320,19 +322,23 @@ export class Stream {
 
   #take(): Uint8Array {
     let out: Uint8Array;
-    if (this.#chunks.length === 1) {
-      out = this.#chunks[0];
-      this.#chunks = [];
+    if (this.#chunks.length === 1 || this.#chunks[0].length >= MAX_READ_CHUNK) {
+      out = this.#chunks.shift()!;
     } else {
-      out = new Uint8Array(this.#buffered);
+      // Hand out several small chunks as one (fewer writes for the consumer), up to 1 MiB.
+      let n = 0;
+      let count = 0;
+      while (count < this.#chunks.length && n + this.#chunks[count].length <= MAX_READ_CHUNK) {
+        n += this.#chunks[count++].length;
+      }
+      out = new Uint8Array(n);
       let off = 0;
-      for (const c of this.#chunks) {
+      for (const c of this.#chunks.splice(0, count)) {
         out.set(c, off);
         off += c.length;
       }
-      this.#chunks = [];
     }
-    this.#buffered = 0;
+    this.#buffered -= out.length;
     this.#bytesRead += out.length;
     if (!this.#remoteFin && !this.#removed) {
       this.#unannounced += out.length;
@@ -643,7 +649,16 @@ export class Session {
       Math.max(opts.maxWindow ?? DEFAULT_MAX_WINDOW, this.#initialWindow),
       MAX_WINDOW,
     );
-    this.#log = opts.log ?? (() => {});
+    const log = opts.log;
+    this.#log = log
+      ? (line) => {
+        try {
+          log(line);
+        } catch {
+          // a failing logger must not break the session
+        }
+      }
+      : () => {};
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#writer = new FrameWriter(transport, (e) => {
       this.#shutdown(`transport write failed: ${errorText(e)}`, false);
@@ -748,10 +763,17 @@ export class Session {
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     for (const s of streams) s.onSessionClosed(error);
-    if (!drain) {
+    const finish = () => {
       this.#writer.fail();
-      this.#transport.close();
+      try {
+        this.#transport.close();
+      } catch (e) {
+        this.#log(`transport close failed: ${errorText(e)}`);
+      }
       this.#resolveClosed(reason);
+    };
+    if (!drain) {
+      finish();
       return;
     }
     // Flush what is queued (final DATA / HALF_CLOSE), bounded in time, then close.
@@ -759,9 +781,7 @@ export class Session {
     const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, DRAIN_GRACE_MS)));
     void Promise.race([this.#writer.idle(), grace]).then(() => {
       clearTimeout(timer);
-      this.#writer.fail();
-      this.#transport.close();
-      this.#resolveClosed(reason);
+      finish();
     });
   }
 
@@ -795,7 +815,13 @@ export class Session {
     const decoder = new FrameDecoder();
     try {
       while (!this.#isClosed) {
-        const chunk = await this.#transport.read();
+        let chunk: Uint8Array | null;
+        try {
+          chunk = await this.#transport.read();
+        } catch (e) {
+          this.#shutdown(`transport read failed: ${errorText(e)}`, false);
+          return;
+        }
         if (this.#isClosed) return;
         if (chunk === null) {
           this.#shutdown("connection closed by peer", false);
@@ -815,7 +841,7 @@ export class Session {
     } catch (e) {
       const why = e instanceof ProtocolError
         ? `protocol error: ${e.message}`
-        : `transport read failed: ${errorText(e)}`;
+        : `internal error: ${errorText(e)}`;
       this.#shutdown(why, false);
     }
   }
