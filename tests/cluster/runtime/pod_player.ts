@@ -1,0 +1,264 @@
+/**
+ * Plays one pod's containers: the relay agent as a local `deno run agent.ts` process (in a
+ * private mount namespace whose /etc/resolv.conf points at the cluster DNS), or, for other pods,
+ * real servers bound to the pod IP (HTTP, test-zone DNS, redis-server). Then it publishes a kwok
+ * `PortForward` for the pod and marks the pod Ready.
+ *
+ * @module
+ */
+
+import { type ManagedChild, spawnChild } from "./child.ts";
+import { type DnsServer, startDnsServer } from "./dns_server.ts";
+import { agentArgs, isAgentPod, type PlannedServer, portPlan, type V1Pod } from "./kube.ts";
+import { type PodHttpServer, startPodHttpServer } from "./pod_http.ts";
+import { testZoneAnswerer } from "./zones.ts";
+import { CLUSTER_DOMAIN } from "./zones.ts";
+
+/** What a player needs from the runtime (the API calls are injectable for tests). */
+export interface PlayerEnv {
+  /** `deno run -A <agentPath>` for agent pods. */
+  agentPath: string;
+  /** Runtime state dir (agent pid files and logs go under it). */
+  stateDir: string;
+  /** Cluster DNS server address for the agents' resolv.conf. */
+  dnsServer: string;
+  /** Wrap the agent in `unshare` + bind-mounted resolv.conf (default true; needs root). */
+  privateResolv?: boolean;
+  log: (line: string) => void;
+  /** Publish forwards for these pod ports (kwok PortForward). */
+  publishPorts(pod: V1Pod, ports: number[]): Promise<void>;
+  /** Remove the pod's PortForward (ignore not-found). */
+  unpublish(namespace: string, name: string): Promise<void>;
+  /** Mark the pod's containers ready (status subresource). */
+  markReady(pod: V1Pod): Promise<void>;
+  /** Mark the pod finished (agent exited by itself). */
+  markFinished(pod: V1Pod, exitCode: number): Promise<void>;
+}
+
+type Closer = () => Promise<void>;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Retry `fn` while it fails with AddrInUse (a reused pod IP whose old server is stopping). */
+async function bindRetry<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0;; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AddrInUse) || i >= 50) throw e;
+      await sleep(100);
+    }
+  }
+}
+
+async function waitTcp(hostname: string, port: number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const c = await Deno.connect({ hostname, port });
+      c.close();
+      return;
+    } catch (e) {
+      if (Date.now() > end) throw new Error(`${hostname}:${port} not listening: ${e}`);
+      await sleep(50);
+    }
+  }
+}
+
+/** resolv.conf text for pods of namespace `ns`. */
+export function resolvConf(ns: string, nameserver: string): string {
+  return [
+    `nameserver ${nameserver}`,
+    `search ${ns}.svc.${CLUSTER_DOMAIN} svc.${CLUSTER_DOMAIN} ${CLUSTER_DOMAIN}`,
+    "options ndots:5",
+    "",
+  ].join("\n");
+}
+
+/** Plays one pod (one uid). start() once, stop() once. */
+export class PodPlayer {
+  readonly uid: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly ip: string;
+  #closers: Closer[] = [];
+  #agent?: ManagedChild;
+  #stopped = false;
+  #pidFile?: string;
+
+  constructor(readonly pod: V1Pod, readonly env: PlayerEnv) {
+    this.uid = pod.metadata?.uid ?? "";
+    this.namespace = pod.metadata!.namespace!;
+    this.name = pod.metadata!.name!;
+    this.ip = pod.status!.podIP!;
+  }
+
+  get key(): string {
+    return `${this.namespace}/${this.name}`;
+  }
+
+  /** Agent process id (agent pods only, while it runs). */
+  get agentPid(): number | undefined {
+    return this.#agent?.pid;
+  }
+
+  /** Start the containers, publish the port-forward, mark Ready. Throws on failure. */
+  async start(): Promise<void> {
+    const ports = isAgentPod(this.pod) ? [await this.#startAgent()] : await this.#startServers();
+    if (this.#stopped) return;
+    await this.env.publishPorts(this.pod, ports);
+    this.#closers.push(() => this.env.unpublish(this.namespace, this.name));
+    if (this.#stopped) return;
+    await this.env.markReady(this.pod);
+    this.env.log(`pod ${this.key} (${this.ip}) ready, ports ${ports.join(",") || "none"}`);
+  }
+
+  /** Stop everything (idempotent). */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    const closers = this.#closers.reverse();
+    this.#closers = [];
+    for (const c of closers) {
+      await c().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
+    }
+    this.env.log(`pod ${this.key} stopped`);
+  }
+
+  async #startServers(): Promise<number[]> {
+    const plan = portPlan(this.pod);
+    const ports = new Set<number>();
+    for (const s of plan) {
+      if (this.#stopped) break;
+      await this.#startServer(s);
+      ports.add(s.port);
+    }
+    return [...ports];
+  }
+
+  async #startServer(s: PlannedServer): Promise<void> {
+    const where = `${this.ip}:${s.port}/${s.protocol}`;
+    if (s.role === "http") {
+      const srv: PodHttpServer = await bindRetry(() =>
+        startPodHttpServer(this.ip, s.port, this.name)
+      );
+      this.#closers.push(() => srv.close());
+    } else if (s.role === "dns") {
+      const srv: DnsServer = await bindRetry(() =>
+        startDnsServer({
+          hostname: this.ip,
+          port: s.port,
+          udp: s.protocol === "UDP",
+          tcp: s.protocol === "TCP",
+          answer: testZoneAnswerer(this.name),
+        })
+      );
+      this.#closers.push(() => srv.close());
+    } else {
+      const dir = `${this.env.stateDir}/redis/${this.namespace}_${this.name}_${s.port}`;
+      await Deno.mkdir(dir, { recursive: true });
+      const child = await spawnChild("redis-server", {
+        args: [
+          "--bind",
+          this.ip,
+          "--port",
+          String(s.port),
+          "--save",
+          "",
+          "--appendonly",
+          "no",
+          "--protected-mode",
+          "no",
+          "--daemonize",
+          "no",
+          "--dir",
+          dir,
+        ],
+        logFile: `${dir}/redis.log`,
+      });
+      this.#closers.push(async () => {
+        await child.stop();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      });
+      await Promise.race([
+        waitTcp(this.ip, s.port, 10000),
+        child.status.then((st) => {
+          throw new Error(`redis-server exited with ${st.code} (see ${dir}/redis.log)`);
+        }),
+      ]);
+    }
+    this.env.log(`pod ${this.key}: ${s.role} on ${where}`);
+  }
+
+  async #startAgent(): Promise<number> {
+    const container = this.pod.spec?.containers?.[0];
+    const [args, port] = agentArgs(container?.args, this.ip);
+    const dir = `${this.env.stateDir}/agents`;
+    await Deno.mkdir(dir, { recursive: true });
+    const base = `${dir}/${this.namespace}_${this.name}`;
+    const deno = Deno.execPath();
+    const denoArgs = ["run", "-A", "--unstable-net", this.env.agentPath, ...args];
+    let cmd = deno;
+    let cmdArgs = denoArgs;
+    if (this.env.privateResolv ?? true) {
+      const resolv = `${base}.resolv.conf`;
+      await Deno.writeTextFile(resolv, resolvConf(this.namespace, this.env.dnsServer));
+      cmd = "unshare";
+      cmdArgs = [
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+        resolv,
+        deno,
+        ...denoArgs,
+      ];
+    }
+    let ready!: () => void;
+    const listening = new Promise<void>((r) => ready = r);
+    const child = await spawnChild(cmd, {
+      args: cmdArgs,
+      logFile: `${base}.log`,
+      env: { NO_COLOR: "1" },
+      onLine: (line) => {
+        this.env.log(`agent ${this.key}: ${line}`);
+        if (/listening on /.test(line)) ready();
+      },
+    });
+    this.#agent = child;
+    this.#pidFile = `${base}.pid`;
+    await Deno.writeTextFile(this.#pidFile, `${child.pid}\n`);
+    this.#closers.push(async () => {
+      await child.stop();
+      await Deno.remove(this.#pidFile!).catch(() => {});
+    });
+    this.env.log(`pod ${this.key}: agent pid ${child.pid}: ${cmd} ${cmdArgs.join(" ")}`);
+    // When the agent exits by itself, the pod's container terminated: report it.
+    child.status.then(async (st) => {
+      if (child.stopping || this.#stopped) return;
+      this.env.log(`agent ${this.key} exited with code ${st.code}`);
+      await Deno.remove(this.#pidFile!).catch(() => {});
+      await this.env.unpublish(this.namespace, this.name).catch(() => {});
+      await this.env.markFinished(this.pod, st.code).catch((e) =>
+        this.env.log(`pod ${this.key}: mark finished: ${e}`)
+      );
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        listening,
+        child.status.then((st) => {
+          throw new Error(`agent exited with code ${st.code} before listening (see ${base}.log)`);
+        }),
+        new Promise((_, rej) =>
+          timer = setTimeout(() => rej(new Error("agent not listening after 60 s")), 60000)
+        ),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    return port;
+  }
+}
