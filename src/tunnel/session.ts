@@ -36,7 +36,9 @@ export interface SessionOptions {
   initialWindow?: number;
   /**
    * Largest receive window auto-tuning may grow a fast-read stream to; default
-   * max(initialWindow, 4 MiB). Set equal to initialWindow to disable growth.
+   * max(initialWindow, 4 MiB). Set equal to initialWindow to disable growth. Growth across all
+   * streams of a session is capped at 64 MiB in total, so receive buffers stay bounded by
+   * streams × initialWindow + 64 MiB.
    */
   maxWindow?: number;
   /**
@@ -86,6 +88,8 @@ const DEFAULT_PING_TIMEOUT_MS = 15000;
 const DEFAULT_MAX_STREAMS = 4096;
 const DEFAULT_INITIAL_WINDOW = 256 * 1024;
 const DEFAULT_MAX_WINDOW = 4 * 1024 * 1024;
+/** Total extra window auto-tuning may hand out across all streams of a session. */
+const SESSION_GROWTH_BUDGET = 64 * 1024 * 1024;
 
 /** Size of one coalescing write buffer. */
 const BATCH_SIZE = 256 * 1024;
@@ -236,6 +240,10 @@ interface StreamHost {
   readonly maxWindow: number;
   /** Smoothed round-trip time in ms measured with PING/PONG; 0 = not known yet. */
   rtt(): number;
+  /** Takes `n` bytes from the session-wide window-growth budget; false if not available. */
+  reserveGrowth(n: number): boolean;
+  /** Returns window growth to the session-wide budget. */
+  releaseGrowth(n: number): void;
   send(frame: Frame): void;
   remove(stream: Stream): void;
   log(line: string): void;
@@ -366,7 +374,8 @@ export class Stream {
     const fast = now - this.#epochStart < 4 * (readInEpoch / this.#window) * rtt;
     if (rtt > 0 && fast && this.#window < this.#host.maxWindow) {
       grow = Math.min(this.#window * 2, this.#host.maxWindow) - this.#window;
-      this.#window += grow;
+      if (this.#host.reserveGrowth(grow)) this.#window += grow;
+      else grow = 0;
     }
     this.#epochStart = now;
     this.#epochOffset = this.#bytesRead;
@@ -528,6 +537,7 @@ export class Stream {
   onReset(reason: string): void {
     this.#host.log(`stream ${this.id}: reset by peer (${reason})`);
     this.#removed = true;
+    this.#releaseGrowth();
     if (this.pending) {
       const p = this.pending;
       this.pending = null;
@@ -576,7 +586,14 @@ export class Stream {
   #finish(): void {
     if (this.#removed) return;
     this.#removed = true;
+    this.#releaseGrowth();
     this.#host.remove(this);
+  }
+
+  #releaseGrowth(): void {
+    const grown = this.#window - this.#host.initialWindow;
+    if (grown > 0) this.#host.releaseGrowth(grown);
+    this.#window = this.#host.initialWindow;
   }
 
   #wakeReaders(): void {
@@ -616,6 +633,7 @@ export class Session {
   #maxStreams: number;
   #initialWindow: number;
   #maxWindow: number;
+  #growthLeft = SESSION_GROWTH_BUDGET;
   #rtt = 0;
   #log: (line: string) => void;
   #writer: FrameWriter;
@@ -668,6 +686,14 @@ export class Session {
       initialWindow: this.#initialWindow,
       maxWindow: this.#maxWindow,
       rtt: () => this.#rtt,
+      reserveGrowth: (n) => {
+        if (n > this.#growthLeft) return false;
+        this.#growthLeft -= n;
+        return true;
+      },
+      releaseGrowth: (n) => {
+        this.#growthLeft += n;
+      },
       send: (frame) => this.#send(frame),
       remove: (stream) => this.#remove(stream),
       log: (line) => this.#log(line),

@@ -537,3 +537,30 @@ Deno.test("session/raw: OPEN with a non-increasing stream id ends the server ses
   assert.match(await server.closed, /^protocol error: OPEN with stream id 1/);
   a.close();
 });
+
+Deno.test("session/tcp: receive buffers never exceed the window, which never exceeds maxWindow", async () => {
+  const opts = { initialWindow: 64 * 1024, maxWindow: 512 * 1024 };
+  const p = await tcpPair(opts, opts);
+  try {
+    const opening = p.client.openStream(HEADER);
+    const srv = await p.streams.next();
+    srv.accept();
+    const c = await opening;
+    const sending = sendPattern(c, 16 * 1024 * 1024, 8);
+    let bytes = 0;
+    let reads = 0;
+    while (true) {
+      assert.ok(srv.bufferedAmount <= srv.receiveWindow, `${srv.bufferedAmount} buffered`);
+      assert.ok(srv.receiveWindow <= 512 * 1024, `window ${srv.receiveWindow}`);
+      // Yield now and then so data piles up between reads.
+      if (++reads % 8 === 0) await new Promise((r) => setTimeout(r, 0));
+      const chunk = await srv.read();
+      if (chunk === null) break;
+      bytes += chunk.length;
+    }
+    await sending;
+    assert.equal(bytes, 16 * 1024 * 1024);
+  } finally {
+    await p.close();
+  }
+});
