@@ -430,6 +430,10 @@ async function rawPeer(clientOpts: { initialWindow?: number } = {}) {
     send(frame: Frame): Promise<void> {
       return t.write(encodeFrame(frame));
     },
+    /** Frames received but not yet taken with next(). */
+    get unread(): Frame[] {
+      return [...pending];
+    },
     async done() {
       client.close("test done");
       await client.closed;
@@ -456,6 +460,8 @@ Deno.test("session/raw: the sender never exceeds the credit the peer granted", a
   // Nothing more may come until credit is granted; prove it with a PING round trip.
   await peer.send({ type: "ping", data: new Uint8Array(8) });
   await peer.next("pong");
+  // Anything the client sent before answering the PING has been read by now: no DATA.
+  assert.deepEqual(peer.unread.filter((f) => f.type === "data"), []);
   let writeDone = false;
   void writing.then(() => (writeDone = true));
   await new Promise((r) => setTimeout(r, 20));
