@@ -59,8 +59,10 @@ export interface ProxyOptions {
    * tunnel failed. `Stream` from src/tunnel/session.ts fits {@link RelayStream}.
    */
   openStream: (header: Uint8Array) => Promise<RelayStream>;
-  /** Log sink (one line per call, no trailing newline). Default: `console.log`. */
+  /** Log sink for progress lines (one line per call, no newline). Default: `console.log`. */
   log?: (line: string) => void;
+  /** Sink for per-connection errors (`error: dial tcp redis:6379: connection refused`). Default: `log`. */
+  logError?: (line: string) => void;
   /** Verbosity: ≥1 logs `Handling connection for HOST:PORT` per connection. Default 0. */
   verbose?: number;
   /** UDP ASSOCIATE flows idle this long are closed. Default 60 000 ms. */
@@ -84,15 +86,13 @@ export function proxyListeningMessage(addr: Deno.NetAddr): string {
 }
 
 /**
- * Starts the proxy. Logs {@link proxyListeningMessage} once listening.
- * Throws (like `Deno.listen`) if the address cannot be bound.
+ * Starts the proxy. It does not print {@link proxyListeningMessage}; the
+ * caller does, once every listener is up. Throws (like `Deno.listen`, e.g.
+ * `Deno.errors.AddrInUse`) if the address cannot be bound.
  */
 export function startProxy(opts: ProxyOptions): Promise<ProxyServer> {
   const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
-  const server = new Proxy(listener, opts);
-  opts.log ??= (line) => console.log(line);
-  (opts.log)(proxyListeningMessage(server.addr));
-  return Promise.resolve(server);
+  return Promise.resolve(new Proxy(listener, opts));
 }
 
 class Proxy implements ProxyServer {
@@ -100,6 +100,7 @@ class Proxy implements ProxyServer {
   readonly #opts: ProxyOptions;
   readonly #conns = new Set<Deno.Conn>();
   readonly #udp = new Set<UdpAssociation>();
+  readonly #streams = new Set<RelayStream>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #acceptLoop: Promise<void>;
   #closing = false;
@@ -118,6 +119,10 @@ class Proxy implements ProxyServer {
     (this.#opts.log ?? console.log)(line);
   }
 
+  #error(line: string): void {
+    (this.#opts.logError ?? this.#opts.log ?? console.log)(`error: ${line}`);
+  }
+
   get #verbose(): number {
     return this.#opts.verbose ?? 0;
   }
@@ -133,6 +138,11 @@ class Proxy implements ProxyServer {
           c.close();
         } catch { /* already closed */ }
       }
+      for (const s of this.#streams) {
+        try {
+          s.reset("proxy closed");
+        } catch { /* already gone */ }
+      }
       for (const u of this.#udp) void u.close();
     }
     await this.#acceptLoop;
@@ -145,7 +155,7 @@ class Proxy implements ProxyServer {
       try {
         conn = await this.#listener.accept();
       } catch (err) {
-        if (!this.#closing) this.#log(`error: accept: ${errorText(err)}`);
+        if (!this.#closing) this.#error(`accept: ${errorText(err)}`);
         return;
       }
       if (this.#closing) {
@@ -252,7 +262,7 @@ class Proxy implements ProxyServer {
     try {
       stream = await this.#opts.openStream(header.bytes);
     } catch (err) {
-      this.#log(`error: ${dialErrorMessage("tcp", desc, err)}`);
+      this.#error(dialErrorMessage("tcp", desc, err));
       await writeAll(conn, encodeReply(socksReplyFor(err))).catch(() => {});
       return;
     }
@@ -263,7 +273,21 @@ class Proxy implements ProxyServer {
       return;
     }
     done();
-    await relay(conn, stream, reader.leftover());
+    await this.#relay(conn, stream, reader.leftover());
+  }
+
+  /** Relays a connection, tracking the stream so that close() can reset it. */
+  async #relay(conn: Deno.Conn, stream: RelayStream, leftover: Uint8Array): Promise<void> {
+    if (this.#closing) {
+      stream.reset("proxy closed");
+      return;
+    }
+    this.#streams.add(stream);
+    try {
+      await relay(conn, stream, leftover);
+    } finally {
+      this.#streams.delete(stream);
+    }
   }
 
   /** Reads ATYP DST.ADDR DST.PORT; returns a reply code to send on error (-1 = EOF, send nothing). */
@@ -298,6 +322,7 @@ class Proxy implements ProxyServer {
         clientPort: clientDest.port,
         idleMs: this.#opts.udpIdleMs ?? 60_000,
         log: (l) => this.#log(l),
+        logError: (l) => this.#error(l),
         verbose: this.#verbose,
         describe: (d) => describeDestination(d),
         openStream: (d) => {
@@ -307,7 +332,7 @@ class Proxy implements ProxyServer {
         },
       });
     } catch (err) {
-      this.#log(`error: UDP ASSOCIATE: ${errorText(err)}`);
+      this.#error(`UDP ASSOCIATE: ${errorText(err)}`);
       await writeAll(conn, encodeReply(Reply.GeneralFailure));
       return;
     }
@@ -396,7 +421,7 @@ class Proxy implements ProxyServer {
       stream = await this.#opts.openStream(header.bytes);
     } catch (err) {
       const msg = dialErrorMessage("tcp", desc, err);
-      this.#log(`error: ${msg}`);
+      this.#error(msg);
       const st = httpStatusFor(err);
       await writeAll(conn, httpErrorResponse(st.code, st.reason, msg)).catch(() => {});
       return;
@@ -409,13 +434,13 @@ class Proxy implements ProxyServer {
         stream.reset(`local connection: ${errorText(err)}`);
         return;
       }
-      await relay(conn, stream, reader.leftover());
+      await this.#relay(conn, stream, reader.leftover());
     } else {
       const rest = reader.leftover();
       const first = new Uint8Array(req.head.length + rest.length);
       first.set(req.head, 0);
       first.set(rest, req.head.length);
-      await relay(conn, stream, first);
+      await this.#relay(conn, stream, first);
     }
   }
 }

@@ -31,6 +31,8 @@ export interface UdpAssociationOptions {
   /** Flows idle this long are closed. */
   idleMs: number;
   log: (line: string) => void;
+  /** Error sink; the line gets an `error: ` prefix from the caller. */
+  logError: (line: string) => void;
   verbose: number;
 }
 
@@ -116,7 +118,7 @@ export class UdpAssociation {
         data = d;
         from = a as Deno.NetAddr;
       } catch (err) {
-        if (!this.#closed) this.#opts.log(`error: UDP relay: ${errorText(err)}`);
+        if (!this.#closed) this.#opts.logError(`UDP relay: ${errorText(err)}`);
         return;
       }
       if (!this.#acceptSource(from)) {
@@ -173,8 +175,8 @@ export class UdpAssociation {
         if (!flow.closed) await stream.write(frame);
       } catch (err) {
         if (!flow.closed) {
-          this.#opts.log(
-            `error: UDP flow ${this.#opts.describe(flow.destination)}: ${errorText(err)}`,
+          this.#opts.logError(
+            `UDP flow ${this.#opts.describe(flow.destination)}: ${errorText(err)}`,
           );
           this.#closeFlow(flow, true);
         }
@@ -212,7 +214,7 @@ export class UdpAssociation {
       try {
         stream = await this.#opts.openStream(destination);
       } catch (err) {
-        this.#opts.log(`error: ${dialErrorMessage("udp", desc, err)}`);
+        this.#opts.logError(dialErrorMessage("udp", desc, err));
         flow.closed = true;
         if (this.#flows.get(key) === flow) this.#flows.delete(key);
         this.#all.delete(flow);
@@ -252,8 +254,8 @@ export class UdpAssociation {
       }
     } catch (err) {
       if (!flow.closed && !this.#closed) {
-        this.#opts.log(
-          `error: UDP flow ${this.#opts.describe(flow.destination)}: ${errorText(err)}`,
+        this.#opts.logError(
+          `UDP flow ${this.#opts.describe(flow.destination)}: ${errorText(err)}`,
         );
       }
     }

@@ -6,9 +6,10 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type ProxyServer, startProxy } from "../../src/forward/socks.ts";
+import { proxyListeningMessage, type ProxyServer, startProxy } from "../../src/forward/socks.ts";
 import {
   curl,
+  ECHO_EOF_TRAILER,
   type FakeAgent,
   fakeAgent,
   patternBytes,
@@ -52,10 +53,20 @@ async function withProxy(
     udpIdleMs: opts.udpIdleMs,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
   });
+  // Watchdog: if something hangs, tear everything down so blocked reads end and
+  // the test fails on its assertions instead of hanging the run.
+  let fired = false;
+  const watchdog = setTimeout(() => {
+    fired = true;
+    void proxy.close();
+    agent.closeAll();
+  }, 60_000);
   try {
     await fn({ proxy, agent, logs, http });
+    assert.ok(!fired, "watchdog fired: the test hung and was torn down");
   } finally {
     await proxy.close();
+    clearTimeout(watchdog);
     agent.closeAll();
     await server.shutdown();
   }
@@ -100,11 +111,15 @@ function freePort(): number {
   return p;
 }
 
-Deno.test("proxy: prints the listening line and curl --socks5-hostname fetches by cluster name", async () => {
+Deno.test("proxy: listening line; curl --socks5-hostname fetches by cluster name", async () => {
   await withProxy(async ({ proxy, agent, logs, http }) => {
     assert.equal(
-      logs[0],
+      proxyListeningMessage(proxy.addr),
       `Proxy listening on 127.0.0.1:${proxy.addr.port} (SOCKS5, HTTP CONNECT)`,
+    );
+    assert.equal(
+      proxyListeningMessage({ transport: "tcp", hostname: "::1", port: 1080 }),
+      "Proxy listening on [::1]:1080 (SOCKS5, HTTP CONNECT)",
     );
     const size = 3_000_000;
     const r = await curl([
@@ -227,11 +242,41 @@ Deno.test("proxy: half-close is relayed both ways (echo of 4 MiB, SHA-256)", asy
       await conn.closeWrite();
       const back = await reading;
       conn.close();
-      assert.equal(back.length, data.length);
-      assert.equal(await sha256Hex(back), await sha256Hex(data));
+      // Echo, then the trailer the server writes only after it saw our EOF.
+      assert.equal(back.length, data.length + ECHO_EOF_TRAILER.length);
+      assert.equal(await sha256Hex(back.subarray(0, data.length)), await sha256Hex(data));
+      assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
     }, { hosts: { "echo.test": "127.0.0.1" } });
   } finally {
     await echo.close();
+  }
+});
+
+Deno.test("proxy: the server's half-close reaches the client, which can still send", async () => {
+  // The server greets, half-closes, then reads what the client sends after seeing EOF.
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serverPort = (server.addr as Deno.NetAddr).port;
+  const received = (async () => {
+    const c = await server.accept();
+    await writeFull(c, new TextEncoder().encode("bye"));
+    await c.closeWrite();
+    const got = await readAll(c);
+    c.close();
+    return new TextDecoder().decode(got);
+  })();
+  try {
+    await withProxy(async ({ proxy }) => {
+      const conn = await socksGreet(proxy.addr.port);
+      await writeFull(conn, ipv4Request(1, [127, 0, 0, 1], serverPort));
+      assert.deepEqual(await readN(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      assert.equal(new TextDecoder().decode(await readAll(conn)), "bye");
+      await writeFull(conn, new TextEncoder().encode("after EOF"));
+      await conn.closeWrite();
+      assert.equal(await received, "after EOF");
+      conn.close();
+    });
+  } finally {
+    server.close();
   }
 });
 
@@ -247,7 +292,7 @@ Deno.test("proxy: bytes pipelined right after the SOCKS request are relayed", as
       const all = await readAll(conn);
       conn.close();
       assert.deepEqual(all.subarray(0, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
-      assert.equal(new TextDecoder().decode(all.subarray(12)), "early bytes");
+      assert.equal(new TextDecoder().decode(all.subarray(12)), "early bytes<eof seen>");
     }, { hosts: { "echo.test": "127.0.0.1" } });
   } finally {
     await echo.close();

@@ -211,7 +211,10 @@ export function startHttpServer(): { port: number; server: Deno.HttpServer<Deno.
   return { port: server.addr.port, server };
 }
 
-/** A TCP echo server that echoes until EOF, then half-closes. */
+/** Written by the echo server after it saw EOF (proves half-close reached it). */
+export const ECHO_EOF_TRAILER = new TextEncoder().encode("<eof seen>");
+
+/** A TCP echo server that echoes until EOF, then writes {@link ECHO_EOF_TRAILER} and half-closes. */
 export function startEchoServer(): { port: number; close: () => Promise<void> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const tasks = new Set<Promise<void>>();
@@ -234,6 +237,7 @@ export function startEchoServer(): { port: number; close: () => Promise<void> } 
             let off = 0;
             while (off < n) off += await conn.write(buf.subarray(off, n));
           }
+          await conn.write(ECHO_EOF_TRAILER);
           await conn.closeWrite();
           // Wait for the peer to close.
           while ((await conn.read(buf)) !== null) { /* drain */ }
