@@ -95,6 +95,8 @@ const SESSION_GROWTH_BUDGET = 64 * 1024 * 1024;
 const BATCH_SIZE = 256 * 1024;
 /** DATA producers wait while this many bytes are queued for the transport. */
 const QUEUE_HIGH_WATER = 1024 * 1024;
+/** Control frames queued beyond this end the session (the peer does not read). */
+const QUEUE_OVERFLOW = 8 * 1024 * 1024;
 /** `Stream.read()` merges buffered chunks into one array up to this size. */
 const MAX_READ_CHUNK = 1024 * 1024;
 /** How long a draining close (after go-away) waits for queued frames to be written. */
@@ -159,9 +161,18 @@ class FrameWriter {
     return [cur.buf, off];
   }
 
-  /** Queues an encoded control frame. */
+  /**
+   * Queues an encoded control frame. Control frames never wait, but if the queue grows past
+   * QUEUE_OVERFLOW (a peer that keeps sending PINGs/OPENs without reading our answers) the
+   * writer fails and the session ends.
+   */
   control(bytes: Uint8Array): void {
     if (this.#failed) return;
+    if (this.#queued + bytes.length > QUEUE_OVERFLOW) {
+      this.fail();
+      this.#onError(new Error("write queue overflow: the peer is not reading"));
+      return;
+    }
     const [buf, off] = this.#reserve(bytes.length);
     buf.set(bytes, off);
   }
@@ -699,7 +710,10 @@ export class Session {
       log: (line) => this.#log(line),
     };
     if (this.#role === "client") this.#writer.control(PREFACE);
-    const tick = Math.max(10, Math.min(this.#pingIntervalMs, Math.floor(this.#pingTimeoutMs / 4)));
+    const tick = Math.max(
+      10,
+      Math.min(this.#pingIntervalMs, Math.floor(this.#pingTimeoutMs / 10)),
+    );
     this.#timer = setInterval(() => this.#tick(), tick);
     this.#ping(); // an early RTT sample for window auto-tuning
     void this.#readLoop();

@@ -570,3 +570,21 @@ Deno.test("session/tcp: receive buffers never exceed the window, which never exc
     await p.close();
   }
 });
+
+Deno.test("session/raw: a peer that floods PINGs without reading is cut off", async () => {
+  const [a, b] = memoryTransportPair();
+  const server = new Session(b, { role: "server", onStream: (s) => s.accept() });
+  const ping = encodeFrame({ type: "ping", data: new Uint8Array(8) });
+  const block = new Uint8Array(ping.length * 65536);
+  for (let off = 0; off < block.length; off += ping.length) block.set(ping, off);
+  const flooding = (async () => {
+    // At most 16 MiB of PINGs (1M frames); the session must give up before that.
+    for (let i = 0; i < 16; i++) await a.write(block);
+  })();
+  assert.equal(
+    await server.closed,
+    "transport write failed: write queue overflow: the peer is not reading",
+  );
+  await assert.rejects(flooding, Deno.errors.BrokenPipe);
+  a.close();
+});
