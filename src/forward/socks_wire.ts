@@ -5,6 +5,8 @@
  * @module
  */
 
+import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from "../protocol/header.ts";
+
 /** SOCKS protocol version byte. */
 export const SOCKS_VERSION = 0x05;
 
@@ -92,8 +94,8 @@ export function decodeSocksAddress(buf: Uint8Array, offset = 0): AddressDecodeRe
   const raw = buf.subarray(addrStart, addrStart + addrLen);
   const port = (buf[addrStart + addrLen] << 8) | buf[addrStart + addrLen + 1];
   let address: SocksAddress;
-  if (atyp === AddressType.IPv4) address = { type: "ipv4", ip: formatIPv4(raw) };
-  else if (atyp === AddressType.IPv6) address = { type: "ipv6", ip: formatIPv6(raw) };
+  if (atyp === AddressType.IPv4) address = { type: "ipv4", ip: formatIpv4(raw) };
+  else if (atyp === AddressType.IPv6) address = { type: "ipv6", ip: formatIpv6(raw) };
   else address = { type: "domain", name: latin1(raw) };
   return { kind: "ok", destination: { address, port }, length: total };
 }
@@ -107,12 +109,12 @@ export function encodeSocksAddress(dest: SocksDestination): Uint8Array {
   let head: number[];
   let body: Uint8Array;
   if (address.type === "ipv4") {
-    const b = parseIPv4(address.ip);
+    const b = parseIpv4(address.ip);
     if (!b) throw new TypeError(`invalid IPv4 address ${address.ip}`);
     head = [AddressType.IPv4];
     body = b;
   } else if (address.type === "ipv6") {
-    const b = parseIPv6(address.ip);
+    const b = parseIpv6(stripIpv6(address.ip));
     if (!b) throw new TypeError(`invalid IPv6 address ${address.ip}`);
     head = [AddressType.IPv6];
     body = b;
@@ -133,7 +135,14 @@ export function encodeSocksAddress(dest: SocksDestination): Uint8Array {
 
 /** Converts a Deno address hostname (IPv4 or IPv6 text) into a SOCKS address. */
 export function socksAddressFromIp(ip: string): SocksAddress {
-  return parseIPv4(ip) ? { type: "ipv4", ip } : { type: "ipv6", ip };
+  return parseIpv4(ip) ? { type: "ipv4", ip } : { type: "ipv6", ip: stripIpv6(ip) };
+}
+
+/** Removes brackets and a zone (`%eth0`) from IPv6 text. */
+function stripIpv6(ip: string): string {
+  const inner = ip.startsWith("[") && ip.endsWith("]") ? ip.slice(1, -1) : ip;
+  const zone = inner.indexOf("%");
+  return zone >= 0 ? inner.slice(0, zone) : inner;
 }
 
 /**
@@ -183,98 +192,6 @@ export function encodeUdpPacket(rawAddress: Uint8Array, data: Uint8Array): Uint8
   const out = new Uint8Array(3 + rawAddress.length + data.length);
   out.set(rawAddress, 3);
   out.set(data, 3 + rawAddress.length);
-  return out;
-}
-
-/** Formats 4 bytes as a dotted quad. */
-export function formatIPv4(b: Uint8Array): string {
-  return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-}
-
-/** Formats 16 bytes as RFC 5952 compressed IPv6 text. */
-export function formatIPv6(b: Uint8Array): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(":");
-  const left = hex.slice(0, bestStart).join(":");
-  const right = hex.slice(bestStart + bestLen).join(":");
-  return `${left}::${right}`;
-}
-
-/** Parses a dotted quad; returns null if it is not one. */
-export function parseIPv4(text: string): Uint8Array | null {
-  const parts = text.split(".");
-  if (parts.length !== 4) return null;
-  const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i];
-    if (!/^\d{1,3}$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out[i] = n;
-  }
-  return out;
-}
-
-/** Parses IPv6 text (compressed forms, embedded IPv4, optional brackets or zone); null if invalid. */
-export function parseIPv6(text: string): Uint8Array | null {
-  let s = text;
-  if (s.startsWith("[") && s.endsWith("]")) s = s.slice(1, -1);
-  const zone = s.indexOf("%");
-  if (zone >= 0) s = s.slice(0, zone);
-  const groups: number[] = [];
-  let tail: number[] = [];
-  const halves = s.split("::");
-  if (halves.length > 2) return null;
-  const parseSide = (side: string, allowV4: boolean): number[] | null => {
-    if (side === "") return [];
-    const out: number[] = [];
-    const parts = side.split(":");
-    for (let i = 0; i < parts.length; i++) {
-      const p = parts[i];
-      if (allowV4 && i === parts.length - 1 && p.includes(".")) {
-        const v4 = parseIPv4(p);
-        if (!v4) return null;
-        out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return null;
-        out.push(parseInt(p, 16));
-      }
-    }
-    return out;
-  };
-  const head = parseSide(halves[0], halves.length === 1);
-  if (!head) return null;
-  groups.push(...head);
-  if (halves.length === 2) {
-    const t = parseSide(halves[1], true);
-    if (!t) return null;
-    tail = t;
-    if (groups.length + tail.length > 7) return null;
-    while (groups.length + tail.length < 8) groups.push(0);
-    groups.push(...tail);
-  } else if (groups.length !== 8) return null;
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
-    out[2 * i] = groups[i] >> 8;
-    out[2 * i + 1] = groups[i] & 0xff;
-  }
   return out;
 }
 
