@@ -41,7 +41,7 @@ export function isReady(pod: V1Pod): boolean {
 /** True if the runtime should play this pod's containers now. */
 export function shouldPlay(pod: V1Pod): boolean {
   return Boolean(pod.spec?.nodeName) && Boolean(pod.status?.podIP) &&
-    pod.status?.phase === "Running" && !isTerminating(pod) && !pod.spec?.hostNetwork;
+    pod.status?.phase === "Running" && !isTerminating(pod);
 }
 
 /** Equality-based selector match (Service selectors are plain maps). Empty selector = none. */

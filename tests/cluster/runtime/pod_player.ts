@@ -84,6 +84,7 @@ export class PodPlayer {
   #closers: Closer[] = [];
   #agent?: ManagedChild;
   #stopped = false;
+  #stopping?: Promise<void>;
   #pidFile?: string;
 
   constructor(readonly pod: V1Pod, readonly env: PlayerEnv) {
@@ -104,25 +105,40 @@ export class PodPlayer {
 
   /** Start the containers, publish the port-forward, mark Ready. Throws on failure. */
   async start(): Promise<void> {
-    const ports = isAgentPod(this.pod) ? [await this.#startAgent()] : await this.#startServers();
+    const ports = this.pod.spec?.hostNetwork
+      ? [] // shares the node's address: nothing of ours to run
+      : isAgentPod(this.pod)
+      ? [await this.#startAgent()]
+      : await this.#startServers();
     if (this.#stopped) return;
     await this.env.publishPorts(this.pod, ports);
-    this.#closers.push(() => this.env.unpublish(this.namespace, this.name));
+    this.#own(() => this.env.unpublish(this.namespace, this.name));
     if (this.#stopped) return;
     await this.env.markReady(this.pod);
     this.env.log(`pod ${this.key} (${this.ip}) ready, ports ${ports.join(",") || "none"}`);
   }
 
-  /** Stop everything (idempotent). */
-  async stop(): Promise<void> {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    const closers = this.#closers.reverse();
-    this.#closers = [];
-    for (const c of closers) {
-      await c().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
+  /** Register a cleanup; if stop() already ran, clean up at once (a start racing a stop). */
+  #own(closer: Closer): void {
+    if (!this.#stopped) {
+      this.#closers.push(closer);
+      return;
     }
-    this.env.log(`pod ${this.key} stopped`);
+    closer().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
+  }
+
+  /** Stop everything (idempotent; concurrent callers share one stop). */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#stopped = true;
+      const closers = this.#closers.reverse();
+      this.#closers = [];
+      for (const c of closers) {
+        await c().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
+      }
+      this.env.log(`pod ${this.key} stopped`);
+    })();
+    return this.#stopping;
   }
 
   async #startServers(): Promise<number[]> {
@@ -142,7 +158,7 @@ export class PodPlayer {
       const srv: PodHttpServer = await bindRetry(() =>
         startPodHttpServer(this.ip, s.port, this.name)
       );
-      this.#closers.push(() => srv.close());
+      this.#own(() => srv.close());
     } else if (s.role === "dns") {
       const srv: DnsServer = await bindRetry(() =>
         startDnsServer({
@@ -153,7 +169,7 @@ export class PodPlayer {
           answer: testZoneAnswerer(this.name),
         })
       );
-      this.#closers.push(() => srv.close());
+      this.#own(() => srv.close());
     } else {
       const dir = `${this.env.stateDir}/redis/${this.namespace}_${this.name}_${s.port}`;
       await Deno.mkdir(dir, { recursive: true });
@@ -176,7 +192,7 @@ export class PodPlayer {
         ],
         logFile: `${dir}/redis.log`,
       });
-      this.#closers.push(async () => {
+      this.#own(async () => {
         await child.stop();
         await Deno.remove(dir, { recursive: true }).catch(() => {});
       });
@@ -230,7 +246,7 @@ export class PodPlayer {
     this.#agent = child;
     this.#pidFile = `${base}.pid`;
     await Deno.writeTextFile(this.#pidFile, `${child.pid}\n`);
-    this.#closers.push(async () => {
+    this.#own(async () => {
       await child.stop();
       await Deno.remove(this.#pidFile!).catch(() => {});
     });

@@ -177,6 +177,13 @@ export class Runtime {
 
   #queuePod(key: string): void {
     if (this.#stopped) return;
+    // A pod that went away stops at once, even while its start is still queued or running.
+    const [pns, pname] = key.split("/");
+    const current = this.pods.get(pname, pns);
+    const player = this.#players.get(key);
+    if (player && (!current || !shouldPlay(current) || current.metadata?.uid !== player.uid)) {
+      player.stop().catch(() => {});
+    }
     const prev = this.#chains.get(key) ?? Promise.resolve();
     const next = prev.then(() => this.#syncPod(key)).catch((e) =>
       this.#log(`pod ${key}: ${errText(e)}`)
