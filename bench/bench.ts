@@ -48,7 +48,11 @@ interface PathResult {
   agentPeakRssMiB?: number;
 }
 
-async function kubectlPortForward(kc: string, pod: string, port: number): Promise<{ child: Deno.ChildProcess; port: number }> {
+async function kubectlPortForward(
+  kc: string,
+  pod: string,
+  port: number,
+): Promise<{ child: Deno.ChildProcess; port: number }> {
   const child = new Deno.Command("kubectl", {
     args: ["-n", NS, "port-forward", `pod/${pod}`, `:${port}`],
     env: relayEnv(kc),
@@ -73,9 +77,18 @@ async function kubectlPortForward(kc: string, pod: string, port: number): Promis
   throw new Error(`kubectl port-forward did not start: ${text}`);
 }
 
-async function measurePath(name: string, host: string, port: number, dnsPort: number | undefined, pids: () => number[], agentPid?: () => number | undefined): Promise<PathResult> {
+async function measurePath(
+  name: string,
+  host: string,
+  port: number,
+  dnsPort: number | undefined,
+  pids: () => number[],
+  agentPid?: () => number | undefined,
+): Promise<PathResult> {
   const rss = new PeakRss(pids);
-  const agentRss = agentPid ? new PeakRss(() => [agentPid()].filter((p): p is number => !!p)) : undefined;
+  const agentRss = agentPid
+    ? new PeakRss(() => [agentPid()].filter((p): p is number => !!p))
+    : undefined;
   const r: PathResult = { path: name };
   console.error(`[${name}] throughput (${SIZES.bytes >> 20} MiB echoed, SHA-256 checked)…`);
   r.throughputMiBs = await throughput(host, port, SIZES.bytes);
@@ -83,7 +96,9 @@ async function measurePath(name: string, host: string, port: number, dnsPort: nu
   const lat = await latency(host, port, SIZES.conns);
   r.latencyP50Ms = lat.p50;
   r.latencyP99Ms = lat.p99;
-  console.error(`[${name}] ${SIZES.concurrent} concurrent connections × ${SIZES.perConn >> 10} KiB…`);
+  console.error(
+    `[${name}] ${SIZES.concurrent} concurrent connections × ${SIZES.perConn >> 10} KiB…`,
+  );
   const many = await manyConnections(host, port, SIZES.concurrent, SIZES.perConn);
   r.concurrentWallS = many.wallS;
   r.concurrentErrors = many.errors;
@@ -119,9 +134,12 @@ function table(results: PathResult[]): string {
     ["client peak RSS (MiB)", (r) => r.clientPeakRssMiB, 0],
     ["agent peak RSS (MiB)", (r) => r.agentPeakRssMiB, 0],
   ];
-  const head = `| metric | direct | kubectl port-forward | kubectl relay | relay / kubectl | relay / direct |\n|---|---|---|---|---|---|`;
+  const head =
+    `| metric | direct | kubectl port-forward | kubectl relay | relay / kubectl | relay / direct |\n|---|---|---|---|---|---|`;
   const lines = rows.map(([label, f, d]) =>
-    `| ${label} | ${fmt(f(direct), d)} | ${fmt(f(kpf), d)} | ${fmt(f(relay), d)} | ${ratio(f(relay), f(kpf))} | ${ratio(f(relay), f(direct))} |`
+    `| ${label} | ${fmt(f(direct), d)} | ${fmt(f(kpf), d)} | ${fmt(f(relay), d)} | ${
+      ratio(f(relay), f(kpf))
+    } | ${ratio(f(relay), f(direct))} |`
   );
   return [head, ...lines].join("\n");
 }
@@ -139,36 +157,80 @@ async function main(): Promise<void> {
     await Deno.remove(file);
     await kubectl(kc, "-n", NS, "wait", "--for=condition=Ready", "pod/echo", "--timeout=60s");
     await new Promise((r) => setTimeout(r, 1000)); // let the runtime bind the echo server
-    const podIP = (await kubectl(kc, "-n", NS, "get", "pod", "echo", "-o", "jsonpath={.status.podIP}")).trim();
+    const podIP =
+      (await kubectl(kc, "-n", NS, "get", "pod", "echo", "-o", "jsonpath={.status.podIP}")).trim();
 
     const results: PathResult[] = [];
     results.push(await measurePath("direct", podIP, ECHO_PORT, DNS_PORT, () => []));
 
     const pf = await kubectlPortForward(kc, "echo", ECHO_PORT);
     kpf = pf.child;
-    results.push(await measurePath("kubectl port-forward", "127.0.0.1", pf.port, undefined, () => [pf.child.pid]));
+    results.push(
+      await measurePath(
+        "kubectl port-forward",
+        "127.0.0.1",
+        pf.port,
+        undefined,
+        () => [pf.child.pid],
+      ),
+    );
     kpf.kill("SIGINT");
     await kpf.status;
     kpf = undefined;
 
-    relay = await startRelay(kc, ["-n", NS, "pod/echo", `:${ECHO_PORT}`, `:${DNS_PORT}@udp`], { forwardLines: 2 });
+    relay = await startRelay(kc, ["-n", NS, "pod/echo", `:${ECHO_PORT}`, `:${DNS_PORT}@udp`], {
+      forwardLines: 2,
+    });
     const agentLine = await relay.waitFor(/^Agent .* \(pod (\S+)\) ready/);
     const agentPod = agentLine.match(/\(pod (\S+)\)/)![1];
     const agentPid = () => {
       try {
-        return Number(Deno.readTextFileSync(`${cluster.dir}/agents/default_${agentPod}.pid`).trim());
+        return Number(
+          Deno.readTextFileSync(`${cluster.dir}/agents/default_${agentPod}.pid`).trim(),
+        );
       } catch {
         return undefined;
       }
     };
     const relayPid = relay.child.pid;
-    results.push(await measurePath("kubectl relay", "127.0.0.1", relay.ports[0], relay.ports[1], () => [relayPid], agentPid));
+    results.push(
+      await measurePath(
+        "kubectl relay",
+        "127.0.0.1",
+        relay.ports[0],
+        relay.ports[1],
+        () => [relayPid],
+        agentPid,
+      ),
+    );
 
     const text = table(results);
-    console.log(`\nkubectl-relay benchmark (${quick ? "quick" : "full"}), ${new Date().toISOString()}, ${Deno.build.target}, ${navigator.hardwareConcurrency} cores\n`);
+    console.log(
+      `\nkubectl-relay benchmark (${quick ? "quick" : "full"}), ${
+        new Date().toISOString()
+      }, ${Deno.build.target}, ${navigator.hardwareConcurrency} cores\n`,
+    );
     console.log(text);
-    const out = new URL(`./results/${new Date().toISOString().slice(0, 19).replaceAll(":", "-")}${quick ? "-quick" : ""}.json`, import.meta.url);
-    await Deno.writeTextFile(out, JSON.stringify({ date: new Date().toISOString(), quick, sizes: SIZES, machine: { target: Deno.build.target, cores: navigator.hardwareConcurrency }, results }, null, 2) + "\n");
+    const out = new URL(
+      `./results/${new Date().toISOString().slice(0, 19).replaceAll(":", "-")}${
+        quick ? "-quick" : ""
+      }.json`,
+      import.meta.url,
+    );
+    await Deno.writeTextFile(
+      out,
+      JSON.stringify(
+        {
+          date: new Date().toISOString(),
+          quick,
+          sizes: SIZES,
+          machine: { target: Deno.build.target, cores: navigator.hardwareConcurrency },
+          results,
+        },
+        null,
+        2,
+      ) + "\n",
+    );
     console.log(`\nwritten ${out.pathname} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   } finally {
     kpf?.kill("SIGINT");

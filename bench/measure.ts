@@ -59,7 +59,11 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /** `count` sequential connections, each connect + 1-byte echo; p50/p99 in ms. */
-export async function latency(hostname: string, port: number, count: number): Promise<{ p50: number; p99: number }> {
+export async function latency(
+  hostname: string,
+  port: number,
+  count: number,
+): Promise<{ p50: number; p99: number }> {
   const times: number[] = [];
   const one = new Uint8Array([42]);
   const buf = new Uint8Array(1);
@@ -124,7 +128,15 @@ export async function manyConnections(
 }
 
 function dnsQuery(id: number): Uint8Array {
-  const name = [6, ...new TextEncoder().encode("whoami"), 4, ...new TextEncoder().encode("test"), 5, ...new TextEncoder().encode("relay"), 0];
+  const name = [
+    6,
+    ...new TextEncoder().encode("whoami"),
+    4,
+    ...new TextEncoder().encode("test"),
+    5,
+    ...new TextEncoder().encode("relay"),
+    0,
+  ];
   return new Uint8Array([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...name, 0, 16, 0, 1]);
 }
 
@@ -132,7 +144,11 @@ function dnsQuery(id: number): Uint8Array {
  * Sends `count` DNS queries with up to 32 in flight (1 s timeout each, 60 s overall bound);
  * returns answered queries per second and the share unanswered.
  */
-export async function dnsQueryLoop(hostname: string, port: number, count: number): Promise<{ qps: number; lossPct: number }> {
+export async function dnsQueryLoop(
+  hostname: string,
+  port: number,
+  count: number,
+): Promise<{ qps: number; lossPct: number }> {
   const sock = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
   const pending = new Map<number, number>();
   let answered = 0;

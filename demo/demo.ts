@@ -18,7 +18,9 @@ async function httpGet(port: number): Promise<string> {
 }
 
 async function main(): Promise<number> {
-  say("Starting a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)…");
+  say(
+    "Starting a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)…",
+  );
   // Under the test suite (RELAY_TEST_CLUSTER set) the demo uses the suite's cluster: two local
   // clusters would claim the same loopback pod and service addresses.
   const cluster = Deno.env.get("RELAY_TEST_CLUSTER")
@@ -28,16 +30,23 @@ async function main(): Promise<number> {
   const relays: RelayProcess[] = [];
   try {
     say(`Cluster ready. Kubeconfig: ${kc}`);
-    console.log(`    Try it yourself in another terminal:  export KUBECONFIG=${kc} PATH=$PWD/bin:$PATH`);
+    console.log(
+      `    Try it yourself in another terminal:  export KUBECONFIG=${kc} PATH=$PWD/bin:$PATH`,
+    );
     say("Deploying the sample app (namespace demo: web ×2 + Service, dns)…");
     await kubectl(kc, "apply", "-f", new URL("./app.yaml", import.meta.url).pathname);
     await kubectl(kc, "-n", "demo", "rollout", "status", "deploy/web", "--timeout=90s");
     await kubectl(kc, "-n", "demo", "rollout", "status", "deploy/dns", "--timeout=90s");
     indent((await kubectl(kc, "-n", "demo", "get", "pods", "-o", "wide")).trim().split("\n"));
 
-    say("$ kubectl relay -n demo svc/web :http   (plus deploy/dns :53@udp and host/web.demo, from a -f file)");
+    say(
+      "$ kubectl relay -n demo svc/web :http   (plus deploy/dns :53@udp and host/web.demo, from a -f file)",
+    );
     const file = await Deno.makeTempFile({ suffix: ".txt" });
-    await Deno.writeTextFile(file, "-n demo svc/web :http\n-n demo deploy/dns :53@udp\nhost/web.demo :80\n");
+    await Deno.writeTextFile(
+      file,
+      "-n demo svc/web :http\n-n demo deploy/dns :53@udp\nhost/web.demo :80\n",
+    );
     const relay = await startRelay(kc, ["-f", file], { forwardLines: 3 });
     relays.push(relay);
     indent([...relay.err, ...relay.out]);
@@ -47,11 +56,25 @@ async function main(): Promise<number> {
     for (let i = 0; i < 3; i++) indent([`served by pod ${await httpGet(webPort)}`]);
     say(`DNS over UDP through deploy/dns  (dig @127.0.0.1 -p ${dnsPort} whoami.test.relay TXT)`);
     indent([`answered by pod ${await dnsQuery("127.0.0.1", dnsPort, "whoami.test.relay")}`]);
-    say(`host/web.demo, resolved by cluster DNS inside the cluster  (curl http://127.0.0.1:${hostPort}/)`);
+    say(
+      `host/web.demo, resolved by cluster DNS inside the cluster  (curl http://127.0.0.1:${hostPort}/)`,
+    );
     indent([`served by pod ${await httpGet(hostPort)}`]);
 
     say("Rolling update while traffic flows: kubectl -n demo rollout restart deploy/web");
-    const before = new Set((await kubectl(kc, "-n", "demo", "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}")).split(" "));
+    const before = new Set(
+      (await kubectl(
+        kc,
+        "-n",
+        "demo",
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+      )).split(" "),
+    );
     await kubectl(kc, "-n", "demo", "rollout", "restart", "deploy/web");
     const seen = new Map<string, number>();
     let errors = 0;
@@ -69,7 +92,11 @@ async function main(): Promise<number> {
       await new Promise((r) => setTimeout(r, 50));
     }
     await kubectl(kc, "-n", "demo", "rollout", "status", "deploy/web", "--timeout=60s");
-    indent([...seen].map(([pod, n]) => `${n.toString().padStart(4)} responses from ${pod}${before.has(pod) ? " (old)" : " (new)"}`));
+    indent(
+      [...seen].map(([pod, n]) =>
+        `${n.toString().padStart(4)} responses from ${pod}${before.has(pod) ? " (old)" : " (new)"}`
+      ),
+    );
     indent([`${errors} failed requests; the relay stayed up (pid ${relay.child.pid})`]);
     indent([`after the update: served by pod ${await httpGet(webPort)}`]);
     await Deno.remove(file);

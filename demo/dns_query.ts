@@ -13,9 +13,32 @@ function skipName(buf: Uint8Array, off: number): number {
 }
 
 /** Sends one TXT query and returns the first TXT string of the answer. */
-export async function dnsQuery(server: string, port: number, name: string, timeoutMs = 5000): Promise<string> {
+export async function dnsQuery(
+  server: string,
+  port: number,
+  name: string,
+  timeoutMs = 5000,
+): Promise<string> {
   const id = Math.floor(Math.random() * 65535);
-  const query = new Uint8Array([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...encodeName(name), 0, 16, 0, 1]);
+  const query = new Uint8Array([
+    id >> 8,
+    id & 255,
+    1,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...encodeName(name),
+    0,
+    16,
+    0,
+    1,
+  ]);
   const sock = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -24,7 +47,9 @@ export async function dnsQuery(server: string, port: number, name: string, timeo
       const got = await Promise.race([sock.receive(), timer]);
       if (!got) continue;
       const buf = got[0];
-      if (((buf[0] << 8) | buf[1]) !== id || ((buf[6] << 8) | buf[7]) === 0) throw new Error(`no answer for ${name}`);
+      if (((buf[0] << 8) | buf[1]) !== id || ((buf[6] << 8) | buf[7]) === 0) {
+        throw new Error(`no answer for ${name}`);
+      }
       let off = skipName(buf, 12) + 4;
       off = skipName(buf, off);
       const type = (buf[off] << 8) | buf[off + 1];

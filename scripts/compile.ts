@@ -8,7 +8,9 @@
 import { binaryName, TARGETS } from "./targets.ts";
 
 const dryRun = Deno.args.includes("--dry-run");
-const only = Deno.args.includes("--target") ? Deno.args[Deno.args.indexOf("--target") + 1] : undefined;
+const only = Deno.args.includes("--target")
+  ? Deno.args[Deno.args.indexOf("--target") + 1]
+  : undefined;
 const root = new URL("../", import.meta.url).pathname;
 const COMMON = ["compile", "-A", "--unstable-net", "--no-check=remote"];
 
@@ -17,9 +19,25 @@ export function compileCommands(): string[][] {
   const cmds: string[][] = [];
   for (const t of TARGETS.filter((t) => !only || t.triple === only)) {
     const dir = `dist/${t.os}-${t.arch}`;
-    cmds.push([...COMMON, "--include", "manifests/agent-job.yaml", "--target", t.triple, "-o", `${dir}/${binaryName(t)}`, "main.ts"]);
+    cmds.push([
+      ...COMMON,
+      "--include",
+      "manifests/agent-job.yaml",
+      "--target",
+      t.triple,
+      "-o",
+      `${dir}/${binaryName(t)}`,
+      "main.ts",
+    ]);
     if (t.os === "linux") {
-      cmds.push([...COMMON, "--target", t.triple, "-o", `${dir}/${binaryName(t, "kubectl-relay-agent")}`, "agent.ts"]);
+      cmds.push([
+        ...COMMON,
+        "--target",
+        t.triple,
+        "-o",
+        `${dir}/${binaryName(t, "kubectl-relay-agent")}`,
+        "agent.ts",
+      ]);
     }
   }
   return cmds;
@@ -35,7 +53,10 @@ async function run(args: string[]): Promise<void> {
 if (import.meta.main) {
   if (dryRun) {
     // What can be done offline: type-check both entry points exactly as compile would.
-    const { code } = await new Deno.Command(Deno.execPath(), { args: ["check", "main.ts", "agent.ts"], cwd: root })
+    const { code } = await new Deno.Command(Deno.execPath(), {
+      args: ["check", "main.ts", "agent.ts"],
+      cwd: root,
+    })
       .spawn().status;
     if (code !== 0) Deno.exit(code);
   }

@@ -7,7 +7,9 @@ import { TARGETS } from "./targets.ts";
 /** Fills the template's placeholders; throws if an archive's checksum is missing. */
 export function renderKrew(template: string, version: string, sums: string): string {
   const byFile = new Map(
-    sums.split("\n").map((l) => l.trim().split(/\s+\*?/)).filter((p) => p.length === 2).map(([h, f]) => [f, h]),
+    sums.split("\n").map((l) => l.trim().split(/\s+\*?/)).filter((p) => p.length === 2).map((
+      [h, f],
+    ) => [f, h]),
   );
   let out = template.replaceAll("{{VERSION}}", version.replace(/^v/, ""));
   for (const t of TARGETS) {

@@ -5,7 +5,7 @@ import { UsageError } from "./cli/errors.ts";
 import { KubeApiError, KubeClient, KubeConnectionError } from "./kube/client.ts";
 import { kubeAccess, loadKubeConfig } from "./kube/config.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager, parsePatch } from "./kube/agent.ts";
-import { resolveTarget, type ResolvedTarget } from "./kube/resolve.ts";
+import { type ResolvedTarget, resolveTarget } from "./kube/resolve.ts";
 import { encodeHeader, formatDestination, type Header } from "./protocol/header.ts";
 import { Status, statusMessage } from "./protocol/status.ts";
 import { openPortForward } from "./tunnel/portforward.ts";
@@ -17,7 +17,11 @@ import { listenUdp } from "./forward/udp.ts";
 import { DEFAULT_AGENT_IMAGE } from "./version.ts";
 
 /** Dial failures after which a connection to a pod is retried on another ready pod. */
-const RETRYABLE = new Set<number>([Status.ConnectionRefused, Status.ConnectTimeout, Status.NetworkUnreachable]);
+const RETRYABLE = new Set<number>([
+  Status.ConnectionRefused,
+  Status.ConnectTimeout,
+  Status.NetworkUnreachable,
+]);
 
 /** Output sinks (injected so tests and the demo can capture them). */
 export interface Io {
@@ -49,7 +53,9 @@ function logger(flags: Flags, io: Io) {
 
 /** Maps a rejected stream to the line a user expects: `dial tcp 1.2.3.4:80: connection refused`. */
 export function dialError(header: Header, status: number): Error {
-  return new Error(`dial ${header.protocol} ${formatDestination(header)}: ${statusMessage(status)}`);
+  return new Error(
+    `dial ${header.protocol} ${formatDestination(header)}: ${statusMessage(status)}`,
+  );
 }
 
 /** An agent and the tunnel to it, reconnecting (and recreating the agent) when lost. */
@@ -130,7 +136,9 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
       for (const spec of r.ports) {
         for (const addr of r.addresses) {
           const port = bound.find((b) => b.spec === spec)?.listener.port ?? spec.local;
-          const l = spec.protocol === "udp" ? listenUdp(addr, port, spec, ctxFor(i)) : listenTcp(addr, port, spec, ctxFor(i));
+          const l = spec.protocol === "udp"
+            ? listenUdp(addr, port, spec, ctxFor(i))
+            : listenTcp(addr, port, spec, ctxFor(i));
           bound.push({ listener: l, spec, req: i });
         }
       }
@@ -138,7 +146,9 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
   } catch (e) {
     bound.forEach((b) => b.listener.close());
     if (e instanceof Deno.errors.AddrInUse) {
-      throw new UsageError(`unable to listen on port: ${(e as Error).message.replace(/ \(os error \d+\)/, "")}`);
+      throw new UsageError(
+        `unable to listen on port: ${(e as Error).message.replace(/ \(os error \d+\)/, "")}`,
+      );
     }
     if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
       throw new UsageError(`unable to listen on port: ${(e as Error).message}`);
@@ -181,14 +191,24 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
           port: dest.port,
           address: dest.address,
         };
-        log(2, `${header.requestId} ${spec.protocol} -> ${formatDestination(header)}${dest.pod ? ` (pod ${dest.pod})` : ""}`);
+        log(
+          2,
+          `${header.requestId} ${spec.protocol} -> ${formatDestination(header)}${
+            dest.pod ? ` (pod ${dest.pod})` : ""
+          }`,
+        );
         try {
           return await t.openStream(encodeHeader(header));
         } catch (e) {
           if (!(e instanceof StreamRejectedError)) throw e;
           // A pod that refuses is usually one being replaced: try another ready pod.
           if (dest.pod && RETRYABLE.has(e.status) && attempt < 3) {
-            log(2, `${header.requestId} pod ${dest.pod} refused (${statusMessage(e.status)}); trying another pod`);
+            log(
+              2,
+              `${header.requestId} pod ${dest.pod} refused (${
+                statusMessage(e.status)
+              }); trying another pod`,
+            );
             target.reportFailure(dest);
             continue;
           }
@@ -196,7 +216,10 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
         }
       }
     });
-    const listeners = bound.map((b) => ({ listener: b.listener, remote: resolved[b.req].remoteLabel(b.spec) }));
+    const listeners = bound.map((b) => ({
+      listener: b.listener,
+      remote: resolved[b.req].remoteLabel(b.spec),
+    }));
     for (const { listener, remote } of listeners) io.out(forwardingLine(listener, remote));
     let stopping: Promise<void> | undefined;
     return {

@@ -1,6 +1,6 @@
 import { UsageError } from "./errors.ts";
 import { type Flags, parseArgs } from "./flags.ts";
-import { type PortSpec, parsePortSpec } from "./ports.ts";
+import { parsePortSpec, type PortSpec } from "./ports.ts";
 import { isIPv4, isIPv6, parseTarget, type TargetRef } from "./target.ts";
 
 /** One target with its ports, from the command line or a line of a `-f` file. */
@@ -27,7 +27,9 @@ export function expandAddresses(list: string[] | undefined): string[] {
     const values = a === "localhost" ? ["127.0.0.1", "::1"] : [a];
     for (const v of values) {
       if (!isIPv4(v) && !isIPv6(v)) {
-        throw new UsageError(`${a} is not a valid IP address (--address accepts IP addresses or localhost)`);
+        throw new UsageError(
+          `${a} is not a valid IP address (--address accepts IP addresses or localhost)`,
+        );
       }
       if (!out.includes(v)) out.push(v);
     }
@@ -87,7 +89,9 @@ export function parseCommand(
   if (flags.help) return { kind: "help", flags, requests: [] };
   if (flags.version) return { kind: "version", flags, requests: [] };
   if (positionals[0] === "proxy") {
-    if (positionals.length > 1) throw new UsageError(`proxy takes no arguments, got "${positionals[1]}"`, true);
+    if (positionals.length > 1) {
+      throw new UsageError(`proxy takes no arguments, got "${positionals[1]}"`, true);
+    }
     expandAddresses(flags.address);
     return { kind: "proxy", flags, requests: [] };
   }

@@ -73,14 +73,20 @@ const DEFS: FlagDef[] = [
 
 /** Flag names and their meaning, for `--help`. */
 export const FLAG_HELP: [string, string][] = [
-  ["--address", "Addresses to listen on (comma separated). Only accepts IP addresses or localhost. Default 127.0.0.1"],
+  [
+    "--address",
+    "Addresses to listen on (comma separated). Only accepts IP addresses or localhost. Default 127.0.0.1",
+  ],
   ["--server.image", "The agent image to use"],
-  ["--server.namespace", "The namespace in which the agent runs (default \"default\")"],
+  ["--server.namespace", 'The namespace in which the agent runs (default "default")'],
   ["-f, --file", "Forward to the targets listed in a file, one per line"],
   ["-p, --patch", "A JSON merge patch applied to the agent's pod spec"],
   ["--patch-file", "A file holding that JSON merge patch"],
   ["--pod-running-timeout", "How long to wait until a ready pod is found (default 1m0s)"],
-  ["--heartbeat-timeout", "Declare the tunnel dead after this long without an answer (default 15s)"],
+  [
+    "--heartbeat-timeout",
+    "Declare the tunnel dead after this long without an answer (default 15s)",
+  ],
   ["-v, --v", "Log level for verbose output"],
   ["-V, --version", "Print version information"],
   ["-n, --namespace", "The namespace of the target"],
@@ -119,7 +125,9 @@ function setValue(flags: Flags, def: FlagDef, name: string, value: string): void
       return;
     case "bool":
       if (value !== "true" && value !== "false") {
-        throw new UsageError(`invalid argument "${value}" for "${name}" flag: expected true or false`);
+        throw new UsageError(
+          `invalid argument "${value}" for "${name}" flag: expected true or false`,
+        );
       }
       rec[def.key] = value === "true";
       return;
@@ -151,7 +159,11 @@ export interface ParsedArgs {
  * `--name=value`, `-n value`, `-nvalue`; `--` ends flags. Unknown flags are an error.
  * With `perTargetOnly`, only flags allowed on `-f` file lines are accepted.
  */
-export function parseArgs(argv: string[], base = defaultFlags(), perTargetOnly = false): ParsedArgs {
+export function parseArgs(
+  argv: string[],
+  base = defaultFlags(),
+  perTargetOnly = false,
+): ParsedArgs {
   const flags: Flags = { ...base, asGroups: [...base.asGroups] };
   if (perTargetOnly) delete flags.address;
   const positionals: string[] = [];
@@ -178,7 +190,9 @@ export function parseArgs(argv: string[], base = defaultFlags(), perTargetOnly =
     const def = lookup(name);
     if (!def || (perTargetOnly && !def.perTarget)) {
       throw new UsageError(
-        name.startsWith("--") ? `unknown flag: ${name}` : `unknown shorthand flag: '${name.slice(1)}' in ${arg}`,
+        name.startsWith("--")
+          ? `unknown flag: ${name}`
+          : `unknown shorthand flag: '${name.slice(1)}' in ${arg}`,
         true,
       );
     }

@@ -32,10 +32,14 @@ export async function startProxyCommand(cmd: Command, io: Io): Promise<Relay> {
     await Promise.all(servers.map((s) => s.close()));
     conn.tunnel.close();
     await conn.agents.deleteAll();
-    if (e instanceof Deno.errors.AddrInUse) throw new UsageError(`unable to listen on port ${port}: address already in use`);
+    if (e instanceof Deno.errors.AddrInUse) {
+      throw new UsageError(`unable to listen on port ${port}: address already in use`);
+    }
     throw e;
   }
-  for (const s of servers) io.out(`Proxy listening on ${hostPort(s.addr.hostname, s.addr.port)} (SOCKS5, HTTP CONNECT)`);
+  for (const s of servers) {
+    io.out(`Proxy listening on ${hostPort(s.addr.hostname, s.addr.port)} (SOCKS5, HTTP CONNECT)`);
+  }
   let stopping: Promise<void> | undefined;
   return {
     listeners: [],

@@ -1,6 +1,6 @@
 import { parseCommand } from "./command.ts";
 import { UsageError } from "./errors.ts";
-import { HINT, helpText } from "./help.ts";
+import { helpText, HINT } from "./help.ts";
 import { consoleIo, formatError, type Io, startRelay } from "../app.ts";
 import { DEFAULT_AGENT_IMAGE, VERSION } from "../version.ts";
 
@@ -34,7 +34,12 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
     return 0;
   }
   if (cmd.kind === "version") {
-    io.out(JSON.stringify({ clientVersion: VERSION, agentImage: cmd.flags.serverImage ?? DEFAULT_AGENT_IMAGE }));
+    io.out(
+      JSON.stringify({
+        clientVersion: VERSION,
+        agentImage: cmd.flags.serverImage ?? DEFAULT_AGENT_IMAGE,
+      }),
+    );
     return 0;
   }
   const signal = nextSignal();
@@ -42,7 +47,10 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
     const start = cmd.kind === "proxy"
       ? (await import("./proxy.ts")).startProxyCommand(cmd, io)
       : startRelay(cmd, io);
-    const raced = await Promise.race([start.then((r) => ({ relay: r })), signal.then((s) => ({ signal: s }))]);
+    const raced = await Promise.race([
+      start.then((r) => ({ relay: r })),
+      signal.then((s) => ({ signal: s })),
+    ]);
     if ("signal" in raced) {
       // Interrupted while starting: let startup finish its own cleanup, then exit.
       const relay = await start.catch(() => undefined);
@@ -50,7 +58,10 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
       return 0;
     }
     const relay = raced.relay;
-    const outcome = await Promise.race([relay.done.then(() => "done"), signal.then(() => "signal")]);
+    const outcome = await Promise.race([
+      relay.done.then(() => "done"),
+      signal.then(() => "signal"),
+    ]);
     await relay.shutdown();
     return outcome === "signal" ? 0 : 1;
   } catch (e) {

@@ -100,7 +100,9 @@ export function parseTarget(text: string): TargetRef {
       `the server doesn't have a resource type "${type}" (supported: pod, svc, deploy, sts, rs, ds, job, host, ip)`,
     );
   }
-  if (name === "") throw new UsageError(`arguments in resource/name form must have a single resource and name`);
+  if (name === "") {
+    throw new UsageError(`arguments in resource/name form must have a single resource and name`);
+  }
   if (kind === "ip") {
     const bare = name.startsWith("[") && name.endsWith("]") ? name.slice(1, -1) : name;
     if (!isIPv4(bare) && !isIPv6(bare)) {

@@ -13,7 +13,10 @@ export async function writeAll(w: Deno.Conn, data: Uint8Array): Promise<void> {
  * Half-close is preserved: EOF from the local side becomes closeWrite() on the stream and vice versa.
  * Returns the byte counts; never throws (errors end the relay and reset the stream).
  */
-export async function relayConn(conn: Deno.Conn, stream: Stream): Promise<{ up: number; down: number }> {
+export async function relayConn(
+  conn: Deno.Conn,
+  stream: Stream,
+): Promise<{ up: number; down: number }> {
   let up = 0;
   let down = 0;
   let failed = false;

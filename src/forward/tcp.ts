@@ -3,10 +3,15 @@ import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
 import { relayConn } from "./relay.ts";
 
 /** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */
-export function listenTcp(address: string, port: number, spec: PortSpec, ctx: ForwardContext): Listener {
+export function listenTcp(
+  address: string,
+  port: number,
+  spec: PortSpec,
+  ctx: ForwardContext,
+): Listener {
   const listener = Deno.listen({ hostname: address, port, transport: "tcp" });
   const boundPort = (listener.addr as Deno.NetAddr).port;
-  const conns = new Set<Deno.Conn>();
+  const conns = new Set<Deno.TcpConn>();
   let accepting = true;
   (async () => {
     try {
@@ -22,7 +27,7 @@ export function listenTcp(address: string, port: number, spec: PortSpec, ctx: Fo
       // listener closed
     }
   })();
-  async function handle(conn: Deno.Conn): Promise<void> {
+  async function handle(conn: Deno.TcpConn): Promise<void> {
     conn.setNoDelay(true);
     ctx.out(`Handling connection for ${boundPort}`);
     let stream;
@@ -71,5 +76,7 @@ export function listenTcp(address: string, port: number, spec: PortSpec, ctx: Fo
 
 /** Human label for the listener line. */
 export function forwardingLine(l: Listener, remote: string): string {
-  return `Forwarding from ${hostPort(l.address, l.port)} -> ${remote}${l.protocol === "udp" ? " (udp)" : ""}`;
+  return `Forwarding from ${hostPort(l.address, l.port)} -> ${remote}${
+    l.protocol === "udp" ? " (udp)" : ""
+  }`;
 }

@@ -99,7 +99,13 @@ export function listenUdp(
         let flow = flows.get(key);
         if (!flow) {
           if (!accepting || data.length > 65535) continue;
-          flow = { pending: [], writing: Promise.resolve(), inflight: 0, lastActive: Date.now(), closed: false };
+          flow = {
+            pending: [],
+            writing: Promise.resolve(),
+            inflight: 0,
+            lastActive: Date.now(),
+            closed: false,
+          };
           flows.set(key, flow);
           startFlow(key, flow, client);
         }

@@ -31,12 +31,17 @@ export interface AgentHandle {
 
 async function loadTemplate(): Promise<Record<string, Json>> {
   const url = new URL("../../manifests/agent-job.yaml", import.meta.url);
-  const text = url.protocol === "file:" ? await Deno.readTextFile(url) : await (await fetch(url)).text();
+  const text = url.protocol === "file:"
+    ? await Deno.readTextFile(url)
+    : await (await fetch(url)).text();
   return loadYaml<Record<string, Json>>(text);
 }
 
 /** Parses `--patch` / `--patch-file` into a JSON merge patch. */
-export function parsePatch(patch: string | undefined, patchFile: string | undefined): Json | undefined {
+export function parsePatch(
+  patch: string | undefined,
+  patchFile: string | undefined,
+): Json | undefined {
   let text = patch;
   let where = "--patch";
   if (patchFile) {
@@ -50,7 +55,9 @@ export function parsePatch(patch: string | undefined, patchFile: string | undefi
   if (text === undefined) return undefined;
   try {
     const v = JSON.parse(text) as Json;
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("expected a JSON object");
+    if (typeof v !== "object" || v === null || Array.isArray(v)) {
+      throw new Error("expected a JSON object");
+    }
     return v;
   } catch (e) {
     throw new UsageError(`${where} is not a valid JSON merge patch: ${(e as Error).message}`);
@@ -76,12 +83,19 @@ function podProblem(pod: Pod): string | undefined {
   if (pod.status?.phase === "Failed" || pod.status?.phase === "Succeeded") {
     return `agent pod ${pod.metadata.name} ended (${pod.status.phase})`;
   }
-  const statuses = (pod.status as { containerStatuses?: { state?: { waiting?: { reason?: string; message?: string } } }[] })
+  const statuses = (pod.status as {
+    containerStatuses?: { state?: { waiting?: { reason?: string; message?: string } } }[];
+  })
     ?.containerStatuses ?? [];
   for (const s of statuses) {
     const reason = s.state?.waiting?.reason;
-    if (reason && /ErrImagePull|ImagePullBackOff|InvalidImageName|CreateContainerConfigError/.test(reason)) {
-      return `agent pod ${pod.metadata.name}: ${reason}${s.state?.waiting?.message ? `: ${s.state.waiting.message}` : ""}`;
+    if (
+      reason &&
+      /ErrImagePull|ImagePullBackOff|InvalidImageName|CreateContainerConfigError/.test(reason)
+    ) {
+      return `agent pod ${pod.metadata.name}: ${reason}${
+        s.state?.waiting?.message ? `: ${s.state.waiting.message}` : ""
+      }`;
     }
   }
   return undefined;
@@ -165,7 +179,9 @@ export class AgentManager {
         if (Date.now() >= deadline) {
           const phase = tracker.pods[0]?.status?.phase ?? "not created";
           throw new UsageError(
-            `timed out after ${Math.round(this.#opts.readyTimeoutMs / 1000)}s waiting for the agent pod (${phase}); check \`kubectl -n ${ns} describe job ${job}\``,
+            `timed out after ${
+              Math.round(this.#opts.readyTimeoutMs / 1000)
+            }s waiting for the agent pod (${phase}); check \`kubectl -n ${ns} describe job ${job}\``,
           );
         }
       }
@@ -181,7 +197,9 @@ export class AgentManager {
   async alive(handle: AgentHandle): Promise<boolean> {
     try {
       const pod = await this.#client.get<Pod>(
-        `/api/v1/namespaces/${encodeURIComponent(handle.namespace)}/pods/${encodeURIComponent(handle.pod)}`,
+        `/api/v1/namespaces/${encodeURIComponent(handle.namespace)}/pods/${
+          encodeURIComponent(handle.pod)
+        }`,
       );
       return !pod.metadata.deletionTimestamp && pod.status?.phase === "Running";
     } catch (e) {

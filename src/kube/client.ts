@@ -76,7 +76,11 @@ export class KubeClient {
   /** DELETE with background propagation; a missing object is not an error. */
   async delete(path: string): Promise<void> {
     try {
-      await this.request("DELETE", path, { kind: "DeleteOptions", apiVersion: "v1", propagationPolicy: "Background" });
+      await this.request("DELETE", path, {
+        kind: "DeleteOptions",
+        apiVersion: "v1",
+        propagationPolicy: "Background",
+      });
     } catch (e) {
       if (e instanceof KubeApiError && e.status === 404) return;
       throw e;
@@ -87,9 +91,15 @@ export class KubeClient {
    * Streams watch events for a collection path from `resourceVersion`.
    * Ends when the server closes the stream or `signal` aborts.
    */
-  async *watch<T>(path: string, resourceVersion: string, signal: AbortSignal): AsyncGenerator<WatchEvent<T>> {
+  async *watch<T>(
+    path: string,
+    resourceVersion: string,
+    signal: AbortSignal,
+  ): AsyncGenerator<WatchEvent<T>> {
     const sep = path.includes("?") ? "&" : "?";
-    const url = `${path}${sep}watch=1&allowWatchBookmarks=true&resourceVersion=${encodeURIComponent(resourceVersion)}`;
+    const url = `${path}${sep}watch=1&allowWatchBookmarks=true&resourceVersion=${
+      encodeURIComponent(resourceVersion)
+    }`;
     const res = await this.fetch("GET", url, undefined, { signal, timeoutMs: 0 });
     if (!res.ok) throw apiError(res.status, await res.text());
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
@@ -148,7 +158,9 @@ export function describeFetchError(e: unknown): string {
   if (err?.name === "TimeoutError") return "request timed out";
   const text = `${err?.message ?? e}${err?.cause ? `: ${err.cause.message}` : ""}`;
   if (/Connection refused/i.test(text)) return "connection refused";
-  if (/UnknownIssuer|certificate/i.test(text)) return `tls: failed to verify certificate (${text.split("\n")[0]})`;
+  if (/UnknownIssuer|certificate/i.test(text)) {
+    return `tls: failed to verify certificate (${text.split("\n")[0]})`;
+  }
   return text.split("\n")[0];
 }
 
@@ -158,7 +170,9 @@ function apiError(status: number, text: string): KubeApiError {
     return new KubeApiError(status, s.reason ?? REASONS[status] ?? "", s.message ?? text);
   } catch {
     const reason = REASONS[status] ?? "";
-    const msg = status === 401 ? "the server has asked for the client to provide credentials" : text.trim();
+    const msg = status === 401
+      ? "the server has asked for the client to provide credentials"
+      : text.trim();
     return new KubeApiError(status, reason, msg || `status ${status}`);
   }
 }

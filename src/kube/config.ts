@@ -23,7 +23,9 @@ type Named = { name: string };
 
 function firstByName<T extends Named>(lists: T[][]): T[] {
   const seen = new Map<string, T>();
-  for (const list of lists) for (const item of list) if (!seen.has(item.name)) seen.set(item.name, item);
+  for (const list of lists) {
+    for (const item of list) if (!seen.has(item.name)) seen.set(item.name, item);
+  }
   return [...seen.values()];
 }
 
@@ -47,7 +49,9 @@ export function loadKubeConfig(flags: Flags): KubeConfig {
     } catch (e) {
       const missing = e instanceof Error && /ENOENT|No such file/.test(e.message);
       if (missing && !flags.kubeconfig) continue;
-      throw new UsageError(`error loading config file "${file}": ${(e as Error).message.split("\n")[0]}`);
+      throw new UsageError(
+        `error loading config file "${file}": ${(e as Error).message.split("\n")[0]}`,
+      );
     }
     loaded.push(kc);
   }
@@ -72,20 +76,31 @@ function applyOverrides(kc: KubeConfig, flags: Flags): KubeConfig {
   if (flags.context && !kc.getContextObject(flags.context)) {
     throw new UsageError(`context "${flags.context}" does not exist`);
   }
-  const ctx = kc.getContextObject(contextName) ?? { name: contextName || "relay", cluster: "", user: "" };
+  const ctx = kc.getContextObject(contextName) ??
+    { name: contextName || "relay", cluster: "", user: "" };
   const clusterName = flags.cluster ?? ctx.cluster;
   const userName = flags.user ?? ctx.user;
   if (flags.cluster && !kc.getCluster(flags.cluster)) {
     throw new UsageError(`cluster "${flags.cluster}" does not exist`);
   }
-  if (flags.user && !kc.getUser(flags.user)) throw new UsageError(`user "${flags.user}" does not exist`);
-  const cluster = { ...(kc.getCluster(clusterName) ?? { name: clusterName || "relay", server: "" }) };
+  if (flags.user && !kc.getUser(flags.user)) {
+    throw new UsageError(`user "${flags.user}" does not exist`);
+  }
+  const cluster = {
+    ...(kc.getCluster(clusterName) ?? { name: clusterName || "relay", server: "" }),
+  };
   const user = { ...(kc.getUser(userName) ?? { name: userName || "relay" }) };
   if (flags.server) Object.assign(cluster, { server: flags.server });
-  if (flags.insecureSkipTlsVerify) Object.assign(cluster, { skipTLSVerify: true, caData: undefined, caFile: undefined });
-  if (flags.certificateAuthority) Object.assign(cluster, { caFile: flags.certificateAuthority, caData: undefined });
+  if (flags.insecureSkipTlsVerify) {
+    Object.assign(cluster, { skipTLSVerify: true, caData: undefined, caFile: undefined });
+  }
+  if (flags.certificateAuthority) {
+    Object.assign(cluster, { caFile: flags.certificateAuthority, caData: undefined });
+  }
   if (flags.token) Object.assign(user, { token: flags.token });
-  if (flags.clientCertificate) Object.assign(user, { certFile: flags.clientCertificate, certData: undefined });
+  if (flags.clientCertificate) {
+    Object.assign(user, { certFile: flags.clientCertificate, certData: undefined });
+  }
   if (flags.clientKey) Object.assign(user, { keyFile: flags.clientKey, keyData: undefined });
   if (!cluster.server) {
     throw new UsageError(

@@ -125,7 +125,9 @@ export class PodTracker {
           backoff = 250;
           if (ev.type === "ERROR") {
             const status = ev.object as unknown as { code?: number };
-            if (status.code === 410) throw new KubeApiError(410, "Gone", "resource version too old");
+            if (status.code === 410) {
+              throw new KubeApiError(410, "Gone", "resource version too old");
+            }
             continue;
           }
           if (ev.object.metadata?.resourceVersion) rv = ev.object.metadata.resourceVersion;
@@ -167,5 +169,6 @@ function readySince(p: Pod): string {
 
 /** Oldest-ready first (a stable choice), then by name. */
 function byReadySince(a: Pod, b: Pod): number {
-  return readySince(a).localeCompare(readySince(b)) || a.metadata.name.localeCompare(b.metadata.name);
+  return readySince(a).localeCompare(readySince(b)) ||
+    a.metadata.name.localeCompare(b.metadata.name);
 }

@@ -4,7 +4,14 @@ import type { PortSpec } from "../cli/ports.ts";
 import type { Address } from "../protocol/header.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
 import { PodTracker } from "./pods.ts";
-import { type Container, type Pod, selectorString, type Service, type ServicePort, type Workload } from "./types.ts";
+import {
+  type Container,
+  type Pod,
+  selectorString,
+  type Service,
+  type ServicePort,
+  type Workload,
+} from "./types.ts";
 
 /** Where one relayed connection goes. */
 export interface Destination {
@@ -46,18 +53,26 @@ function ipAddress(ip: string): Address {
 
 function numericPort(spec: PortSpec, what: string): number {
   if (typeof spec.remote === "number") return spec.remote;
-  throw new UsageError(`named port "${spec.remote}" cannot be used with ${what}: give a port number`);
+  throw new UsageError(
+    `named port "${spec.remote}" cannot be used with ${what}: give a port number`,
+  );
 }
 
 /** Finds a container port by name (and protocol) among containers. */
-function containerPortByName(containers: Container[], name: string, spec: PortSpec): number | undefined {
+function containerPortByName(
+  containers: Container[],
+  name: string,
+  spec: PortSpec,
+): number | undefined {
   const proto = spec.protocol.toUpperCase();
   for (const c of containers) {
     for (const p of c.ports ?? []) {
       if (p.name === name && (p.protocol ?? "TCP") === proto) return p.containerPort;
     }
   }
-  for (const c of containers) for (const p of c.ports ?? []) if (p.name === name) return p.containerPort;
+  for (const c of containers) {
+    for (const p of c.ports ?? []) if (p.name === name) return p.containerPort;
+  }
   return undefined;
 }
 
@@ -65,7 +80,9 @@ async function getObject<T>(client: KubeClient, path: string): Promise<T> {
   try {
     return await client.get<T>(path);
   } catch (e) {
-    if (e instanceof KubeApiError) throw new UsageError(e.display.replace(/^Error from server/, "Error from server"));
+    if (e instanceof KubeApiError) {
+      throw new UsageError(e.display.replace(/^Error from server/, "Error from server"));
+    }
     throw e;
   }
 }
@@ -83,7 +100,11 @@ function podTarget(
   const tracker = new PodTracker(client, namespace, query, {
     log: opts.log,
     onChange: (from, to) => {
-      if (from && to) opts.log(`Pod ${from.metadata.name} is gone or not ready; new connections go to ${to.metadata.name}`);
+      if (from && to) {
+        opts.log(
+          `Pod ${from.metadata.name} is gone or not ready; new connections go to ${to.metadata.name}`,
+        );
+      }
     },
   });
   return {
@@ -94,7 +115,11 @@ function podTarget(
       if (!pod) {
         throw new Error(`timed out waiting for a ready pod of ${what} (--pod-running-timeout)`);
       }
-      return { address: ipAddress(pod.status!.podIP!), port: portOf(spec, pod), pod: pod.metadata.name };
+      return {
+        address: ipAddress(pod.status!.podIP!),
+        port: portOf(spec, pod),
+        pod: pod.metadata.name,
+      };
     },
     reportFailure: (dest) => {
       if (dest.pod) tracker.avoid(dest.pod, 5000);
@@ -104,13 +129,19 @@ function podTarget(
 }
 
 /** Checks that a ready pod shows up within the timeout, with kubectl's wording when it does not. */
-async function waitFirstPod(t: { tracker: PodTracker }, what: string, timeoutMs: number): Promise<Pod> {
+async function waitFirstPod(
+  t: { tracker: PodTracker },
+  what: string,
+  timeoutMs: number,
+): Promise<Pod> {
   await t.tracker.start();
   const pod = await t.tracker.readyPod(timeoutMs);
   if (!pod) {
     t.tracker.stop();
     const known = t.tracker.pods;
-    const detail = known.length === 0 ? "no pods found" : `pod ${known[0].metadata.name} is ${known[0].status?.phase ?? "Pending"}`;
+    const detail = known.length === 0
+      ? "no pods found"
+      : `pod ${known[0].metadata.name} is ${known[0].status?.phase ?? "Pending"}`;
     throw new UsageError(`timed out waiting for a running, ready pod of ${what} (${detail})`);
   }
   return pod;
@@ -125,7 +156,9 @@ function servicePort(svc: Service, spec: PortSpec): ServicePort {
     if (typeof spec.remote === "number" && ports.length === 0 && svc.spec.type === "ExternalName") {
       return { port: spec.remote };
     }
-    const what = typeof spec.remote === "number" ? `service port ${spec.remote}` : `service port named "${spec.remote}"`;
+    const what = typeof spec.remote === "number"
+      ? `service port ${spec.remote}`
+      : `service port named "${spec.remote}"`;
     throw new UsageError(`Service ${svc.metadata.name} does not have a ${what}`);
   }
   return found;
@@ -135,7 +168,11 @@ function containerPortResolver(what: string) {
   return (spec: PortSpec, pod: Pod): number => {
     if (typeof spec.remote === "number") return spec.remote;
     const n = containerPortByName(pod.spec.containers, spec.remote, spec);
-    if (n === undefined) throw new Error(`Pod ${pod.metadata.name} of ${what} does not have a port named "${spec.remote}"`);
+    if (n === undefined) {
+      throw new Error(
+        `Pod ${pod.metadata.name} of ${what} does not have a port named "${spec.remote}"`,
+      );
+    }
     return n;
   };
 }
@@ -180,13 +217,17 @@ export async function resolveTarget(
       return t;
     }
     case "service": {
-      const svc = await getObject<Service>(client, `/api/v1/namespaces/${ns}/services/${encodeURIComponent(name)}`);
+      const svc = await getObject<Service>(
+        client,
+        `/api/v1/namespaces/${ns}/services/${encodeURIComponent(name)}`,
+      );
       req.ports.forEach((p) => servicePort(svc, p));
       const clusterIP = svc.spec.clusterIP;
       if (clusterIP && clusterIP !== "None") {
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),
-          destination: (spec) => Promise.resolve({ address: ipAddress(clusterIP), port: servicePort(svc, spec).port }),
+          destination: (spec) =>
+            Promise.resolve({ address: ipAddress(clusterIP), port: servicePort(svc, spec).port }),
           reportFailure() {},
           stop() {},
         };
@@ -195,7 +236,11 @@ export async function resolveTarget(
         const host = svc.spec.externalName.replace(/\.$/, "");
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),
-          destination: (spec) => Promise.resolve({ address: { type: "hostname", name: host }, port: servicePort(svc, spec).port }),
+          destination: (spec) =>
+            Promise.resolve({
+              address: { type: "hostname", name: host },
+              port: servicePort(svc, spec).port,
+            }),
           reportFailure() {},
           stop() {},
         };
@@ -210,7 +255,9 @@ export async function resolveTarget(
         if (typeof target === "number") return target;
         if (/^\d+$/.test(target)) return Number(target);
         const n = containerPortByName(pod.spec.containers, target, spec);
-        if (n === undefined) throw new Error(`Pod ${pod.metadata.name} does not have a port named "${target}"`);
+        if (n === undefined) {
+          throw new Error(`Pod ${pod.metadata.name} does not have a port named "${target}"`);
+        }
         return n;
       };
       const t = podTarget(
@@ -228,12 +275,17 @@ export async function resolveTarget(
     }
     default: {
       const [api, plural] = WORKLOAD_PATHS[kind];
-      const w = await getObject<Workload>(client, `/${api}/namespaces/${ns}/${plural}/${encodeURIComponent(name)}`);
+      const w = await getObject<Workload>(
+        client,
+        `/${api}/namespaces/${ns}/${plural}/${encodeURIComponent(name)}`,
+      );
       const what = `${kind}/${name}`;
       if (!w.spec.selector) throw new UsageError(`${what} has no pod selector`);
       const containers = w.spec.template?.spec?.containers ?? [];
       for (const p of req.ports) {
-        if (typeof p.remote === "string" && containerPortByName(containers, p.remote, p) === undefined) {
+        if (
+          typeof p.remote === "string" && containerPortByName(containers, p.remote, p) === undefined
+        ) {
           throw new UsageError(`${what} does not have a container port named "${p.remote}"`);
         }
       }
@@ -243,7 +295,12 @@ export async function resolveTarget(
         `labelSelector=${encodeURIComponent(selectorString(w.spec.selector))}`,
         what,
         containerPortResolver(what),
-        (spec) => String(typeof spec.remote === "number" ? spec.remote : containerPortByName(containers, spec.remote, spec)),
+        (spec) =>
+          String(
+            typeof spec.remote === "number"
+              ? spec.remote
+              : containerPortByName(containers, spec.remote, spec),
+          ),
         opts,
       );
       await waitFirstPod(t, what, opts.podRunningTimeoutMs);

@@ -46,7 +46,10 @@ export interface Pod {
     phase?: string;
     podIP?: string;
     conditions?: PodCondition[];
-    containerStatuses?: { name: string; state?: { terminated?: { reason?: string; exitCode?: number } } }[];
+    containerStatuses?: {
+      name: string;
+      state?: { terminated?: { reason?: string; exitCode?: number } };
+    }[];
   };
 }
 

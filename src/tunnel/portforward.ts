@@ -28,11 +28,15 @@ export async function openPortForward(
   timeoutMs = 30_000,
 ): Promise<Transport> {
   const access = client.access;
-  const url = `${access.server.replace(/^http/, "ws")}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${
-    encodeURIComponent(pod)
-  }/portforward?ports=${port}`;
+  const url = `${access.server.replace(/^http/, "ws")}/api/v1/namespaces/${
+    encodeURIComponent(namespace)
+  }/pods/${encodeURIComponent(pod)}/portforward?ports=${port}`;
   const headers = await access.headers();
-  const ws = new WebSocket(url, { protocols: ["v4.channel.k8s.io"], headers, client: access.httpClient });
+  const ws = new WebSocket(url, {
+    protocols: ["v4.channel.k8s.io"],
+    headers,
+    client: access.httpClient,
+  });
   ws.binaryType = "arraybuffer";
   const transport = new WebSocketTransport(ws, `${namespace}/${pod}:${port}`);
   try {
@@ -40,7 +44,9 @@ export async function openPortForward(
   } catch (e) {
     // Deno reports a failed upgrade only by its last retry's error, which hides the cause
     // (a 404, 403 or 401 from the apiserver): ask the apiserver directly to explain it.
-    await client.get(`/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}`)
+    await client.get(
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}`,
+    )
       .catch((cause) => {
         throw cause instanceof KubeApiError ? new PortForwardError(cause.display) : e;
       });
@@ -74,7 +80,11 @@ class WebSocketTransport implements Transport {
         if (this.#errorText) this.#fail(`port-forward to ${what}: ${this.#errorText.trim()}`);
         this.#ended = true;
         this.#wake();
-        reject(new PortForwardError(`port-forward to ${what} closed (code ${ev.code}) ${ev.reason}`.trim()));
+        reject(
+          new PortForwardError(
+            `port-forward to ${what} closed (code ${ev.code}) ${ev.reason}`.trim(),
+          ),
+        );
       };
     });
     this.#openPromise.catch(() => {});
@@ -83,10 +93,12 @@ class WebSocketTransport implements Transport {
 
   /** Resolves once the WebSocket is open, or rejects with the server's reason. */
   async opened(timeoutMs: number): Promise<void> {
-    let timer: number | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        reject(new PortForwardError(`port-forward to ${this.#what}: timed out after ${timeoutMs} ms`));
+        reject(
+          new PortForwardError(`port-forward to ${this.#what}: timed out after ${timeoutMs} ms`),
+        );
         this.close();
       }, timeoutMs);
     });

@@ -57,7 +57,9 @@ export class Tunnel {
       if (this.#closed) return;
       const open = session.activeStreams;
       this.#opts.note(
-        `Lost connection to the agent (${reason})${open ? `; ${open} open connection(s) closed` : ""}; reconnecting…`,
+        `Lost connection to the agent (${reason})${
+          open ? `; ${open} open connection(s) closed` : ""
+        }; reconnecting…`,
       );
       this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
     });
@@ -74,7 +76,9 @@ export class Tunnel {
           return;
         }
         this.#install(transport);
-        this.#opts.note(`Reconnected to the agent after ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+        this.#opts.note(
+          `Reconnected to the agent after ${((performance.now() - t0) / 1000).toFixed(1)}s`,
+        );
         return;
       } catch (e) {
         this.#opts.log(`reconnect failed: ${(e as Error).message}`);
@@ -89,7 +93,9 @@ export class Tunnel {
     while (!this.#session) {
       if (this.#closed) throw new SessionClosedError("relay is shutting down");
       const left = deadline - Date.now();
-      if (left <= 0) throw new SessionClosedError("no connection to the agent (still reconnecting)");
+      if (left <= 0) {
+        throw new SessionClosedError("no connection to the agent (still reconnecting)");
+      }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.#waiters.push(() => {

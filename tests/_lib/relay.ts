@@ -20,11 +20,23 @@ export interface RelayProcess {
 }
 
 /** Environment for kubectl with our plugin launcher first on PATH. */
-export function relayEnv(kubeconfig: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: `${ROOT}bin:${Deno.env.get("PATH")}`, KUBECONFIG: kubeconfig, NO_COLOR: "1", ...extra };
+export function relayEnv(
+  kubeconfig: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    PATH: `${ROOT}bin:${Deno.env.get("PATH")}`,
+    KUBECONFIG: kubeconfig,
+    NO_COLOR: "1",
+    ...extra,
+  };
 }
 
-async function pump(stream: ReadableStream<Uint8Array>, lines: string[], wake: () => void): Promise<void> {
+async function pump(
+  stream: ReadableStream<Uint8Array>,
+  lines: string[],
+  wake: () => void,
+): Promise<void> {
   let buf = "";
   for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
     buf += chunk;
@@ -85,9 +97,9 @@ export async function startRelay(
         if (line !== undefined) return line;
         if (exited || Date.now() > deadline) {
           throw new Error(
-            `kubectl relay ${args.join(" ")}: no line matching ${re} (${exited ? "exited" : "timeout"})\nstdout:\n${
-              out.join("\n")
-            }\nstderr:\n${err.join("\n")}`,
+            `kubectl relay ${args.join(" ")}: no line matching ${re} (${
+              exited ? "exited" : "timeout"
+            })\nstdout:\n${out.join("\n")}\nstderr:\n${err.join("\n")}`,
           );
         }
         await new Promise<void>((r) => {
@@ -140,18 +152,29 @@ export async function runRelay(
 
 /** Runs real kubectl and returns stdout (throws with stderr on failure). */
 export async function kubectl(kubeconfig: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command("kubectl", { args, env: { KUBECONFIG: kubeconfig }, stdin: "null" }).output();
+  const out = await new Deno.Command("kubectl", {
+    args,
+    env: { KUBECONFIG: kubeconfig },
+    stdin: "null",
+  }).output();
   const dec = new TextDecoder();
-  if (out.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${dec.decode(out.stderr)}`);
+  if (out.code !== 0) {
+    throw new Error(`kubectl ${args.join(" ")} failed: ${dec.decode(out.stderr)}`);
+  }
   return dec.decode(out.stdout);
 }
 
 /** Fetches http://HOST:PORT/ with curl and returns the body. */
 export async function curl(url: string, extra: string[] = []): Promise<string> {
-  const out = await new Deno.Command("curl", { args: ["-sS", "--max-time", "10", ...extra, url], stdin: "null" })
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", "--max-time", "10", ...extra, url],
+    stdin: "null",
+  })
     .output();
   const dec = new TextDecoder();
-  if (out.code !== 0) throw new Error(`curl ${url} failed (${out.code}): ${dec.decode(out.stderr)}`);
+  if (out.code !== 0) {
+    throw new Error(`curl ${url} failed (${out.code}): ${dec.decode(out.stderr)}`);
+  }
   return dec.decode(out.stdout);
 }
 
@@ -165,7 +188,7 @@ export async function agentJobs(kubeconfig: string): Promise<string[]> {
     "-l",
     "app.kubernetes.io/name=kubectl-relay-agent",
     "-o",
-    "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
+    'jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{"\\n"}{end}',
   );
   return out.split("\n").filter((l) => l);
 }

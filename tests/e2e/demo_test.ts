@@ -3,7 +3,10 @@ import assert from "node:assert/strict";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test({ name: "demo: deno task demo --once shows relayed HTTP, DNS, host/ and a rolling update", ...opts }, async () => {
+Deno.test({
+  name: "demo: deno task demo --once shows relayed HTTP, DNS, host/ and a rolling update",
+  ...opts,
+}, async () => {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["task", "--quiet", "demo", "--once"],
     cwd: new URL("../../", import.meta.url).pathname,

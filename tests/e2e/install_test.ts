@@ -7,29 +7,51 @@ import { VERSION } from "../../src/version.ts";
 const MAIN = new URL("../../main.ts", import.meta.url).href;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test({ name: "install: deno run <url>/main.ts -V from another directory", ...opts }, async () => {
-  const cwd = await Deno.makeTempDir();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-net", "--quiet", MAIN, "-V"],
-    cwd,
-    stdin: "null",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const v = JSON.parse(new TextDecoder().decode(out.stdout));
-  assert.equal(v.clientVersion, VERSION);
-  assert.match(v.agentImage, new RegExp(`:v${VERSION.replaceAll(".", "\\.")}$`));
-  await Deno.remove(cwd, { recursive: true });
-});
+Deno.test(
+  { name: "install: deno run <url>/main.ts -V from another directory", ...opts },
+  async () => {
+    const cwd = await Deno.makeTempDir();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--unstable-net", "--quiet", MAIN, "-V"],
+      cwd,
+      stdin: "null",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const v = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(v.clientVersion, VERSION);
+    assert.match(v.agentImage, new RegExp(`:v${VERSION.replaceAll(".", "\\.")}$`));
+    await Deno.remove(cwd, { recursive: true });
+  },
+);
 
 Deno.test({ name: "install: deno run <url>/main.ts forwards for real", ...opts }, async () => {
   const cluster = await sharedCluster();
   const kc = cluster.kubeconfig;
   await kubectl(kc, "create", "namespace", "relay-install").catch(() => "");
-  await kubectl(kc, "-n", "relay-install", "run", "hello", "--image=relay-test/http", "--port=80").catch(() => "");
-  await kubectl(kc, "-n", "relay-install", "wait", "--for=condition=Ready", "pod/hello", "--timeout=60s");
+  await kubectl(kc, "-n", "relay-install", "run", "hello", "--image=relay-test/http", "--port=80")
+    .catch(() => "");
+  await kubectl(
+    kc,
+    "-n",
+    "relay-install",
+    "wait",
+    "--for=condition=Ready",
+    "pod/hello",
+    "--timeout=60s",
+  );
   const cwd = await Deno.makeTempDir();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-net", "--quiet", MAIN, "-n", "relay-install", "pod/hello", ":80"],
+    args: [
+      "run",
+      "-A",
+      "--unstable-net",
+      "--quiet",
+      MAIN,
+      "-n",
+      "relay-install",
+      "pod/hello",
+      ":80",
+    ],
     cwd,
     env: { KUBECONFIG: kc },
     stdin: "null",

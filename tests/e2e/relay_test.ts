@@ -4,7 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
-import { agentJobs, curl, kubectl, type RelayProcess, runRelay, startRelay } from "../_lib/relay.ts";
+import {
+  agentJobs,
+  curl,
+  kubectl,
+  type RelayProcess,
+  runRelay,
+  startRelay,
+} from "../_lib/relay.ts";
 
 const NS = "relay-e2e";
 const FIXTURES = new URL("./fixtures.yaml", import.meta.url).pathname;
@@ -28,7 +35,17 @@ function setup(): Promise<string> {
 }
 
 async function podNames(kc: string, selector: string): Promise<string[]> {
-  const out = await kubectl(kc, "-n", NS, "get", "pods", "-l", selector, "-o", "jsonpath={.items[*].metadata.name}");
+  const out = await kubectl(
+    kc,
+    "-n",
+    NS,
+    "get",
+    "pods",
+    "-l",
+    selector,
+    "-o",
+    "jsonpath={.items[*].metadata.name}",
+  );
   return out.split(" ").filter((s) => s);
 }
 
@@ -36,7 +53,12 @@ async function podIP(kc: string, pod: string): Promise<string> {
   return await kubectl(kc, "-n", NS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}");
 }
 
-async function dig(port: number, name: string, type = "TXT", server = "127.0.0.1"): Promise<string> {
+async function dig(
+  port: number,
+  name: string,
+  type = "TXT",
+  server = "127.0.0.1",
+): Promise<string> {
   const out = await new Deno.Command("dig", {
     args: [`@${server}`, "-p", String(port), name, type, "+short", "+tries=3", "+time=3"],
     stdin: "null",
@@ -45,7 +67,11 @@ async function dig(port: number, name: string, type = "TXT", server = "127.0.0.1
 }
 
 /** Runs a relay, gives it to `fn`, then stops it with Ctrl-C: exit 0 and no agent left behind. */
-async function withRelay(args: string[], fn: (r: RelayProcess) => Promise<void>, forwardLines = 1): Promise<void> {
+async function withRelay(
+  args: string[],
+  fn: (r: RelayProcess) => Promise<void>,
+  forwardLines = 1,
+): Promise<void> {
   const kc = await setup();
   const relay = await startRelay(kc, args, { forwardLines });
   try {
@@ -95,7 +121,10 @@ Deno.test({ name: "e2e: deploy/ and sts/ (redis SET/GET with redis-cli)", ...opt
   });
   await withRelay(["-n", NS, "sts/redis", ":6379"], async (r) => {
     const cli = (...a: string[]) =>
-      new Deno.Command("redis-cli", { args: ["-h", "127.0.0.1", "-p", String(r.ports[0]), ...a], stdin: "null" })
+      new Deno.Command("redis-cli", {
+        args: ["-h", "127.0.0.1", "-p", String(r.ports[0]), ...a],
+        stdin: "null",
+      })
         .output().then((o) => new TextDecoder().decode(o.stdout).trim());
     const value = crypto.randomUUID();
     assert.equal(await cli("SET", "relay-key", value), "OK");
@@ -139,7 +168,10 @@ Deno.test({ name: "e2e: --address localhost listens on 127.0.0.1 and ::1", ...op
   const kc = await setup();
   const [pod] = await podNames(kc, "app=web");
   await withRelay(["-n", NS, "--address", "localhost", `pod/${pod}`, ":80"], async (r) => {
-    assert.match(r.out.join("\n"), /Forwarding from 127\.0\.0\.1:\d+ -> 80\nForwarding from \[::1\]:\d+ -> 80/);
+    assert.match(
+      r.out.join("\n"),
+      /Forwarding from 127\.0\.0\.1:\d+ -> 80\nForwarding from \[::1\]:\d+ -> 80/,
+    );
     assert.equal(r.ports[0], r.ports[1], "same random port on both addresses");
     assert.equal((await curl(`http://127.0.0.1:${r.ports[0]}/`)).trim(), pod);
     assert.equal((await curl(`http://[::1]:${r.ports[1]}/`, ["-g"])).trim(), pod);
@@ -154,7 +186,10 @@ Deno.test({ name: "e2e: -f file with two targets", ...opts }, async () => {
   const kc = await setup();
   const [dnsPod] = await podNames(kc, "app=dns");
   const file = await Deno.makeTempFile({ suffix: ".txt" });
-  await Deno.writeTextFile(file, `# two targets\n-n ${NS} svc/web :http\n-n ${NS} deploy/dns :53@udp\n`);
+  await Deno.writeTextFile(
+    file,
+    `# two targets\n-n ${NS} svc/web :http\n-n ${NS} deploy/dns :53@udp\n`,
+  );
   try {
     await withRelay(["-f", file], async (r) => {
       const pods = await podNames(kc, "app=web");
@@ -166,14 +201,39 @@ Deno.test({ name: "e2e: -f file with two targets", ...opts }, async () => {
   }
 });
 
-Deno.test({ name: "e2e: --patch is merged into the agent pod; --server.namespace kube-public", ...opts }, async () => {
+Deno.test({
+  name: "e2e: --patch is merged into the agent pod; --server.namespace kube-public",
+  ...opts,
+}, async () => {
   const kc = await setup();
   const [pod] = await podNames(kc, "app=web");
-  const patch = JSON.stringify({ nodeSelector: { "relay-test": "yes" }, tolerations: [{ operator: "Exists" }] });
+  const patch = JSON.stringify({
+    nodeSelector: { "relay-test": "yes" },
+    tolerations: [{ operator: "Exists" }],
+  });
   await kubectl(kc, "label", "node", "--all", "relay-test=yes", "--overwrite");
-  await withRelay(["-n", NS, "--server.namespace", "kube-public", "--patch", patch, `pod/${pod}`, ":80"], async (r) => {
+  await withRelay([
+    "-n",
+    NS,
+    "--server.namespace",
+    "kube-public",
+    "--patch",
+    patch,
+    `pod/${pod}`,
+    ":80",
+  ], async (r) => {
     const agentPods = JSON.parse(
-      await kubectl(kc, "-n", "kube-public", "get", "pods", "-l", "app.kubernetes.io/name=kubectl-relay-agent", "-o", "json"),
+      await kubectl(
+        kc,
+        "-n",
+        "kube-public",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=kubectl-relay-agent",
+        "-o",
+        "json",
+      ),
     ).items as { spec: { nodeSelector?: Record<string, string>; tolerations?: unknown[] } }[];
     assert.equal(agentPods.length, 1);
     assert.deepEqual(agentPods[0].spec.nodeSelector, { "relay-test": "yes" });
@@ -182,64 +242,88 @@ Deno.test({ name: "e2e: --patch is merged into the agent pod; --server.namespace
   });
 });
 
-Deno.test({ name: "e2e: a refused destination is one error line; the relay keeps running", ...opts }, async () => {
+Deno.test({
+  name: "e2e: a refused destination is one error line; the relay keeps running",
+  ...opts,
+}, async () => {
   const kc = await setup();
   const [pod] = await podNames(kc, "app=web");
   const ip = await podIP(kc, pod);
   await withRelay([`ip/${ip}`, ":81", ":80"], async (r) => {
-    await curl(`http://127.0.0.1:${r.ports[0]}/`).then(() => assert.fail("expected a failure"), () => {});
+    await curl(`http://127.0.0.1:${r.ports[0]}/`).then(
+      () => assert.fail("expected a failure"),
+      () => {},
+    );
     const line = await r.waitFor(/^error: dial tcp/);
     assert.equal(line, `error: dial tcp ${ip}:81: connection refused`);
     assert.equal((await curl(`http://127.0.0.1:${r.ports[1]}/`)).trim(), pod);
   }, 2);
 });
 
-Deno.test({ name: "e2e: bad input gives kubectl-like errors, exit 1, no agent", ...opts }, async () => {
-  const kc = await setup();
-  const cases: [string[], RegExp][] = [
-    [["cm/x", "80"], /^error: the server doesn't have a resource type "cm"/],
-    [["-n", NS, "deploy/web"], /^error: at least 1 PORT is required/],
-    [["-n", NS, "svc/web", "8080:nope"], /^error: Service web does not have a service port named "nope"/],
-    [["host/bad_name..x", "80"], /^error: invalid hostname/],
-    [["-n", NS, "deploy/web", "70000"], /^error: invalid port "70000".*out of range/],
-    [["-n", NS, "pod/does-not-exist", "80"], /NotFound.*pods "does-not-exist" not found/],
-    [["-n", NS, "--nope", "deploy/web", "80"], /^error: unknown flag: --nope/],
-  ];
-  for (const [args, re] of cases) {
-    const res = await runRelay(kc, args);
-    assert.equal(res.code, 1, `${args.join(" ")}: ${res.stderr}`);
-    assert.match(res.stderr.trim().split("\n")[0], re, args.join(" "));
-    assert.doesNotMatch(res.stderr, /^\s+at /m, "no stack trace");
-  }
-  // No ready pod within a short --pod-running-timeout.
-  await kubectl(kc, "-n", NS, "create", "deployment", "empty", "--image=x", "--replicas=0");
-  const res = await runRelay(kc, ["-n", NS, "--pod-running-timeout", "2s", "deploy/empty", "80"]);
-  assert.equal(res.code, 1);
-  assert.match(res.stderr, /^error: timed out waiting for a running, ready pod of deployment\/empty/m);
-  assert.deepEqual(await agentJobs(kc), []);
-});
-
-Deno.test({ name: "e2e: token, client-cert and exec-plugin kubeconfigs; RBAC", ...opts }, async () => {
-  const kc = await setup();
-  const cluster = await sharedCluster();
-  const [pod] = await podNames(kc, "app=web");
-  const rbac = new URL("../../manifests/rbac.yaml", import.meta.url).pathname;
-  const limited = await cluster.createUser("relay-limited", rbac);
-  for (const config of [cluster.tokenKubeconfig, cluster.execKubeconfig, limited]) {
-    const r = await startRelay(config, ["-n", NS, `pod/${pod}`, ":80"]);
-    try {
-      assert.equal((await curl(`http://127.0.0.1:${r.ports[0]}/`)).trim(), pod);
-    } finally {
-      assert.equal(await r.stop(), 0);
+Deno.test(
+  { name: "e2e: bad input gives kubectl-like errors, exit 1, no agent", ...opts },
+  async () => {
+    const kc = await setup();
+    const cases: [string[], RegExp][] = [
+      [["cm/x", "80"], /^error: the server doesn't have a resource type "cm"/],
+      [["-n", NS, "deploy/web"], /^error: at least 1 PORT is required/],
+      [
+        ["-n", NS, "svc/web", "8080:nope"],
+        /^error: Service web does not have a service port named "nope"/,
+      ],
+      [["host/bad_name..x", "80"], /^error: invalid hostname/],
+      [["-n", NS, "deploy/web", "70000"], /^error: invalid port "70000".*out of range/],
+      [["-n", NS, "pod/does-not-exist", "80"], /NotFound.*pods "does-not-exist" not found/],
+      [["-n", NS, "--nope", "deploy/web", "80"], /^error: unknown flag: --nope/],
+    ];
+    for (const [args, re] of cases) {
+      const res = await runRelay(kc, args);
+      assert.equal(res.code, 1, `${args.join(" ")}: ${res.stderr}`);
+      assert.match(res.stderr.trim().split("\n")[0], re, args.join(" "));
+      assert.doesNotMatch(res.stderr, /^\s+at /m, "no stack trace");
     }
-  }
-  // A user without pods/portforward: a clear error, exit 1, and the agent it created is removed.
-  const noPf = await Deno.makeTempFile({ suffix: ".yaml" });
-  await Deno.writeTextFile(noPf, (await Deno.readTextFile(rbac)).replace(/- apiGroups: \[""\]\n\s+resources: \["pods\/portforward"\]\n\s+verbs: \["create"\]\n/, "").replaceAll("kubectl-relay-", "relay-nopf-"));
-  const user = await cluster.createUser("relay-nopf", noPf);
-  const res = await runRelay(user, ["-n", NS, `pod/${pod}`, ":80"]);
-  assert.equal(res.code, 1, res.stderr);
-  assert.match(res.stderr, /error: .*(forbidden|Forbidden).*portforward/);
-  assert.deepEqual(await agentJobs(kc), []);
-  await Deno.remove(noPf);
-});
+    // No ready pod within a short --pod-running-timeout.
+    await kubectl(kc, "-n", NS, "create", "deployment", "empty", "--image=x", "--replicas=0");
+    const res = await runRelay(kc, ["-n", NS, "--pod-running-timeout", "2s", "deploy/empty", "80"]);
+    assert.equal(res.code, 1);
+    assert.match(
+      res.stderr,
+      /^error: timed out waiting for a running, ready pod of deployment\/empty/m,
+    );
+    assert.deepEqual(await agentJobs(kc), []);
+  },
+);
+
+Deno.test(
+  { name: "e2e: token, client-cert and exec-plugin kubeconfigs; RBAC", ...opts },
+  async () => {
+    const kc = await setup();
+    const cluster = await sharedCluster();
+    const [pod] = await podNames(kc, "app=web");
+    const rbac = new URL("../../manifests/rbac.yaml", import.meta.url).pathname;
+    const limited = await cluster.createUser("relay-limited", rbac);
+    for (const config of [cluster.tokenKubeconfig, cluster.execKubeconfig, limited]) {
+      const r = await startRelay(config, ["-n", NS, `pod/${pod}`, ":80"]);
+      try {
+        assert.equal((await curl(`http://127.0.0.1:${r.ports[0]}/`)).trim(), pod);
+      } finally {
+        assert.equal(await r.stop(), 0);
+      }
+    }
+    // A user without pods/portforward: a clear error, exit 1, and the agent it created is removed.
+    const noPf = await Deno.makeTempFile({ suffix: ".yaml" });
+    await Deno.writeTextFile(
+      noPf,
+      (await Deno.readTextFile(rbac)).replace(
+        /- apiGroups: \[""\]\n\s+resources: \["pods\/portforward"\]\n\s+verbs: \["create"\]\n/,
+        "",
+      ).replaceAll("kubectl-relay-", "relay-nopf-"),
+    );
+    const user = await cluster.createUser("relay-nopf", noPf);
+    const res = await runRelay(user, ["-n", NS, `pod/${pod}`, ":80"]);
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(res.stderr, /error: .*(forbidden|Forbidden).*portforward/);
+    assert.deepEqual(await agentJobs(kc), []);
+    await Deno.remove(noPf);
+  },
+);

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
-import { agentJobs, curl, kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
+import { agentJobs, kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
 
 const NS = "relay-faults";
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -63,9 +63,8 @@ async function recoveryTime(port: number, limitMs: number): Promise<number> {
   throw new Error(`no successful request within ${limitMs} ms`);
 }
 
-async function agentPid(kc: string, dir: string, relay: RelayProcess): Promise<number> {
+async function agentPid(dir: string, relay: RelayProcess): Promise<number> {
   const pod = (await relay.waitFor(/^Agent .* \(pod (\S+)\) ready/)).match(/\(pod (\S+)\)/)![1];
-  void kc;
   return Number((await Deno.readTextFile(`${dir}/agents/default_${pod}.pid`)).trim());
 }
 
@@ -74,49 +73,79 @@ function rssKiB(pid: number): number {
   return m ? Number(m[1]) : 0;
 }
 
-Deno.test({ name: "faults: rolling update under load keeps new connections working", ...opts }, async () => {
-  const kc = await setup();
-  const relay = await startRelay(kc, ["-n", NS, "deploy/web", ":80"]);
-  try {
-    const port = relay.ports[0];
-    const before = new Set((await kubectl(kc, "-n", NS, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}")).split(" "));
-    // Long-lived connections opened before the update.
-    const longLived = await Promise.all([0, 1, 2].map(() => Deno.connect({ hostname: "127.0.0.1", port })));
-    await kubectl(kc, "-n", NS, "rollout", "restart", "deploy/web");
-    let ok = 0;
-    let failedAfterNew = 0;
-    let failedBefore = 0;
-    let sawNew = false;
-    const deadline = Date.now() + 30_000;
-    for (let i = 0; i < 600 && Date.now() < deadline; i++) {
-      const pod = await tryGet(port);
-      if (pod) {
-        ok++;
-        if (!before.has(pod)) sawNew = true;
-      } else if (sawNew) failedAfterNew++;
-      else failedBefore++;
-      if (sawNew && i > 100) break;
-      await sleep(50);
+Deno.test(
+  { name: "faults: rolling update under load keeps new connections working", ...opts },
+  async () => {
+    const kc = await setup();
+    const relay = await startRelay(kc, ["-n", NS, "deploy/web", ":80"]);
+    try {
+      const port = relay.ports[0];
+      const before = new Set(
+        (await kubectl(
+          kc,
+          "-n",
+          NS,
+          "get",
+          "pods",
+          "-l",
+          "app=web",
+          "-o",
+          "jsonpath={.items[*].metadata.name}",
+        )).split(" "),
+      );
+      // Long-lived connections opened before the update.
+      const longLived = await Promise.all(
+        [0, 1, 2].map(() => Deno.connect({ hostname: "127.0.0.1", port })),
+      );
+      await kubectl(kc, "-n", NS, "rollout", "restart", "deploy/web");
+      let ok = 0;
+      let failedAfterNew = 0;
+      let failedBefore = 0;
+      let sawNew = false;
+      const deadline = Date.now() + 30_000;
+      for (let i = 0; i < 600 && Date.now() < deadline; i++) {
+        const pod = await tryGet(port);
+        if (pod) {
+          ok++;
+          if (!before.has(pod)) sawNew = true;
+        } else if (sawNew) failedAfterNew++;
+        else failedBefore++;
+        if (sawNew && i > 100) break;
+        await sleep(50);
+      }
+      await kubectl(kc, "-n", NS, "rollout", "status", "deploy/web", "--timeout=60s");
+      const after = await tryGet(port);
+      console.log(
+        `rolling update: ${ok} ok, ${failedBefore} failed before the first new pod answered, ${failedAfterNew} failed after`,
+      );
+      longLived.forEach((c) => c.close());
+      assert.ok(sawNew, "a new pod served a connection during the rollout");
+      assert.equal(failedAfterNew, 0);
+      assert.ok(after && !before.has(after), `after the rollout a new pod serves (got ${after})`);
+    } finally {
+      assert.equal(await relay.stop(), 0);
     }
-    await kubectl(kc, "-n", NS, "rollout", "status", "deploy/web", "--timeout=60s");
-    const after = await tryGet(port);
-    console.log(`rolling update: ${ok} ok, ${failedBefore} failed before the first new pod answered, ${failedAfterNew} failed after`);
-    longLived.forEach((c) => c.close());
-    assert.ok(sawNew, "a new pod served a connection during the rollout");
-    assert.equal(failedAfterNew, 0);
-    assert.ok(after && !before.has(after), `after the rollout a new pod serves (got ${after})`);
-  } finally {
-    assert.equal(await relay.stop(), 0);
-  }
-});
+  },
+);
 
-Deno.test({ name: "faults: deleting the agent pod; the relay recreates it and serves again", ...opts }, async () => {
+Deno.test({
+  name: "faults: deleting the agent pod; the relay recreates it and serves again",
+  ...opts,
+}, async () => {
   const kc = await setup();
   const relay = await startRelay(kc, ["-n", NS, "deploy/web", ":80"]);
   try {
     const port = relay.ports[0];
     assert.ok(await tryGet(port));
-    const pods = await kubectl(kc, "get", "pods", "-l", "app.kubernetes.io/name=kubectl-relay-agent", "-o", "jsonpath={.items[*].metadata.name}");
+    const pods = await kubectl(
+      kc,
+      "get",
+      "pods",
+      "-l",
+      "app.kubernetes.io/name=kubectl-relay-agent",
+      "-o",
+      "jsonpath={.items[*].metadata.name}",
+    );
     await kubectl(kc, "delete", "pod", pods.trim(), "--wait=false");
     await relay.waitFor(/Lost connection to the agent/, 30_000);
     const ms = await recoveryTime(port, 20_000);
@@ -128,39 +157,65 @@ Deno.test({ name: "faults: deleting the agent pod; the relay recreates it and se
   assert.deepEqual(await agentJobs(kc), []);
 });
 
-Deno.test({ name: "faults: kube-apiserver restart; recovery after it is back", ...opts }, async () => {
-  const kc = await setup();
-  const cluster = await sharedCluster();
-  const relay = await startRelay(kc, ["-n", NS, "--heartbeat-timeout", "5s", "deploy/web", ":80"]);
-  try {
-    const port = relay.ports[0];
-    assert.ok(await tryGet(port));
-    await cluster.stopApiserver();
-    await relay.waitFor(/Lost connection to the agent/, 30_000);
-    await sleep(2000);
-    await cluster.startApiserver();
-    const ms = await recoveryTime(port, 30_000);
-    console.log(`apiserver restarted: served again ${(ms / 1000).toFixed(1)} s after it was back`);
-  } finally {
-    assert.equal(await relay.stop(), 0);
-  }
-  assert.deepEqual(await agentJobs(kc), []);
-});
+Deno.test(
+  { name: "faults: kube-apiserver restart; recovery after it is back", ...opts },
+  async () => {
+    const kc = await setup();
+    const cluster = await sharedCluster();
+    const relay = await startRelay(kc, [
+      "-n",
+      NS,
+      "--heartbeat-timeout",
+      "5s",
+      "deploy/web",
+      ":80",
+    ]);
+    try {
+      const port = relay.ports[0];
+      assert.ok(await tryGet(port));
+      await cluster.stopApiserver();
+      await relay.waitFor(/Lost connection to the agent/, 30_000);
+      await sleep(2000);
+      await cluster.startApiserver();
+      const ms = await recoveryTime(port, 30_000);
+      console.log(
+        `apiserver restarted: served again ${(ms / 1000).toFixed(1)} s after it was back`,
+      );
+    } finally {
+      assert.equal(await relay.stop(), 0);
+    }
+    assert.deepEqual(await agentJobs(kc), []);
+  },
+);
 
-Deno.test({ name: "faults: a frozen agent (SIGSTOP) is detected by heartbeats; recovery after SIGCONT", ...opts }, async () => {
+Deno.test({
+  name: "faults: a frozen agent (SIGSTOP) is detected by heartbeats; recovery after SIGCONT",
+  ...opts,
+}, async () => {
   const kc = await setup();
   const cluster = await sharedCluster();
-  const relay = await startRelay(kc, ["-n", NS, "-v", "1", "--heartbeat-timeout", "3s", "deploy/web", ":80"]);
+  const relay = await startRelay(kc, [
+    "-n",
+    NS,
+    "-v",
+    "1",
+    "--heartbeat-timeout",
+    "3s",
+    "deploy/web",
+    ":80",
+  ]);
   try {
     const port = relay.ports[0];
     assert.ok(await tryGet(port));
-    const pid = await agentPid(kc, cluster.dir, relay);
+    const pid = await agentPid(cluster.dir, relay);
     Deno.kill(pid, "SIGSTOP");
     const t0 = performance.now();
     try {
       await relay.waitFor(/Lost connection to the agent/, 15_000);
       const detected = performance.now() - t0;
-      console.log(`frozen agent detected after ${(detected / 1000).toFixed(1)} s (heartbeat timeout 3 s)`);
+      console.log(
+        `frozen agent detected after ${(detected / 1000).toFixed(1)} s (heartbeat timeout 3 s)`,
+      );
       assert.ok(detected < 10_000);
     } finally {
       Deno.kill(pid, "SIGCONT");
@@ -172,7 +227,10 @@ Deno.test({ name: "faults: a frozen agent (SIGSTOP) is detected by heartbeats; r
   }
 });
 
-Deno.test({ name: "faults: SIGTERM deletes the agent and exits 0; after SIGKILL the agent exits when idle", ...opts }, async () => {
+Deno.test({
+  name: "faults: SIGTERM deletes the agent and exits 0; after SIGKILL the agent exits when idle",
+  ...opts,
+}, async () => {
   const kc = await setup();
   const cluster = await sharedCluster();
   const term = await startRelay(kc, ["-n", NS, "deploy/web", ":80"]);
@@ -180,8 +238,10 @@ Deno.test({ name: "faults: SIGTERM deletes the agent and exits 0; after SIGKILL 
   assert.equal(await term.stop("SIGTERM"), 0);
   assert.deepEqual(await agentJobs(kc), []);
 
-  const killed = await startRelay(kc, ["-n", NS, "deploy/web", ":80"], { env: { KUBECTL_RELAY_AGENT_ARGS: "--idle-exit 3s" } });
-  const pid = await agentPid(kc, cluster.dir, killed);
+  const killed = await startRelay(kc, ["-n", NS, "deploy/web", ":80"], {
+    env: { KUBECTL_RELAY_AGENT_ARGS: "--idle-exit 3s" },
+  });
+  const pid = await agentPid(cluster.dir, killed);
   assert.equal(await killed.stop("SIGKILL"), 137);
   const t0 = performance.now();
   let alive = true;
@@ -193,7 +253,11 @@ Deno.test({ name: "faults: SIGTERM deletes the agent and exits 0; after SIGKILL 
       alive = false;
     }
   }
-  console.log(`orphaned agent exited ${((performance.now() - t0) / 1000).toFixed(1)} s after its client was killed (idle exit 3 s)`);
+  console.log(
+    `orphaned agent exited ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s after its client was killed (idle exit 3 s)`,
+  );
   assert.equal(alive, false, "agent process exited by itself");
   for (const job of await agentJobs(kc)) {
     const [ns, name] = job.split("/");
@@ -201,7 +265,10 @@ Deno.test({ name: "faults: SIGTERM deletes the agent and exits 0; after SIGKILL 
   }
 });
 
-Deno.test({ name: "faults: a slow consumer does not stall a 64 MiB transfer; RSS stays bounded", ...opts }, async () => {
+Deno.test({
+  name: "faults: a slow consumer does not stall a 64 MiB transfer; RSS stays bounded",
+  ...opts,
+}, async () => {
   const kc = await setup();
   const cluster = await sharedCluster();
   // A local sink/source on loopback that the agent (a local process here) can reach as ip/127.0.0.1.
@@ -241,13 +308,15 @@ Deno.test({ name: "faults: a slow consumer does not stall a 64 MiB transfer; RSS
     }
     const secs = (performance.now() - t0) / 1000;
     fast.close();
-    const pid = await agentPid(kc, cluster.dir, relay);
+    const pid = await agentPid(cluster.dir, relay);
     const clientRss = rssKiB(relay.child.pid);
     const agentRss = rssKiB(pid);
     console.log(
-      `slow consumer: 64 MiB on the other stream in ${secs.toFixed(2)} s (${(64 / secs).toFixed(0)} MiB/s); RSS client ${
-        (clientRss / 1024).toFixed(0)
-      } MiB, agent ${(agentRss / 1024).toFixed(0)} MiB`,
+      `slow consumer: 64 MiB on the other stream in ${secs.toFixed(2)} s (${
+        (64 / secs).toFixed(0)
+      } MiB/s); RSS client ${(clientRss / 1024).toFixed(0)} MiB, agent ${
+        (agentRss / 1024).toFixed(0)
+      } MiB`,
     );
     slow.close();
     assert.equal(got, TOTAL);

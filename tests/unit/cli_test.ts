@@ -10,10 +10,30 @@ function usageError(fn: () => unknown, re: RegExp): void {
 }
 
 Deno.test("ports: every form of the spec", () => {
-  assert.deepEqual(parsePortSpec("8080:80"), { local: 8080, remote: 80, protocol: "tcp", text: "8080:80" });
-  assert.deepEqual(parsePortSpec("8080"), { local: 8080, remote: 8080, protocol: "tcp", text: "8080" });
-  assert.deepEqual(parsePortSpec(":53@udp"), { local: 0, remote: 53, protocol: "udp", text: ":53@udp" });
-  assert.deepEqual(parsePortSpec("8080:http"), { local: 8080, remote: "http", protocol: "tcp", text: "8080:http" });
+  assert.deepEqual(parsePortSpec("8080:80"), {
+    local: 8080,
+    remote: 80,
+    protocol: "tcp",
+    text: "8080:80",
+  });
+  assert.deepEqual(parsePortSpec("8080"), {
+    local: 8080,
+    remote: 8080,
+    protocol: "tcp",
+    text: "8080",
+  });
+  assert.deepEqual(parsePortSpec(":53@udp"), {
+    local: 0,
+    remote: 53,
+    protocol: "udp",
+    text: ":53@udp",
+  });
+  assert.deepEqual(parsePortSpec("8080:http"), {
+    local: 8080,
+    remote: "http",
+    protocol: "tcp",
+    text: "8080:http",
+  });
   assert.equal(parsePortSpec("5000@TCP").protocol, "tcp");
 });
 
@@ -54,7 +74,14 @@ Deno.test("targets: bad values are user errors", () => {
 });
 
 Deno.test("command line: flags anywhere, kubectl forms, defaults", () => {
-  const c = parseCommand(["-n", "kube-system", "deploy/kube-dns", ":53@udp", "--v=3", "--address=localhost"]);
+  const c = parseCommand([
+    "-n",
+    "kube-system",
+    "deploy/kube-dns",
+    ":53@udp",
+    "--v=3",
+    "--address=localhost",
+  ]);
   assert.equal(c.kind, "forward");
   assert.equal(c.flags.namespace, "kube-system");
   assert.equal(c.flags.verbosity, 3);
@@ -62,7 +89,14 @@ Deno.test("command line: flags anywhere, kubectl forms, defaults", () => {
   assert.equal(c.flags.podRunningTimeoutMs, 60_000);
   assert.deepEqual(c.requests[0].addresses, ["127.0.0.1", "::1"]);
   assert.equal(c.requests[0].target.kind, "deployment");
-  const d = parseCommand(["--server.namespace", "kube-public", "ip/1.2.3.4", "5000", "--request-timeout", "5s"]);
+  const d = parseCommand([
+    "--server.namespace",
+    "kube-public",
+    "ip/1.2.3.4",
+    "5000",
+    "--request-timeout",
+    "5s",
+  ]);
   assert.equal(d.flags.serverNamespace, "kube-public");
   assert.equal(d.flags.requestTimeoutMs, 5000);
   assert.deepEqual(d.requests[0].addresses, ["127.0.0.1"]);
@@ -77,7 +111,10 @@ Deno.test("command line: errors read like kubectl's", () => {
   usageError(() => parseCommand(["pod/x"]), /at least 1 PORT is required/);
   usageError(() => parseCommand([]), /TYPE\/NAME and list of ports are required/);
   usageError(() => parseCommand(["--address", "nowhere", "pod/x", "80"]), /not a valid IP address/);
-  usageError(() => parseCommand(["--pod-running-timeout", "soon", "pod/x", "80"]), /invalid duration/);
+  usageError(
+    () => parseCommand(["--pod-running-timeout", "soon", "pod/x", "80"]),
+    /invalid duration/,
+  );
   usageError(() => parseCommand(["pod/x", "80", "-n"]), /flag needs an argument: -n/);
 });
 
@@ -97,10 +134,14 @@ ip/10.0.0.1 5000@tcp 6000@udp
   assert.deepEqual(c.requests[2].addresses, ["127.0.0.1"]);
   assert.equal(c.requests[2].ports.length, 2);
   usageError(() => parseCommand(["-f", "t.txt"], () => "pod/y\n"), /at least 1 PORT.*t\.txt:1/);
-  usageError(() => parseCommand(["-f", "t.txt"], () => "--server.image x pod/y 80\n"), /unknown flag.*t\.txt:1/);
-  usageError(() => parseCommand(["-f", "nope.txt"], () => {
-    throw new Error("No such file");
-  }), /cannot read nope\.txt/);
+  usageError(
+    () => parseCommand(["-f", "t.txt"], () => "--server.image x pod/y 80\n"),
+    /unknown flag.*t\.txt:1/,
+  );
+  usageError(() =>
+    parseCommand(["-f", "nope.txt"], () => {
+      throw new Error("No such file");
+    }), /cannot read nope\.txt/);
 });
 
 Deno.test("durations", () => {

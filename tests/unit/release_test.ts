@@ -20,7 +20,9 @@ Deno.test("workflows parse; release builds every target, the image and the krew 
   assert.match(steps, /deno task compile/);
   assert.match(steps, /sha256sum/);
   assert.match(steps, /scripts\/krew\.ts/);
-  const image = release.jobs["agent-image"].steps.find((s: Yaml) => s.uses?.startsWith("docker/build-push-action"));
+  const image = release.jobs["agent-image"].steps.find((s: Yaml) =>
+    s.uses?.startsWith("docker/build-push-action")
+  );
   assert.equal(image.with.file, "Dockerfile.agent");
   assert.equal(image.with.platforms, "linux/amd64,linux/arm64");
   const test: Yaml = loadYaml(await read(".github/workflows/test.yml"));
@@ -30,16 +32,22 @@ Deno.test("workflows parse; release builds every target, the image and the krew 
 
 Deno.test("compile covers all five platforms plus the linux agents", () => {
   const cmds = compileCommands();
-  for (const t of TARGETS) assert.ok(cmds.some((c) => c.includes(t.triple) && c.at(-1) === "main.ts"), t.triple);
+  for (const t of TARGETS) {
+    assert.ok(cmds.some((c) => c.includes(t.triple) && c.at(-1) === "main.ts"), t.triple);
+  }
   assert.equal(cmds.filter((c) => c.at(-1) === "agent.ts").length, 2);
   assert.ok(cmds.every((c) => c.includes("--unstable-net")));
-  assert.ok(cmds.filter((c) => c.at(-1) === "main.ts").every((c) => c.includes("manifests/agent-job.yaml")));
+  assert.ok(
+    cmds.filter((c) => c.at(-1) === "main.ts").every((c) => c.includes("manifests/agent-job.yaml")),
+  );
 });
 
 Deno.test("krew manifest renders with each archive's checksum", async () => {
   const template = await read("plugins/relay.yaml");
   const sums = TARGETS.map((t, i) =>
-    `${String(i).repeat(64)}  kubectl-relay-${t.os}-${t.arch}.${t.os === "windows" ? "zip" : "tar.gz"}`
+    `${String(i).repeat(64)}  kubectl-relay-${t.os}-${t.arch}.${
+      t.os === "windows" ? "zip" : "tar.gz"
+    }`
   ).join("\n");
   const plugin: Yaml = loadYaml(renderKrew(template, "v1.2.3", sums));
   assert.equal(plugin.spec.version, "v1.2.3");
@@ -48,7 +56,10 @@ Deno.test("krew manifest renders with each archive's checksum", async () => {
     assert.match(p.sha256, /^[0-9]{64}$/);
     assert.match(p.uri, /\/v1\.2\.3\/kubectl-relay-/);
   }
-  assert.throws(() => renderKrew(template, "v1", sums.split("\n").slice(1).join("\n")), /no checksum/);
+  assert.throws(
+    () => renderKrew(template, "v1", sums.split("\n").slice(1).join("\n")),
+    /no checksum/,
+  );
 });
 
 Deno.test("agent image: pinned Deno, non-root, port 9527, no shell in the final stage", async () => {
