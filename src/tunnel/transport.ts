@@ -28,7 +28,7 @@ export interface Transport {
 }
 
 /** Size of the read buffer used by `connTransport`. */
-const CONN_READ_BUFFER = 1024 * 1024;
+const CONN_READ_BUFFER = 256 * 1024;
 
 /**
  * Wraps a Deno connection (TCP or Unix) as a Transport.

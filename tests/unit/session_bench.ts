@@ -3,6 +3,7 @@
  * between two Deno processes.
  *
  *   deno run -A tests/unit/session_bench.ts [MiB=1024] [streams=1]
+ *   (env BENCH_CHUNK = write size, default 65536; BENCH_WINDOW = server initialWindow)
  *
  * The parent spawns a child (`--server`) that accepts one tunnel connection and, for each
  * stream, reads everything and answers with the byte count. Only 127.0.0.1 is used.
@@ -64,7 +65,7 @@ async function client(mib: number, streams: number): Promise<void> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const session = new Session(connTransport(conn), { role: "client" });
   const per = Math.floor((mib * 1024 * 1024) / streams);
-  const chunk = new Uint8Array(64 * 1024).fill(7);
+  const chunk = new Uint8Array(Number(Deno.env.get("BENCH_CHUNK") ?? 64 * 1024)).fill(7);
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: streams }, async () => {
