@@ -144,7 +144,7 @@ export function agentArgs(args: string[] | undefined, podIP: string): [string[],
 }
 
 /** What one container port is played as. */
-export type PortRole = "http" | "dns" | "redis";
+export type PortRole = "http" | "dns" | "redis" | "echo";
 
 /** One server to run for a pod. */
 export interface PlannedServer {
@@ -155,21 +155,28 @@ export interface PlannedServer {
 
 /**
  * How the runtime plays a non-agent pod, one entry per (port, protocol):
- * UDP → DNS (test zone), also served over TCP on the same port unless a TCP port is declared
- * there; TCP in a container whose image contains "redis" → redis-server; TCP port whose name
- * starts with "dns" → DNS over TCP; other TCP → HTTP. SCTP ports are ignored.
+ * - a port named `echo*` (TCP or UDP) → echo server (TCP echoes bytes and half-close, UDP echoes
+ *   datagrams); so does a TCP port of a container whose image contains "echo" (unless named
+ *   `dns*`/`http*`);
+ * - TCP in a container whose image contains "redis" → redis-server;
+ * - TCP port named `dns*` → DNS over TCP; other TCP → HTTP;
+ * - UDP → DNS (test zone), also served over TCP on the same port unless a TCP port is declared
+ *   there. SCTP ports are ignored.
  */
 export function portPlan(pod: V1Pod): PlannedServer[] {
-  const redisContainers = new Set(
-    (pod.spec?.containers ?? []).filter((c) => /redis/i.test(c.image ?? "")).map((c) => c.name),
-  );
+  const images = new Map((pod.spec?.containers ?? []).map((c) => [c.name, c.image ?? ""]));
   const ports = containerPorts(pod);
   const out = new Map<string, PlannedServer>();
   for (const p of ports) {
     if (p.protocol !== "TCP") continue;
-    const role: PortRole = redisContainers.has(p.container)
+    const name = p.name ?? "";
+    const image = images.get(p.container) ?? "";
+    const role: PortRole = /^echo/i.test(name) ||
+        (/echo/i.test(image) && !/^(dns|http)/i.test(name))
+      ? "echo"
+      : /redis/i.test(image)
       ? "redis"
-      : /^dns/i.test(p.name ?? "")
+      : /^dns/i.test(name)
       ? "dns"
       : "http";
     if (!out.has(`${p.port}/TCP`)) {
@@ -178,9 +185,10 @@ export function portPlan(pod: V1Pod): PlannedServer[] {
   }
   for (const p of ports) {
     if (p.protocol !== "UDP") continue;
-    out.set(`${p.port}/UDP`, { port: p.port, protocol: "UDP", role: "dns" });
+    const role: PortRole = /^echo/i.test(p.name ?? "") ? "echo" : "dns";
+    out.set(`${p.port}/UDP`, { port: p.port, protocol: "UDP", role });
     if (!out.has(`${p.port}/TCP`)) {
-      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role: "dns" });
+      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role });
     }
   }
   return [...out.values()];

@@ -47,6 +47,28 @@ Deno.test("portPlan: HTTP, DNS (UDP + TCP), redis, named dns TCP port", () => {
     "6379/TCP=redis",
     "7000/TCP=dns",
   ]);
+  const echo: V1Pod = {
+    spec: {
+      containers: [{
+        name: "e",
+        image: "relay-test/echo",
+        ports: [
+          { name: "echo", containerPort: 7000 },
+          { name: "dns", containerPort: 5353, protocol: "UDP" },
+          { name: "echo-udp", containerPort: 7001, protocol: "UDP" },
+          { name: "http", containerPort: 80 },
+        ],
+      }],
+    },
+  };
+  assert.deepEqual(portPlan(echo).map(key).sort(), [
+    "5353/TCP=dns",
+    "5353/UDP=dns",
+    "7000/TCP=echo",
+    "7001/TCP=echo",
+    "7001/UDP=echo",
+    "80/TCP=http",
+  ]);
 });
 
 const DNS_IP = "127.0.77.53";

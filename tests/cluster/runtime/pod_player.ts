@@ -9,6 +9,7 @@
 
 import { type ManagedChild, spawnChild } from "./child.ts";
 import { type DnsServer, startDnsServer } from "./dns_server.ts";
+import { type EchoServer, startTcpEcho, startUdpEcho } from "./echo_server.ts";
 import { agentArgs, isAgentPod, type PlannedServer, portPlan, type V1Pod } from "./kube.ts";
 import { type PodHttpServer, startPodHttpServer } from "./pod_http.ts";
 import { testZoneAnswerer } from "./zones.ts";
@@ -154,7 +155,12 @@ export class PodPlayer {
 
   async #startServer(s: PlannedServer): Promise<void> {
     const where = `${this.ip}:${s.port}/${s.protocol}`;
-    if (s.role === "http") {
+    if (s.role === "echo") {
+      const srv: EchoServer = await bindRetry(() =>
+        s.protocol === "TCP" ? startTcpEcho(this.ip, s.port) : startUdpEcho(this.ip, s.port)
+      );
+      this.#own(() => srv.close());
+    } else if (s.role === "http") {
       const srv: PodHttpServer = await bindRetry(() =>
         startPodHttpServer(this.ip, s.port, this.name)
       );

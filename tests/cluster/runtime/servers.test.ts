@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { patternBytes, startPodHttpServer } from "./pod_http.ts";
 import { type Backend, startTcpForwarder, startUdpForwarder } from "./forwarder.ts";
 import { startDnsServer } from "./dns_server.ts";
+import { startTcpEcho, startUdpEcho } from "./echo_server.ts";
 import { testZoneAnswerer } from "./zones.ts";
 import { dig, requireTools, runCmd, sha256 } from "./_testlib.ts";
 
@@ -131,5 +132,46 @@ Deno.test("UDP forwarder: real dig through a cluster-IP-like socket reaches the 
   } finally {
     await fwd.close();
     await dnsA.close();
+  }
+});
+
+Deno.test("echo servers: TCP echoes 2 MiB (SHA-256) and half-closes; UDP echoes a datagram", async () => {
+  const tcp = await startTcpEcho(POD_A, 0);
+  const udp = await startUdpEcho(POD_A, 0);
+  const sock = Deno.listenDatagram({ hostname: POD_A, port: 0, transport: "udp" });
+  try {
+    const payload = crypto.getRandomValues(new Uint8Array(65536));
+    const big = new Uint8Array(2 << 20);
+    for (let i = 0; i < big.length; i += payload.length) big.set(payload, i);
+    const conn = await Deno.connect({ hostname: POD_A, port: tcp.port });
+    const writing = (async () => {
+      let off = 0;
+      while (off < big.length) off += await conn.write(big.subarray(off));
+      await conn.closeWrite();
+    })();
+    const got = new Uint8Array(big.length);
+    let n = 0;
+    for (;;) {
+      const r = await conn.read(got.subarray(n));
+      if (r === null) break;
+      n += r;
+      if (n === got.length) {
+        assert.equal(await conn.read(new Uint8Array(1)), null, "EOF after the echo");
+        break;
+      }
+    }
+    await writing;
+    conn.close();
+    assert.equal(n, big.length);
+    assert.equal(await sha256(got), await sha256(big));
+
+    const dgram = crypto.getRandomValues(new Uint8Array(1200));
+    await sock.send(dgram, { transport: "udp", hostname: POD_A, port: udp.port });
+    const [back] = await sock.receive();
+    assert.deepEqual(back, dgram);
+  } finally {
+    sock.close();
+    await tcp.close();
+    await udp.close();
   }
 });

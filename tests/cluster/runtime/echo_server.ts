@@ -1,0 +1,112 @@
+/**
+ * Echo servers played for pod ports named `echo*`: TCP sends back every byte and half-closes
+ * after the client's EOF; UDP sends every datagram back to its sender.
+ *
+ * @module
+ */
+
+/** A running echo server. */
+export interface EchoServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+function safeClose(c: { close(): void }) {
+  try {
+    c.close();
+  } catch {
+    // already closed
+  }
+}
+
+async function echoConn(conn: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      let off = 0;
+      while (off < n) off += await conn.write(buf.subarray(off, n));
+    }
+    await conn.closeWrite();
+  } catch {
+    // peer reset
+  } finally {
+    safeClose(conn);
+  }
+}
+
+/** TCP echo on hostname:port (0 = any port). */
+export function startTcpEcho(hostname: string, port: number): Promise<EchoServer> {
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  const conns = new Set<Deno.Conn>();
+  const inflight = new Set<Promise<void>>();
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) {
+        try {
+          conn.setNoDelay(true);
+        } catch {
+          // not fatal
+        }
+        conns.add(conn);
+        const p = echoConn(conn).finally(() => {
+          conns.delete(conn);
+          inflight.delete(p);
+        });
+        inflight.add(p);
+      }
+    } catch {
+      // closed
+    }
+  })();
+  let closing: Promise<void> | undefined;
+  return Promise.resolve({
+    port: (listener.addr as Deno.NetAddr).port,
+    close() {
+      closing ??= (async () => {
+        safeClose(listener);
+        await accepting;
+        for (const c of conns) safeClose(c);
+        await Promise.all(inflight);
+      })();
+      return closing;
+    },
+  });
+}
+
+/** UDP echo on hostname:port (0 = any port). */
+export function startUdpEcho(hostname: string, port: number): Promise<EchoServer> {
+  let sock: Deno.DatagramConn;
+  try {
+    sock = Deno.listenDatagram({ hostname, port, transport: "udp" });
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  const serving = (async () => {
+    try {
+      for (;;) {
+        const [data, addr] = await sock.receive();
+        await sock.send(data, addr).catch(() => {});
+      }
+    } catch {
+      // closed
+    }
+  })();
+  let closing: Promise<void> | undefined;
+  return Promise.resolve({
+    port: (sock.addr as Deno.NetAddr).port,
+    close() {
+      closing ??= (async () => {
+        safeClose(sock);
+        await serving;
+      })();
+      return closing;
+    },
+  });
+}
