@@ -1,0 +1,110 @@
+/**
+ * The client side of one relayed request, as seen by the agent: a raw-mode TCP
+ * connection or a tunnel Stream, behind one interface.
+ *
+ * @module
+ */
+
+import type { Status } from "../protocol/status.ts";
+import type { Stream } from "../tunnel/session.ts";
+
+/** Size of relay read buffers. */
+export const RELAY_BUFFER = 64 * 1024;
+
+/** One request's client side. */
+export interface Endpoint {
+  /**
+   * Next chunk from the client, `null` at EOF (client half-closed). The chunk is only
+   * valid until the next `read()`.
+   */
+  read(): Promise<Uint8Array | null>;
+  /** Sends bytes to the client; resolves when the caller may reuse `data`. */
+  write(data: Uint8Array): Promise<void>;
+  /** Half-closes towards the client (it reads EOF). */
+  closeWrite(): Promise<void>;
+  /** Answers the Header with status 0. */
+  accept(): Promise<void>;
+  /** Answers the Header with a nonzero status and ends the request. */
+  reject(status: Status): Promise<void>;
+  /** Ends the request abnormally (tunnel: RESET with `reason`; raw: close). Idempotent. */
+  abort(reason: string): void;
+  /** Ends the request after both directions finished. Idempotent. */
+  close(): void;
+}
+
+/**
+ * A raw-mode connection after its Header: `leftover` holds bytes that followed the
+ * Header in the same read (payload).
+ */
+export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
+  const buf = new Uint8Array(RELAY_BUFFER);
+  let pending: Uint8Array | null = leftover.length > 0 ? leftover : null;
+  let closed = false;
+  const writeAll = async (data: Uint8Array) => {
+    let off = 0;
+    while (off < data.length) off += await conn.write(data.subarray(off));
+  };
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  };
+  return {
+    async read() {
+      if (pending) {
+        const p = pending;
+        pending = null;
+        return p;
+      }
+      if (closed) return null;
+      const n = await conn.read(buf);
+      return n === null ? null : buf.subarray(0, n);
+    },
+    write: writeAll,
+    async closeWrite() {
+      if (!closed) await conn.closeWrite();
+    },
+    accept: () => writeAll(new Uint8Array([0])),
+    async reject(status) {
+      try {
+        await writeAll(new Uint8Array([status]));
+      } finally {
+        close();
+      }
+    },
+    abort: close,
+    close,
+  };
+}
+
+/** A tunnel Stream (server side). */
+export function streamEndpoint(stream: Stream): Endpoint {
+  let done = false;
+  return {
+    read: () => stream.read(),
+    write: (data) => stream.write(data),
+    closeWrite: () => stream.closeWrite(),
+    accept() {
+      stream.accept();
+      return Promise.resolve();
+    },
+    reject(status) {
+      done = true;
+      stream.reject(status);
+      return Promise.resolve();
+    },
+    abort(reason) {
+      if (done) return;
+      done = true;
+      stream.reset(reason);
+    },
+    close() {
+      // Both directions already ended by half-closes; the session forgets the stream.
+      done = true;
+    },
+  };
+}

@@ -1,0 +1,123 @@
+/**
+ * Command-line options of the agent:
+ * `agent.ts [--listen HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
+ * [--connect-timeout DURATION] [--resolve-timeout DURATION] [-v N]`.
+ *
+ * @module
+ */
+
+/** Parsed agent options (durations in milliseconds). */
+export interface AgentOptions {
+  /** Address to listen on (IPv6 without brackets). */
+  hostname: string;
+  /** Port to listen on (0 = any free port). */
+  port: number;
+  /** Exit after this long with no session and no stream; 0 disables. Default 5 m. */
+  idleExitMs: number;
+  /** A UDP flow with no datagram either way for this long is closed. Default 60 s. */
+  udpIdleMs: number;
+  /** TCP connect timeout per destination. Default 10 s. */
+  connectTimeoutMs: number;
+  /** Hostname resolution timeout. Default 10 s. */
+  resolveTimeoutMs: number;
+  /** Log verbosity: 0 = one line per request outcome, 1 = + session events, 2+ = debug. */
+  verbosity: number;
+}
+
+/** Defaults of {@link AgentOptions}. */
+export const DEFAULT_AGENT_OPTIONS: Readonly<AgentOptions> = {
+  hostname: "0.0.0.0",
+  port: 9527,
+  idleExitMs: 5 * 60_000,
+  udpIdleMs: 60_000,
+  connectTimeoutMs: 10_000,
+  resolveTimeoutMs: 10_000,
+  verbosity: 0,
+};
+
+/** Invalid command line. */
+export class AgentUsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "AgentUsageError";
+  }
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses a Go-style duration (`500ms`, `30s`, `1m30s`, `2h`, `0`); a bare number means seconds. */
+export function parseAgentDuration(text: string, flag: string): number {
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
+  let total = 0;
+  let pos = 0;
+  while (pos < text.length) {
+    re.lastIndex = pos;
+    const m = re.exec(text);
+    if (!m) break;
+    total += Number(m[1]) * UNITS[m[2]];
+    pos = re.lastIndex;
+  }
+  if (text === "" || pos !== text.length) {
+    throw new AgentUsageError(`invalid duration ${JSON.stringify(text)} for ${flag}`);
+  }
+  return Math.round(total);
+}
+
+/** Splits `HOST:PORT` / `[V6]:PORT` / `:PORT`. */
+export function parseListen(text: string): { hostname: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new AgentUsageError(`invalid --listen ${JSON.stringify(text)} (want HOST:PORT)`);
+  }
+  return { hostname: m[1] ?? (m[2] === "" ? "0.0.0.0" : m[2]), port };
+}
+
+/** Parses the agent's arguments. Throws AgentUsageError on bad input. */
+export function parseAgentArgs(args: readonly string[]): AgentOptions {
+  const o: AgentOptions = { ...DEFAULT_AGENT_OPTIONS };
+  for (let i = 0; i < args.length; i++) {
+    let flag = args[i];
+    let value: string | undefined;
+    const eq = flag.indexOf("=");
+    if (flag.startsWith("-") && eq !== -1) {
+      value = flag.slice(eq + 1);
+      flag = flag.slice(0, eq);
+    }
+    const next = (): string => {
+      if (value !== undefined) return value;
+      if (i + 1 >= args.length) throw new AgentUsageError(`flag ${flag} needs a value`);
+      return args[++i];
+    };
+    switch (flag.replace(/^--?/, "-")) {
+      case "-listen": {
+        const l = parseListen(next());
+        o.hostname = l.hostname;
+        o.port = l.port;
+        break;
+      }
+      case "-idle-exit":
+        o.idleExitMs = parseAgentDuration(next(), flag);
+        break;
+      case "-udp-idle":
+        o.udpIdleMs = parseAgentDuration(next(), flag);
+        break;
+      case "-connect-timeout":
+        o.connectTimeoutMs = parseAgentDuration(next(), flag);
+        break;
+      case "-resolve-timeout":
+        o.resolveTimeoutMs = parseAgentDuration(next(), flag);
+        break;
+      case "-v": {
+        const v = next();
+        if (!/^\d+$/.test(v)) throw new AgentUsageError(`invalid verbosity ${JSON.stringify(v)}`);
+        o.verbosity = Number(v);
+        break;
+      }
+      default:
+        throw new AgentUsageError(`unknown flag ${JSON.stringify(args[i])}`);
+    }
+  }
+  return o;
+}

@@ -1,0 +1,256 @@
+/**
+ * The agent's listener: accepts connections and tells raw-mode connections (first
+ * byte 0: one Header, one relayed stream) from tunnel connections (first bytes =
+ * the mux PREFACE, whose first byte is nonzero: a multiplexed Session). Tracks
+ * activity and signals idle exit.
+ *
+ * @module
+ */
+
+import { decodeHeader, MAX_HEADER_LENGTH } from "../protocol/header.ts";
+import { PREFACE } from "../protocol/mux.ts";
+import { Status } from "../protocol/status.ts";
+import { Session, type Stream } from "../tunnel/session.ts";
+import { connTransport, prefixedTransport } from "../tunnel/transport.ts";
+import { connEndpoint, streamEndpoint } from "./endpoint.ts";
+import { handleHeaderBytes, type HandlerContext, handleRequest } from "./handler.ts";
+import type { AgentLogger } from "./log.ts";
+import type { AgentOptions } from "./options.ts";
+import type { Resolver } from "./dial.ts";
+
+/** A connection must show its Header or PREFACE within this time. */
+const SNIFF_TIMEOUT_MS = 10_000;
+
+/** Options of {@link startAgent}. */
+export interface AgentServerOptions extends AgentOptions {
+  log: AgentLogger;
+  /** Session tuning passed through (tests). */
+  maxStreams?: number;
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+  /** Test hook: replaces the system resolver. */
+  resolver?: Resolver;
+}
+
+/** A running agent. */
+export interface AgentServer {
+  /** The bound address. */
+  readonly addr: Deno.NetAddr;
+  /** Resolves with a reason when the agent stopped (idle exit or `close()`). */
+  readonly done: Promise<string>;
+  /** Stops listening and ends all sessions and streams. */
+  close(reason?: string): void;
+}
+
+function hostPort(a: Deno.NetAddr): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+}
+
+/** Formats the readiness line printed on stdout. */
+export function listeningLine(a: Deno.NetAddr): string {
+  return `listening on ${hostPort(a)}`;
+}
+
+/** Starts listening; returns once bound. */
+export function startAgent(opts: AgentServerOptions): AgentServer {
+  const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
+  const log = opts.log;
+  const ctx: HandlerContext = {
+    log,
+    connectTimeoutMs: opts.connectTimeoutMs,
+    resolveTimeoutMs: opts.resolveTimeoutMs,
+    udpIdleMs: opts.udpIdleMs,
+    resolver: opts.resolver,
+  };
+  const conns = new Set<Deno.Conn>();
+  const sessions = new Set<Session>();
+  let active = 0; // sessions + raw streams
+  let stopped = false;
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  let resolveDone!: (r: string) => void;
+  const done = new Promise<string>((r) => resolveDone = r);
+
+  const stop = (reason: string) => {
+    if (stopped) return;
+    stopped = true;
+    clearTimeout(idleTimer);
+    try {
+      listener.close();
+    } catch {
+      // closed
+    }
+    for (const s of sessions) s.close(reason);
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch {
+        // closed
+      }
+    }
+    log.log(0, "-", `agent stopping: ${reason}`);
+    resolveDone(reason);
+  };
+
+  const armIdle = () => {
+    clearTimeout(idleTimer);
+    if (opts.idleExitMs <= 0 || stopped) return;
+    idleTimer = setTimeout(() => {
+      if (active === 0) stop(`idle for ${opts.idleExitMs}ms with no session and no stream`);
+    }, opts.idleExitMs);
+  };
+  const busy = () => {
+    if (active++ === 0) clearTimeout(idleTimer);
+  };
+  const idle = () => {
+    if (--active === 0) armIdle();
+  };
+  armIdle();
+
+  const peer = (c: Deno.Conn) => hostPort(c.remoteAddr as Deno.NetAddr);
+
+  /** Reads until `want` bytes are buffered (or EOF / limit). */
+  const readAtLeast = async (
+    conn: Deno.Conn,
+    have: Uint8Array,
+    want: number,
+    deadline: number,
+  ): Promise<Uint8Array | null> => {
+    let buf = have;
+    const chunk = new Uint8Array(4096);
+    while (buf.length < want) {
+      const left = deadline - Date.now();
+      if (left <= 0) return null;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const n = await Promise.race([
+        conn.read(chunk),
+        new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), left)),
+      ]).finally(() => clearTimeout(timer));
+      if (n === null || n === "timeout") return null;
+      const next = new Uint8Array(buf.length + n);
+      next.set(buf);
+      next.set(chunk.subarray(0, n), buf.length);
+      buf = next;
+    }
+    return buf;
+  };
+
+  const serveRaw = async (conn: Deno.Conn, first: Uint8Array, deadline: number) => {
+    let buf = first;
+    while (true) {
+      const r = decodeHeader(buf);
+      if (r.kind === "incomplete") {
+        const more = await readAtLeast(conn, buf, Math.min(r.needed, MAX_HEADER_LENGTH), deadline);
+        if (!more) {
+          log.log(0, "-", `raw ${peer(conn)}: no complete header, closing`);
+          return;
+        }
+        buf = more;
+        continue;
+      }
+      const client = connEndpoint(
+        conn,
+        r.kind === "ok" ? buf.subarray(r.length) : new Uint8Array(0),
+      );
+      if (r.kind === "error") {
+        log.log(0, "-", `raw ${peer(conn)}: bad request (${r.error}: ${r.message})`);
+        await client.reject(Status.BadRequest).catch(() => {});
+        return;
+      }
+      busy();
+      try {
+        await handleRequest(r.header, client, ctx, `raw ${peer(conn)}`);
+      } finally {
+        idle();
+      }
+      return;
+    }
+  };
+
+  const serveTunnel = async (conn: Deno.Conn, rest: Uint8Array) => {
+    const remote = peer(conn);
+    busy();
+    const session = new Session(prefixedTransport(rest, connTransport(conn)), {
+      role: "server",
+      maxStreams: opts.maxStreams,
+      pingIntervalMs: opts.pingIntervalMs,
+      pingTimeoutMs: opts.pingTimeoutMs,
+      log: (line) => log.log(2, "-", `session ${remote}: ${line}`),
+      onStream: (stream: Stream) => {
+        handleHeaderBytes(stream.header, streamEndpoint(stream), ctx, `tunnel ${remote}`).catch(
+          (e) => log.log(0, "-", `tunnel ${remote}: stream ${stream.id}: ${e}`),
+        );
+      },
+    });
+    sessions.add(session);
+    log.log(1, "-", `session ${remote}: open`);
+    try {
+      const reason = await session.closed;
+      log.log(1, "-", `session ${remote}: closed (${reason})`);
+    } finally {
+      sessions.delete(session);
+      idle();
+    }
+  };
+
+  const serveConn = async (conn: Deno.Conn) => {
+    conns.add(conn);
+    let keep = false;
+    try {
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // not fatal
+      }
+      const deadline = Date.now() + SNIFF_TIMEOUT_MS;
+      const first = await readAtLeast(conn, new Uint8Array(0), 1, deadline);
+      if (!first) return;
+      if (first[0] === 0) {
+        await serveRaw(conn, first, deadline);
+        return;
+      }
+      const pre = await readAtLeast(conn, first, PREFACE.length, deadline);
+      if (!pre || !PREFACE.every((b, i) => pre[i] === b)) {
+        log.log(
+          0,
+          "-",
+          `connection ${peer(conn)}: neither a Header nor the tunnel preface, closing`,
+        );
+        return;
+      }
+      keep = true; // the Session owns and closes the connection
+      conns.delete(conn);
+      await serveTunnel(conn, pre.subarray(PREFACE.length));
+    } catch (e) {
+      log.log(1, "-", `connection: ${e instanceof Error ? e.message : e}`);
+    } finally {
+      conns.delete(conn);
+      if (!keep) {
+        try {
+          conn.close();
+        } catch {
+          // closed
+        }
+      }
+    }
+  };
+
+  (async () => {
+    try {
+      for await (const conn of listener) {
+        if (stopped) {
+          conn.close();
+          break;
+        }
+        serveConn(conn);
+      }
+    } catch (e) {
+      if (!stopped) stop(`listener failed: ${e}`);
+    }
+  })();
+
+  return {
+    addr: listener.addr as Deno.NetAddr,
+    done,
+    close: (reason = "closed") => stop(reason),
+  };
+}

@@ -1,0 +1,58 @@
+/** Small network helpers for tests (loopback only). */
+
+/** Reads exactly `n` bytes from `conn` (throws on early EOF). */
+export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let off = 0;
+  while (off < n) {
+    const k = await conn.read(out.subarray(off));
+    if (k === null) throw new Error(`EOF after ${off} of ${n} bytes`);
+    off += k;
+  }
+  return out;
+}
+
+/** Reads until EOF; returns everything. */
+export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  let total = 0;
+  while (true) {
+    const k = await conn.read(buf);
+    if (k === null) break;
+    parts.push(buf.slice(0, k));
+    total += k;
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/** Writes all of `data`. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on (bound then released). */
+export function closedPort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** A random loopback address 127.A.B.C avoiding 127.0.0.1 (for servers on fixed ports like 53). */
+export function randomLoopback(): string {
+  const b = crypto.getRandomValues(new Uint8Array(2));
+  return `127.${100 + (b[0] % 100)}.${b[1]}.53`;
+}
+
+/** Resolves after `ms` (for polling loops; never for assertions). */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
