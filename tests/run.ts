@@ -9,6 +9,7 @@
  * @module
  */
 
+import { ensureBuilt, kubectlCommand } from "./cluster/build.ts";
 import { type Cluster, startCluster } from "./cluster/cluster.ts";
 
 /** Totals parsed from Deno's test summary line. */
@@ -34,7 +35,9 @@ export function parseSummary(output: string): TestSummary | null {
 async function main(args: string[]): Promise<number> {
   const testArgs = args.length ? args : ["tests/"];
   let cluster: Cluster;
+  let binDir: string;
   try {
+    binDir = (await ensureBuilt({ log: (l) => console.error(l) })).binDir;
     cluster = await startCluster({ log: (l) => console.error(l) });
   } catch (e) {
     console.error(`error: cannot start the test cluster: ${e instanceof Error ? e.stack : e}`);
@@ -43,7 +46,13 @@ async function main(args: string[]): Promise<number> {
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["test", "-A", ...testArgs],
-    env: { RELAY_TEST_CLUSTER: `${cluster.dir}/state.json` },
+    env: {
+      RELAY_TEST_CLUSTER: `${cluster.dir}/state.json`,
+      // No kubectl on PATH: the tests get the one built with the control plane.
+      ...(kubectlCommand(binDir) === "kubectl"
+        ? {}
+        : { PATH: `${binDir}:${Deno.env.get("PATH") ?? ""}` }),
+    },
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",

@@ -1,6 +1,6 @@
 /**
  * Builds (once) and caches the control-plane binaries used by the test cluster:
- * etcd, kube-apiserver, kube-controller-manager, kube-scheduler (module `build/k8s`) and kwok
+ * etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (module `build/k8s`), kwok
  * (module `build/kwok`), plus kwok's Stage and CRD YAML copied from the Go module cache.
  *
  * Cache: `~/.cache/kubectl-relay/cluster/<hash>/` where `<hash>` is the first 16 hex digits of
@@ -13,7 +13,7 @@
 
 /** The result of {@link ensureBuilt}. */
 export interface BuildResult {
-  /** Directory holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok. */
+  /** Directory holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, kubectl. */
   binDir: string;
   /** Directory with kwok YAML: `node-stages.yaml`, `pod-stages.yaml`, `crds.yaml`. */
   assetsDir: string;
@@ -30,10 +30,13 @@ export const BINARIES = [
   "kube-controller-manager",
   "kube-scheduler",
   "kwok",
+  "kubectl",
 ] as const;
 
 const HERE = new URL(".", import.meta.url).pathname;
 const MODULE_FILES = ["k8s/go.mod", "k8s/go.sum", "kwok/go.mod", "kwok/go.sum"];
+/** Bump when the build recipe (flags, binaries) changes: part of the cache key. */
+const RECIPE = "2: +kubectl, version ldflags";
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -47,6 +50,7 @@ async function exists(path: string): Promise<boolean> {
 /** The cache directory for the currently pinned module versions. */
 export async function cacheDir(): Promise<string> {
   const parts = await Promise.all(MODULE_FILES.map((f) => Deno.readFile(`${HERE}build/${f}`)));
+  parts.push(new TextEncoder().encode(RECIPE));
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let off = 0;
   for (const p of parts) {
@@ -70,10 +74,11 @@ async function goBuild(
   args: string[],
   label: string,
   log: (line: string) => void,
+  ldflags = "",
 ): Promise<void> {
   const t0 = performance.now();
   const child = new Deno.Command("go", {
-    args: ["build", "-v", "-trimpath", "-ldflags=-s -w", ...args],
+    args: ["build", "-v", "-trimpath", `-ldflags=-s -w ${ldflags}`, ...args],
     cwd,
     stdin: "null",
     stdout: "piped",
@@ -158,6 +163,40 @@ async function copyAssets(kwokModDir: string, assets: string): Promise<void> {
   );
 }
 
+/**
+ * `-X` flags stamping the Kubernetes version from go.mod into the binaries (otherwise they report
+ * `v0.0.0-master+$Format:%H$`, which version-parsing clients choke on).
+ */
+async function versionLdflags(k8sModDir: string): Promise<string> {
+  const gomod = await Deno.readTextFile(`${k8sModDir}/go.mod`);
+  const m = gomod.match(/^\s*k8s\.io\/kubernetes v(\d+)\.(\d+)\.(\d+)\s*$/m);
+  if (!m) throw new Error("k8s.io/kubernetes version not found in build/k8s/go.mod");
+  const version = `v${m[1]}.${m[2]}.${m[3]}`;
+  return ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"].flatMap((pkg) => [
+    `-X ${pkg}.gitVersion=${version}`,
+    `-X ${pkg}.gitMajor=${m[1]}`,
+    `-X ${pkg}.gitMinor=${m[2]}`,
+    `-X ${pkg}.gitTreeState=clean`,
+    `-X ${pkg}.buildDate=1970-01-01T00:00:00Z`,
+  ]).join(" ");
+}
+
+/**
+ * The kubectl to use: the one on PATH if any (v1.32 on our machines), else the one we build
+ * (v1.36.3, in `binDir`).
+ */
+export function kubectlCommand(binDir: string): string {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      if (Deno.statSync(`${dir}/kubectl`).isFile) return "kubectl";
+    } catch {
+      // not here
+    }
+  }
+  return `${binDir}/kubectl`;
+}
+
 /** Serialise concurrent builds with a lock directory (stale after its owner pid is gone). */
 async function withLock<T>(
   dir: string,
@@ -228,9 +267,11 @@ export async function ensureBuilt(
         "k8s.io/kubernetes/cmd/kube-apiserver",
         "k8s.io/kubernetes/cmd/kube-controller-manager",
         "k8s.io/kubernetes/cmd/kube-scheduler",
+        "k8s.io/kubernetes/cmd/kubectl",
       ],
       "kubernetes",
       log,
+      await versionLdflags(k8s),
     );
     await goBuild(k8s, ["-o", `${tmp}/etcd`, "go.etcd.io/etcd/server/v3"], "etcd", log);
     await goBuild(kwok, ["-o", `${tmp}/kwok`, "sigs.k8s.io/kwok/cmd/kwok"], "kwok", log);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ensureBuilt } from "./build.ts";
+import { ensureBuilt, kubectlCommand } from "./build.ts";
 import { KubeClient } from "./client.ts";
 import { generatePki, issueClientCert } from "./pki.ts";
 import {
@@ -403,7 +403,8 @@ class ClusterHandle implements Cluster {
       await c.create(`/api/v1/namespaces/${ns}/serviceaccounts`, { metadata: { name } });
       const subject = { kind: "ServiceAccount", name, namespace: ns };
       if (manifestPath !== null) {
-        const json = await run("kubectl", [
+        const bin = this.proc("etcd").spec.bin;
+        const json = await run(kubectlCommand(bin.slice(0, bin.lastIndexOf("/"))), [
           "--kubeconfig",
           this.kubeconfig,
           "create",
@@ -503,6 +504,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
   const log = opts.log ?? ((l: string) => console.error(l));
   const mode = opts.mode ?? "child";
   const { binDir, assetsDir } = await ensureBuilt({ log });
+  const kubectl = kubectlCommand(binDir);
   const t0 = performance.now();
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "relay-cluster-" });
   await Deno.mkdir(`${dir}/logs`, { recursive: true });
@@ -675,7 +677,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
     await h.save();
 
     // kwok's CRDs and the fake nodes, then kwok itself.
-    await run("kubectl", [
+    await run(kubectl, [
       "--kubeconfig",
       state.kubeconfig,
       "apply",
@@ -706,7 +708,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
           },
         });
       }
-      await run("kubectl", [
+      await run(kubectl, [
         "--kubeconfig",
         state.kubeconfig,
         "wait",
