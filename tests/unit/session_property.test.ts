@@ -95,3 +95,125 @@ Deno.test("session property: all bytes of all streams arrive intact, whatever th
     { numRuns: 25 },
   );
 });
+
+/** Runs `p` but fails (instead of hanging forever) if it has not settled after `ms`. */
+async function settlesWithin<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const guard = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} hung`)), ms);
+  });
+  try {
+    return await Promise.race([p, guard]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const chaos = fc.record({
+  streams: fc.integer({ min: 1, max: 5 }),
+  bytes: fc.integer({ min: 0, max: 300_000 }),
+  window: fc.integer({ min: 1024, max: 100_000 }),
+  // What goes wrong, and after how many of the victim's reads/writes.
+  action: fc.constantFrom(
+    "client-close",
+    "server-close",
+    "client-reset",
+    "server-reset",
+    "client-goaway",
+    "server-goaway",
+  ),
+  victim: fc.nat(),
+  after: fc.integer({ min: 0, max: 20 }),
+});
+
+Deno.test("session property: closes, resets and go-aways at any point end every operation (no hang, no unhandled rejection)", async () => {
+  await fc.assert(
+    fc.asyncProperty(chaos, async (c) => {
+      const [a, b] = memoryTransportPair();
+      const opts = { initialWindow: c.window, maxWindow: c.window };
+      const client = new Session(a, { role: "client", ...opts });
+      const streams = new Queue<Stream>();
+      const server = new Session(await acceptPreface(b), {
+        role: "server",
+        ...opts,
+        onStream: (s) => streams.push(s),
+      });
+      const victim = c.victim % c.streams;
+      let ops = 0;
+      const maybeStrike = (i: number, cs: Stream, ss: Stream) => {
+        if (i !== victim || ops++ !== c.after) return;
+        switch (c.action) {
+          case "client-close":
+            return client.close("chaos");
+          case "server-close":
+            return server.close("chaos");
+          case "client-reset":
+            return cs.reset("chaos");
+          case "server-reset":
+            return ss.reset("chaos");
+          case "client-goaway":
+            return client.goAway();
+          case "server-goaway":
+            return server.goAway();
+        }
+      };
+      const runStream = async (i: number) => {
+        const opening = client.openStream(new Uint8Array([0, 0, i]));
+        const ss = await streams.next();
+        ss.accept();
+        const cs = await opening;
+        const data = pseudoRandom(c.bytes, i + 1);
+        const piece = 10_000;
+        const pump = async (from: Stream, to: Stream) => {
+          const writing = (async () => {
+            for (let off = 0; off < data.length; off += piece) {
+              maybeStrike(i, cs, ss);
+              await from.write(data.subarray(off, off + piece));
+            }
+            await from.closeWrite();
+          })();
+          const reading = (async () => {
+            let n = 0;
+            while (true) {
+              maybeStrike(i, cs, ss);
+              const chunk = await to.read();
+              if (chunk === null) return n;
+              n += chunk.length;
+            }
+          })();
+          const [w, r] = await Promise.allSettled([writing, reading]);
+          return { w, r };
+        };
+        return await Promise.all([pump(cs, ss), pump(ss, cs)]);
+      };
+      const results = await settlesWithin(
+        Promise.allSettled(Array.from({ length: c.streams }, (_, i) => runStream(i))),
+        20_000,
+        "streams",
+      );
+      // A reset harms only the victim's stream; a go-away harms no stream that was open.
+      const goAway = c.action.endsWith("goaway");
+      if (c.action.endsWith("reset") || goAway) {
+        results.forEach((r, i) => {
+          if (i === victim && !goAway) return;
+          if (goAway && r.status === "rejected") {
+            // Opened after the go-away: refused, which is fine.
+            assert.match(String(r.reason), /going away/);
+            return;
+          }
+          assert.equal(r.status, "fulfilled");
+          if (r.status === "fulfilled") {
+            for (const dir of r.value) {
+              assert.equal(dir.w.status, "fulfilled");
+              assert.deepEqual(dir.r, { status: "fulfilled", value: c.bytes });
+            }
+          }
+        });
+      }
+      client.close("done");
+      server.close("done");
+      await settlesWithin(Promise.all([client.closed, server.closed]), 20_000, "close");
+    }),
+    { numRuns: 60, endOnFailure: true }, // no shrinking: a hang costs the guard time per run
+  );
+});
