@@ -670,12 +670,20 @@ export class Session {
     this.#role = opts.role;
     this.#onStream = opts.onStream;
     this.#onGoAway = opts.onGoAway;
-    this.#pingIntervalMs = opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS;
-    this.#pingTimeoutMs = opts.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
-    this.#maxStreams = opts.maxStreams ?? DEFAULT_MAX_STREAMS;
-    this.#initialWindow = Math.min(opts.initialWindow ?? DEFAULT_INITIAL_WINDOW, MAX_WINDOW);
+    this.#pingIntervalMs = option(
+      opts.pingIntervalMs,
+      DEFAULT_PING_INTERVAL_MS,
+      1,
+      "pingIntervalMs",
+    );
+    this.#pingTimeoutMs = option(opts.pingTimeoutMs, DEFAULT_PING_TIMEOUT_MS, 1, "pingTimeoutMs");
+    this.#maxStreams = option(opts.maxStreams, DEFAULT_MAX_STREAMS, 0, "maxStreams");
+    this.#initialWindow = Math.min(
+      option(opts.initialWindow, DEFAULT_INITIAL_WINDOW, 1, "initialWindow"),
+      MAX_WINDOW,
+    );
     this.#maxWindow = Math.min(
-      Math.max(opts.maxWindow ?? DEFAULT_MAX_WINDOW, this.#initialWindow),
+      Math.max(option(opts.maxWindow, DEFAULT_MAX_WINDOW, 1, "maxWindow"), this.#initialWindow),
       MAX_WINDOW,
     );
     const log = opts.log;
@@ -965,6 +973,15 @@ export class Session {
       stream.reset(`stream handler failed: ${errorText(e)}`);
     }
   }
+}
+
+/** A numeric option: `fallback` when absent; TypeError when not a number ≥ `min`. */
+function option(value: number | undefined, fallback: number, min: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value) || value < min) {
+    throw new TypeError(`SessionOptions.${name} must be a number >= ${min}, got ${value}`);
+  }
+  return Math.floor(value);
 }
 
 function errorText(e: unknown): string {

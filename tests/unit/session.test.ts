@@ -588,3 +588,19 @@ Deno.test("session/raw: a peer that floods PINGs without reading is cut off", as
   await assert.rejects(flooding, Deno.errors.BrokenPipe);
   a.close();
 });
+
+Deno.test("session: invalid options are rejected at construction", () => {
+  for (
+    const bad of [
+      { initialWindow: 0 },
+      { maxStreams: -1 },
+      { pingTimeoutMs: Number.NaN },
+      { pingIntervalMs: 0 },
+    ]
+  ) {
+    const [a, b] = memoryTransportPair();
+    assert.throws(() => new Session(a, { role: "server", ...bad }), TypeError, JSON.stringify(bad));
+    a.close();
+    b.close();
+  }
+});
