@@ -29,6 +29,15 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const log = stderrLogger(opts.verbosity);
+  // Bad input on one stream must never take the agent down: log stray rejections instead.
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    log.log(
+      0,
+      "-",
+      `unhandled rejection: ${e.reason instanceof Error ? e.reason.stack : e.reason}`,
+    );
+  });
   const agent = startAgent({ ...opts, log });
   console.log(listeningLine(agent.addr));
   const onSignal = () => agent.close("signal");

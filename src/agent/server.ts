@@ -21,6 +21,9 @@ import type { Resolver } from "./dial.ts";
 /** A connection must show its Header or PREFACE within this time. */
 const SNIFF_TIMEOUT_MS = 10_000;
 
+/** Connections served at once (raw streams, sessions, connections being sniffed); more are closed. */
+export const MAX_CONNECTIONS = 8192;
+
 /** Options of {@link startAgent}. */
 export interface AgentServerOptions extends AgentOptions {
   log: AgentLogger;
@@ -192,7 +195,14 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
     }
   };
 
+  let open = 0;
   const serveConn = async (conn: Deno.Conn) => {
+    if (open >= MAX_CONNECTIONS) {
+      log.log(0, "-", `connection ${peer(conn)}: over ${MAX_CONNECTIONS} connections, closing`);
+      conn.close();
+      return;
+    }
+    open++;
     conns.add(conn);
     let keep = false;
     try {
@@ -223,6 +233,7 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
     } catch (e) {
       log.log(1, "-", `connection: ${e instanceof Error ? e.message : e}`);
     } finally {
+      open--;
       conns.delete(conn);
       if (!keep) {
         try {

@@ -44,6 +44,8 @@ async function withAgent(
   } finally {
     await agent.stop();
   }
+  const bad = agent.logs.filter((l) => /unhandled rejection|internal error/.test(l));
+  assert.deepEqual(bad, [], "the agent logged no internal errors");
 }
 
 const connect = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });

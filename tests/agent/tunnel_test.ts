@@ -66,6 +66,8 @@ async function withTunnel(
     await agent.stop();
     await echo.close();
   }
+  const bad = agent.logs.filter((l) => /unhandled rejection|internal error/.test(l));
+  assert.deepEqual(bad, [], "the agent logged no internal errors");
 }
 
 /** Echoes `data` through a new stream: write, half-close, read all back. */
