@@ -15,6 +15,7 @@ import {
   patternBytes,
   readAll,
   readN,
+  receiveOrFail,
   sha256Hex,
   startEchoServer,
   startHttpServer,
@@ -550,8 +551,7 @@ async function exchange(
   packet: Uint8Array,
 ): Promise<Uint8Array> {
   await sock.send(packet, relay);
-  const [data] = await sock.receive();
-  return data;
+  return await receiveOrFail(sock);
 }
 
 async function waitFor(cond: () => boolean, what: string): Promise<void> {

@@ -12,6 +12,13 @@ import { decodeHeader } from "../../src/protocol/header.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
 import type { RelayStream } from "../../src/forward/socks_io.ts";
+import { Session, type Stream } from "../../src/tunnel/session.ts";
+import {
+  memoryTransportPair,
+  prefixedTransport,
+  type Transport,
+} from "../../src/tunnel/transport.ts";
+import { PREFACE } from "../../src/protocol/mux.ts";
 
 /** What the fake agent's `openStream` rejects with (like `StreamRejectedError`). */
 export class FakeRejectedError extends Error {
@@ -385,4 +392,121 @@ export async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
 export async function writeFull(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** A fake agent behind a real tunnel Session (client and server over an in-memory transport). */
+export interface SessionAgent {
+  /** `Session.openStream` of the client side. */
+  openStream: (header: Uint8Array) => Promise<Stream>;
+  /** The fake agent serving the server side (what it dialled). */
+  inner: FakeAgent;
+  /** Closes both sessions and every dialled connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Runs {@link fakeAgent} behind a server-role Session, the way agent.ts serves
+ * a tunnel: each OPEN is dialled, then accepted (STATUS 0) or rejected with
+ * the agent status; bytes are pumped both ways with half-close.
+ */
+export function sessionAgent(
+  hosts: Record<string, string> = {},
+  opts: { dialIps?: boolean } = {},
+): SessionAgent {
+  const inner = fakeAgent(hosts, opts);
+  const [clientSide, serverSide] = memoryTransportPair();
+  const pumps = new Set<Promise<void>>();
+  const serve = (transport: Transport) =>
+    new Session(transport, {
+      role: "server",
+      onStream: (stream) => {
+        const p = (async () => {
+          let target: RelayStream;
+          try {
+            target = await inner.openStream(stream.header);
+          } catch (err) {
+            const s = (err as { status?: number }).status;
+            stream.reject(typeof s === "number" && s > 0 ? s : Status.UnknownError);
+            return;
+          }
+          stream.accept();
+          await Promise.all([pump(stream, target), pump(target, stream)]);
+        })();
+        pumps.add(p);
+        p.finally(() => pumps.delete(p));
+      },
+    });
+  // Like agent.ts: consume the PREFACE, then serve a server-role Session on the rest.
+  const serverReady = (async () => {
+    let got = new Uint8Array(0);
+    while (got.length < PREFACE.length) {
+      const chunk = await serverSide.read();
+      if (chunk === null) throw new Error("tunnel closed before the preface");
+      const next = new Uint8Array(got.length + chunk.length);
+      next.set(got);
+      next.set(chunk, got.length);
+      got = next;
+    }
+    if (!got.subarray(0, PREFACE.length).every((b, i) => b === PREFACE[i])) {
+      throw new Error("bad preface");
+    }
+    return serve(prefixedTransport(got.slice(PREFACE.length), serverSide));
+  })();
+  const client = new Session(clientSide, { role: "client" });
+  return {
+    inner,
+    openStream: (h) => client.openStream(h),
+    async close() {
+      client.close();
+      const server = await serverReady.catch(() => null);
+      server?.close();
+      serverSide.close();
+      inner.closeAll();
+      await Promise.all([client.closed, server?.closed]);
+      await Promise.all([...pumps]);
+    },
+  };
+}
+
+async function pump(from: RelayStream, to: RelayStream): Promise<void> {
+  try {
+    for (;;) {
+      const chunk = await from.read();
+      if (chunk === null) break;
+      await to.write(chunk);
+    }
+    await to.closeWrite();
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    try {
+      from.reset(reason);
+    } catch { /* ignore */ }
+    try {
+      to.reset(reason);
+    } catch { /* ignore */ }
+  }
+}
+
+/**
+ * Receives one datagram; if none arrives within `ms` (a safety net against a
+ * hang, not a speed check) the socket is closed and this throws.
+ */
+export async function receiveOrFail(
+  sock: Deno.DatagramConn,
+  ms = 20_000,
+): Promise<Uint8Array> {
+  let timedOut = false;
+  const t = setTimeout(() => {
+    timedOut = true;
+    sock.close();
+  }, ms);
+  try {
+    const [data] = await sock.receive();
+    return data;
+  } catch (err) {
+    if (timedOut) throw new Error(`no datagram within ${ms} ms`);
+    throw err;
+  } finally {
+    clearTimeout(t);
+  }
 }

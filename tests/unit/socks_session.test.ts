@@ -1,0 +1,208 @@
+/**
+ * The proxy over the real tunnel Session (src/tunnel/session.ts): streams,
+ * flow control, half-close and `StreamRejectedError` statuses as the client
+ * will see them from the agent. The agent side is the loopback-only fake.
+ */
+
+import assert from "node:assert/strict";
+import { startProxy } from "../../src/forward/socks.ts";
+import { StreamRejectedError } from "../../src/tunnel/session.ts";
+import { Status } from "../../src/protocol/status.ts";
+import { encodeHeader } from "../../src/protocol/header.ts";
+import {
+  curl,
+  ECHO_EOF_TRAILER,
+  patternBytes,
+  readAll,
+  readN,
+  receiveOrFail,
+  type SessionAgent,
+  sessionAgent,
+  sha256Hex,
+  startEchoServer,
+  startHttpServer,
+  startUdpResponder,
+  writeFull,
+} from "./socks_fake.ts";
+
+const WEB = "web.default.svc.cluster.local";
+
+async function withTunnelProxy(
+  fn: (port: number, agent: SessionAgent, logs: string[]) => Promise<void>,
+  hosts: Record<string, string> = {},
+): Promise<void> {
+  const agent = sessionAgent({ [WEB]: "127.0.0.1", ...hosts });
+  const logs: string[] = [];
+  const proxy = await startProxy({
+    hostname: "127.0.0.1",
+    port: 0,
+    openStream: agent.openStream,
+    log: (l) => logs.push(l),
+    verbose: 1,
+  });
+  let fired = false;
+  const watchdog = setTimeout(() => {
+    fired = true;
+    void proxy.close();
+    void agent.close();
+  }, 60_000);
+  try {
+    await fn(proxy.addr.port, agent, logs);
+    assert.ok(!fired, "watchdog fired: the test hung and was torn down");
+  } finally {
+    await proxy.close();
+    clearTimeout(watchdog);
+    await agent.close();
+  }
+}
+
+Deno.test("proxy over Session: the fake agent's rejection is a StreamRejectedError", async () => {
+  const agent = sessionAgent();
+  try {
+    const header = encodeHeader({
+      requestId: crypto.randomUUID(),
+      protocol: "tcp",
+      port: 80,
+      address: { type: "hostname", name: "nosuch.test" },
+    });
+    await assert.rejects(
+      agent.openStream(header),
+      (e) => e instanceof StreamRejectedError && e.status === Status.NoSuchHost,
+    );
+  } finally {
+    await agent.close();
+  }
+});
+
+Deno.test("proxy over Session: curl by cluster name via SOCKS5 and via CONNECT (SHA-256)", async () => {
+  const { port: http, server } = startHttpServer();
+  try {
+    await withTunnelProxy(async (port, _agent, logs) => {
+      const size = 5_000_000;
+      const want = await sha256Hex(patternBytes(size));
+      const a = await curl([
+        "--socks5-hostname",
+        `127.0.0.1:${port}`,
+        `http://${WEB}:${http}/size/${size}`,
+      ]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(await sha256Hex(a.stdout), want);
+      const b = await curl([
+        "-p",
+        "-x",
+        `http://127.0.0.1:${port}`,
+        `http://${WEB}:${http}/size/${size}`,
+      ]);
+      assert.equal(b.code, 0, b.stderr);
+      assert.equal(await sha256Hex(b.stdout), want);
+      assert.equal(logs.filter((l) => l === `Handling connection for ${WEB}:${http}`).length, 2);
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("proxy over Session: half-close and 8 MiB echo through the tunnel (SHA-256)", async () => {
+  const echo = startEchoServer();
+  try {
+    await withTunnelProxy(async (port) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const name = new TextEncoder().encode("echo.test");
+      await writeFull(
+        conn,
+        new Uint8Array([
+          5,
+          1,
+          0,
+          5,
+          1,
+          0,
+          3,
+          name.length,
+          ...name,
+          echo.port >> 8,
+          echo.port & 0xff,
+        ]),
+      );
+      assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      const data = patternBytes(8 * 1024 * 1024);
+      const reading = readAll(conn);
+      await writeFull(conn, data);
+      await conn.closeWrite();
+      const back = await reading;
+      conn.close();
+      assert.equal(back.length, data.length + ECHO_EOF_TRAILER.length);
+      assert.equal(await sha256Hex(back.subarray(0, data.length)), await sha256Hex(data));
+      assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
+    }, { "echo.test": "127.0.0.1" });
+  } finally {
+    await echo.close();
+  }
+});
+
+Deno.test("proxy over Session: statuses map to SOCKS replies and HTTP 502", async () => {
+  await withTunnelProxy(async (port, _agent, logs) => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const refused = (l.addr as Deno.NetAddr).port;
+    l.close();
+    const socks = async (req: number[]): Promise<Uint8Array> => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeFull(conn, new Uint8Array([5, 1, 0, ...req]));
+      const out = await readAll(conn);
+      conn.close();
+      return out;
+    };
+    const name = new TextEncoder().encode("nosuch.test");
+    assert.deepEqual(
+      await socks([5, 1, 0, 3, name.length, ...name, 0, 80]),
+      new Uint8Array([5, 0, 5, 4, 0, 1, 0, 0, 0, 0, 0, 0]),
+    );
+    assert.deepEqual(
+      await socks([5, 1, 0, 1, 127, 0, 0, 1, refused >> 8, refused & 0xff]),
+      new Uint8Array([5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0]),
+    );
+    assert.ok(logs.includes("error: dial tcp nosuch.test:80: no such host"), logs.join("\n"));
+    assert.ok(
+      logs.includes(`error: dial tcp 127.0.0.1:${refused}: connection refused`),
+      logs.join("\n"),
+    );
+    const r = await curl(["-p", "-x", `http://127.0.0.1:${port}`, "http://nosuch.test/"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /502/);
+  });
+});
+
+Deno.test("proxy over Session: UDP ASSOCIATE exchange travels as UDP streams", async () => {
+  const dns = startUdpResponder();
+  const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  try {
+    await withTunnelProxy(async (port, agent) => {
+      const ctl = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeFull(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+      const reply = await readN(ctl, 12);
+      assert.deepEqual(reply.subarray(0, 10), new Uint8Array([5, 0, 5, 0, 0, 1, 127, 0, 0, 1]));
+      const relay: Deno.NetAddr = {
+        transport: "udp",
+        hostname: "127.0.0.1",
+        port: (reply[10] << 8) | reply[11],
+      };
+      const name = new TextEncoder().encode("kube-dns.test");
+      const head = [0, 0, 0, 3, name.length, ...name, dns.port >> 8, dns.port & 0xff];
+      for (let id = 1; id <= 3; id++) {
+        const query = [0, id, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 119, 101, 98, 0, 0, 1, 0, 1];
+        await sock.send(new Uint8Array([...head, ...query]), relay);
+        const got = await receiveOrFail(sock);
+        const answer = query.slice();
+        answer[2] |= 0x80;
+        assert.deepEqual(got, new Uint8Array([...head, ...answer]));
+      }
+      assert.deepEqual(agent.inner.opened, [
+        { protocol: "udp", destination: `kube-dns.test:${dns.port}`, outcome: "ok" },
+      ]);
+      ctl.close();
+    }, { "kube-dns.test": "127.0.0.1" });
+  } finally {
+    sock.close();
+    await dns.close();
+  }
+});
