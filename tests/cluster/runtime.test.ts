@@ -373,15 +373,26 @@ async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   return out;
 }
 
-async function readAll(conn: Deno.Conn): Promise<string> {
-  const chunks: Uint8Array[] = [];
+/**
+ * Read one HTTP/1.x response with a Content-Length (not until EOF: kwok's port-forward does not
+ * pass the server's close on while our side is still open).
+ */
+async function readHttpResponse(conn: Deno.Conn): Promise<{ head: string; body: string }> {
+  let text = "";
   const buf = new Uint8Array(4096);
   for (;;) {
+    const i = text.indexOf("\r\n\r\n");
+    if (i >= 0) {
+      const len = Number(text.slice(0, i).match(/^content-length:\s*(\d+)/im)?.[1] ?? NaN);
+      assert.ok(Number.isFinite(len), `no Content-Length in ${text.slice(0, i)}`);
+      if (text.length - i - 4 >= len) {
+        return { head: text.slice(0, i), body: text.slice(i + 4, i + 4 + len) };
+      }
+    }
     const r = await conn.read(buf);
-    if (r === null) break;
-    chunks.push(buf.slice(0, r));
+    if (r === null) throw new Error(`EOF inside the response: ${text}`);
+    text += new TextDecoder().decode(buf.subarray(0, r));
   }
-  return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
 }
 
 Deno.test({
@@ -438,10 +449,10 @@ Deno.test({
       }));
       const [status] = await readN(conn, 1);
       assert.equal(status, 0, "agent status for web:8080");
-      await conn.write(new TextEncoder().encode("GET / HTTP/1.0\r\nHost: web\r\n\r\n"));
-      const response = await readAll(conn);
+      await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: web\r\n\r\n"));
+      const response = await readHttpResponse(conn);
       const names = (await pods(kc, NS, "app=web")).map((p) => p.name);
-      const body = response.split("\r\n\r\n")[1]?.trim();
+      const body = response.body.trim();
       assert.ok(names.includes(body), `body ${body}, pods ${names}`);
     } finally {
       conn.close();
