@@ -253,6 +253,7 @@ class Proxy implements ProxyServer {
 
     const header = this.#header("tcp", dest);
     if (!header) {
+      this.#error(`dial tcp ${describeDestination(dest)}: invalid destination`);
       await writeAll(conn, encodeReply(Reply.GeneralFailure));
       return;
     }
@@ -411,6 +412,7 @@ class Proxy implements ProxyServer {
       port: req.port,
     });
     if (!header) {
+      this.#error(`dial tcp ${req.host}:${req.port}: invalid destination`);
       await writeAll(conn, httpErrorResponse(400, "Bad Request", `invalid host ${req.host}`));
       return;
     }

@@ -479,6 +479,52 @@ Deno.test("proxy: fuzzed greetings and requests leave the proxy serving", async 
   }, { dialIps: false });
 });
 
+Deno.test("proxy: invalid names are refused locally with 0x01 and an error line", async () => {
+  await withProxy(async ({ proxy, agent, logs }) => {
+    const { reply } = await socksRequest(proxy.addr.port, domainRequest(1, "bad name!", 80));
+    assert.deepEqual(reply, new Uint8Array([5, 1, 0, 1, 0, 0, 0, 0, 0, 0]));
+    assert.ok(logs.includes("error: dial tcp bad name!:80: invalid destination"), logs.join("\n"));
+    assert.equal(agent.opened.length, 0);
+  });
+});
+
+Deno.test("proxy: listening on ::1, CONNECT and UDP ASSOCIATE use IPv6 addresses", async () => {
+  const dns = startUdpResponder();
+  const sock = Deno.listenDatagram({ transport: "udp", hostname: "::1", port: 0 });
+  try {
+    await withProxy(async ({ proxy, http }) => {
+      assert.equal(proxy.addr.hostname, "::1");
+      const r = await curl([
+        "--socks5-hostname",
+        `[::1]:${proxy.addr.port}`,
+        `http://${WEB}:${http}/`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(new TextDecoder().decode(r.stdout), `hello via ${WEB}:${http}\n`);
+      const ctl = await Deno.connect({ hostname: "::1", port: proxy.addr.port });
+      await writeFull(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+      const reply = await readN(ctl, 2 + 4 + 16 + 2);
+      const loop6 = new Uint8Array(16);
+      loop6[15] = 1;
+      // The relay is on the address the client reached: ATYP 4, ::1.
+      assert.deepEqual(reply.subarray(0, 22), new Uint8Array([5, 0, 5, 0, 0, 4, ...loop6]));
+      const relay: Deno.NetAddr = {
+        transport: "udp",
+        hostname: "::1",
+        port: (reply[22] << 8) | reply[23],
+      };
+      const pkt = udpPacket([1, 127, 0, 0, 1], dns.port, dnsQuery(6, "v6"));
+      await sock.send(pkt, relay);
+      const got = await receiveOrFail(sock);
+      assert.equal(got[11], 6);
+      ctl.close();
+    }, { hostname: "::1" });
+  } finally {
+    sock.close();
+    await dns.close();
+  }
+});
+
 Deno.test("proxy: close() ends relayed connections", async () => {
   const echo = startEchoServer();
   try {
