@@ -6,8 +6,12 @@
  * `deno run -A --unstable-net main.ts …`.
  * @module
  */
-import { run } from "./src/cli/run.ts";
+import process from "node:process";
 
 if (import.meta.main) {
+  // The Kubernetes client's dependencies trigger Node deprecation warnings that mean nothing to
+  // a user; silence them before that code is loaded.
+  process.noDeprecation = true;
+  const { run } = await import("./src/cli/run.ts");
   Deno.exit(await run(Deno.args));
 }

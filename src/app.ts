@@ -90,7 +90,19 @@ export async function connectAgent(
       await agents.delete(agent.job).catch(() => {});
       agent = await agents.start();
     }
-    return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
+    // A pod that just became ready may not accept port-forwards for a moment: retry briefly,
+    // but not when the apiserver has said no (forbidden, not found).
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
+      } catch (e) {
+        if (attempt >= 5 || /^Error from server \((NotFound|Forbidden|Unauthorized)\)/.test((e as Error).message)) {
+          throw e;
+        }
+        log(4, `port-forward attempt ${attempt} failed: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
+    }
   };
   const tunnel = new Tunnel({
     connect,
