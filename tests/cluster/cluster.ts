@@ -17,6 +17,7 @@ import {
   killGroup,
   listeningTcpPorts,
   logTail,
+  loopbackOctetsInUse,
   type Proc,
   type ProcSpec,
   spawnProc,
@@ -92,10 +93,24 @@ export interface ClusterState {
   nodes: string[];
 }
 
-/** Pod IPs (kwok `--cidr`). */
-export const POD_CIDR = "127.1.0.0/16";
-/** Service cluster IPs (`--service-cluster-ip-range`). */
-export const SERVICE_CIDR = "127.2.0.0/16";
+/**
+ * Pick this cluster's loopback networks: pods 127.y.0.0/16 (kwok `--cidr`) and services
+ * 127.(y+1).0.0/16 (`--service-cluster-ip-range`), y even in 16..238, random among those where
+ * nothing is bound yet, so that clusters running side by side (tests, demo, bench) whose runtimes
+ * bind pod and service IPs do not collide. Read them from `Cluster.podCIDR`/`serviceCIDR`.
+ */
+export function chooseCidrs(): { podCIDR: string; serviceCIDR: string; apiServiceIP: string } {
+  const used = loopbackOctetsInUse();
+  const free: number[] = [];
+  for (let y = 16; y <= 238; y += 2) if (!used.has(y) && !used.has(y + 1)) free.push(y);
+  const pool = free.length ? free : [16];
+  const y = pool[Math.floor(Math.random() * pool.length)];
+  return {
+    podCIDR: `127.${y}.0.0/16`,
+    serviceCIDR: `127.${y + 1}.0.0/16`,
+    apiServiceIP: `127.${y + 1}.0.1`,
+  };
+}
 /** Node names created by the harness. */
 export const NODES = ["kwok-node-0", "kwok-node-1"];
 /** Namespace of the ServiceAccounts made by `createUser`. */
@@ -513,6 +528,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
   await Deno.remove(`${dir}/state.json`).catch(() => {});
   const ports = { etcd: freePort(), etcdPeer: freePort(), apiserver: freePort(), kwok: freePort() };
   const server = `https://127.0.0.1:${ports.apiserver}`;
+  const cidrs = chooseCidrs();
   const state: ClusterState = {
     version: 1,
     dir,
@@ -521,8 +537,8 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
     tokenKubeconfig: `${dir}/token.kubeconfig`,
     execKubeconfig: `${dir}/exec.kubeconfig`,
     server,
-    podCIDR: POD_CIDR,
-    serviceCIDR: SERVICE_CIDR,
+    podCIDR: cidrs.podCIDR,
+    serviceCIDR: cidrs.serviceCIDR,
     ports,
     caCert: `${dir}/pki/ca.crt`,
     adminCert: `${dir}/pki/admin.crt`,
@@ -556,7 +572,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
     });
     await h.save();
     const pkiDir = `${dir}/pki`;
-    const pki = await generatePki(pkiDir, "127.2.0.1");
+    const pki = await generatePki(pkiDir, cidrs.apiServiceIP);
     const [admin, kcm, sched, kwok, kubeletClient] = await Promise.all([
       issueClientCert(pkiDir, "admin", "kubernetes-admin", ["system:masters"]),
       issueClientCert(pkiDir, "kcm", "system:kube-controller-manager", ["system:masters"]),
@@ -629,7 +645,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
         `--client-ca-file=${pki.caCert}`,
         `--token-auth-file=${pkiDir}/tokens.csv`,
         "--authorization-mode=RBAC",
-        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        `--service-cluster-ip-range=${cidrs.serviceCIDR}`,
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         `--service-account-key-file=${pki.saPub}`,
         `--service-account-signing-key-file=${pki.saKey}`,
@@ -728,7 +744,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
           `--config=${assetsDir}/node-stages.yaml`,
           `--config=${podStages}`,
           "--manage-all-nodes=true",
-          `--cidr=${POD_CIDR}`,
+          `--cidr=${cidrs.podCIDR}`,
           "--node-ip=127.0.0.1",
           `--node-port=${ports.kwok}`,
           `--server-address=127.0.0.1:${ports.kwok}`,

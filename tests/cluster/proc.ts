@@ -147,6 +147,26 @@ export function listeningTcpPorts(): Set<number> {
   return ports;
 }
 
+/** Second octets `y` of the 127.y.0.0/16 networks that hold a bound TCP or UDP IPv4 socket. */
+export function loopbackOctetsInUse(): Set<number> {
+  const used = new Set<number>();
+  for (const f of ["/proc/net/tcp", "/proc/net/udp"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(f);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const hex = line.trim().split(/\s+/)[1]?.split(":")[0];
+      if (!hex || hex.length !== 8) continue;
+      // Little-endian: "0100007F" is 127.0.0.1.
+      if (parseInt(hex.slice(6, 8), 16) === 127) used.add(parseInt(hex.slice(4, 6), 16));
+    }
+  }
+  return used;
+}
+
 /** A free TCP port on 127.0.0.1 (bound then released; fine for tests). */
 export function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
