@@ -1,0 +1,291 @@
+/**
+ * End-to-end: `kubectl relay proxy` (real kubectl, our launcher) against the local control
+ * plane: curl through SOCKS5 to a Service name and to a pod IP, HTTP CONNECT, a DNS query
+ * through UDP ASSOCIATE (our own SOCKS UDP client), error replies, fuzzed greetings.
+ *
+ * Network rule: every destination is a cluster name or a pod/Service IP of the local harness
+ * (loopback ranges); fuzzed input is shaped so that it can never form a CONNECT the agent
+ * would dial.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { sharedCluster } from "../cluster/cluster.ts";
+import { agentJobs, kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
+
+const NS = "relay-e2e";
+const FIXTURES = new URL("./fixtures.yaml", import.meta.url).pathname;
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const WEB_SVC = `web.${NS}.svc.cluster.local`;
+
+let setupDone: Promise<string> | undefined;
+
+/** Starts (once) the shared cluster and the e2e workloads; returns the admin kubeconfig. */
+function setup(): Promise<string> {
+  setupDone ??= (async () => {
+    const cluster = await sharedCluster();
+    const kc = cluster.kubeconfig;
+    await kubectl(kc, "apply", "-f", FIXTURES);
+    for (const w of ["deploy/web", "deploy/dns"]) {
+      await kubectl(kc, "-n", NS, "rollout", "status", w, "--timeout=90s");
+    }
+    return kc;
+  })();
+  return setupDone;
+}
+
+async function podNames(kc: string, selector: string): Promise<string[]> {
+  const out = await kubectl(
+    kc,
+    "-n",
+    NS,
+    "get",
+    "pods",
+    "-l",
+    selector,
+    "-o",
+    "jsonpath={.items[*].metadata.name}",
+  );
+  return out.split(" ").filter((s) => s);
+}
+
+async function podIP(kc: string, pod: string): Promise<string> {
+  return await kubectl(kc, "-n", NS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}");
+}
+
+/** curl through a proxy; returns exit code, body and stderr. */
+async function curlVia(args: string[]): Promise<{ code: number; body: string; stderr: string }> {
+  const out = await new Deno.Command("curl", {
+    args: ["--silent", "--show-error", "--max-time", "30", ...args],
+    stdin: "null",
+    env: {
+      http_proxy: "",
+      https_proxy: "",
+      HTTP_PROXY: "",
+      HTTPS_PROXY: "",
+      ALL_PROXY: "",
+      all_proxy: "",
+      NO_PROXY: "",
+      no_proxy: "",
+    },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, body: dec.decode(out.stdout).trim(), stderr: dec.decode(out.stderr) };
+}
+
+async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let off = 0;
+  while (off < n) {
+    const got = await conn.read(out.subarray(off));
+    if (got === null) throw new Error(`EOF after ${off} of ${n} bytes`);
+    off += got;
+  }
+  return out;
+}
+
+async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const parts: number[] = [];
+  const buf = new Uint8Array(4096);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch {
+      break;
+    }
+    if (n === null) break;
+    parts.push(...buf.subarray(0, n));
+  }
+  return new Uint8Array(parts);
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** Runs `kubectl relay proxy`, gives its port to `fn`, then Ctrl-C: exit 0, no agent left. */
+async function withProxy(fn: (port: number, r: RelayProcess) => Promise<void>): Promise<void> {
+  const kc = await setup();
+  const relay = await startRelay(kc, ["proxy", "--port", "0", "-v", "1"], { forwardLines: 0 });
+  try {
+    const line = await relay.waitFor(/^Proxy listening on /, 90_000);
+    const m = /^Proxy listening on 127\.0\.0\.1:(\d+) \(SOCKS5, HTTP CONNECT\)$/.exec(line);
+    assert.ok(m, line);
+    await fn(Number(m[1]), relay);
+  } finally {
+    const code = await relay.stop("SIGINT");
+    assert.equal(code, 0, `relay exit code\n${relay.err.join("\n")}`);
+  }
+  assert.deepEqual(await agentJobs(kc), [], "agent Job left behind");
+}
+
+Deno.test({
+  name: "e2e proxy: curl --socks5-hostname to a Service name and a pod IP; HTTP CONNECT",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const pods = await podNames(kc, "app=web");
+  const ip = await podIP(kc, pods[0]);
+  await withProxy(async (port, r) => {
+    const a = await curlVia(["--socks5-hostname", `127.0.0.1:${port}`, `http://${WEB_SVC}:8080/`]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.ok(pods.includes(a.body), a.body);
+    await r.waitFor(new RegExp(`^Handling connection for ${WEB_SVC.replaceAll(".", "\\.")}:8080$`));
+
+    const b = await curlVia(["--socks5-hostname", `127.0.0.1:${port}`, `http://${ip}:80/`]);
+    assert.equal(b.code, 0, b.stderr);
+    assert.equal(b.body, pods[0]);
+
+    // Short name through the agent's search domains, via CONNECT and via plain HTTP proxying.
+    const c = await curlVia(["-p", "-x", `http://127.0.0.1:${port}`, `http://web.${NS}:8080/`]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.ok(pods.includes(c.body), c.body);
+    const d = await curlVia(["-x", `http://127.0.0.1:${port}`, `http://web.${NS}:8080/`]);
+    assert.equal(d.code, 0, d.stderr);
+    assert.ok(pods.includes(d.body), d.body);
+  });
+});
+
+/** `p`, or undefined after `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), ms));
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A DNS TXT query. */
+function dnsQuery(id: number, name: string): Uint8Array {
+  const labels = name.split(".").flatMap((l) => [l.length, ...new TextEncoder().encode(l)]);
+  return new Uint8Array([
+    id >> 8,
+    id & 0xff,
+    1,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...labels,
+    0,
+    0,
+    16,
+    0,
+    1,
+  ]);
+}
+
+Deno.test({
+  name: "e2e proxy: UDP ASSOCIATE DNS query to a DNS pod, answered with its name",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const [dnsPod] = await podNames(kc, "app=dns");
+  const ip = (await podIP(kc, dnsPod)).split(".").map(Number);
+  assert.equal(ip.length, 4);
+  await withProxy(async (port) => {
+    const ctl = await Deno.connect({ hostname: "127.0.0.1", port });
+    const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    try {
+      await writeAll(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+      const reply = await readN(ctl, 12);
+      assert.deepEqual(reply.subarray(0, 6), new Uint8Array([5, 0, 5, 0, 0, 1]));
+      const relay: Deno.NetAddr = {
+        transport: "udp",
+        hostname: `${reply[6]}.${reply[7]}.${reply[8]}.${reply[9]}`,
+        port: (reply[10] << 8) | reply[11],
+      };
+      const head = [0, 0, 0, 1, ...ip, 0, 53];
+      const q = dnsQuery(0x5150, "whoami.test.relay");
+      // UDP may drop: retry a few times (bounded), each waiting up to 5 s.
+      let answer: Uint8Array | undefined;
+      const received = sock.receive().then(([d]) => d).catch(() => undefined);
+      for (let attempt = 0; attempt < 3 && !answer; attempt++) {
+        await sock.send(new Uint8Array([...head, ...q]), relay);
+        answer = await within(received, 5000);
+      }
+      assert.ok(answer, "no DNS answer through the proxy");
+      assert.deepEqual(answer.subarray(0, 10), new Uint8Array(head));
+      const msg = answer.subarray(10);
+      assert.deepEqual([msg[0], msg[1]], [0x51, 0x50]);
+      assert.equal(msg[3] & 0x0f, 0);
+      const text = new TextDecoder("latin1").decode(msg);
+      assert.ok(text.includes(dnsPod), text);
+    } finally {
+      ctl.close();
+      sock.close();
+    }
+  });
+});
+
+Deno.test({
+  name: "e2e proxy: unknown host → 0x04, refused port → 0x05, fuzzed greetings leave it serving",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const pods = await podNames(kc, "app=web");
+  const ip = (await podIP(kc, pods[0])).split(".").map(Number);
+  await withProxy(async (port, r) => {
+    const socks = async (bytes: number[] | Uint8Array): Promise<Uint8Array> => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await writeAll(conn, new Uint8Array(bytes));
+        await conn.closeWrite();
+        return await readAll(conn);
+      } finally {
+        conn.close();
+      }
+    };
+    const name = new TextEncoder().encode(`nosuch.${NS}.svc.cluster.local`);
+    assert.deepEqual(
+      await socks([5, 1, 0, 5, 1, 0, 3, name.length, ...name, 0, 80]),
+      new Uint8Array([5, 0, 5, 4, 0, 1, 0, 0, 0, 0, 0, 0]),
+    );
+    // The web pod serves only port 80: 81 is refused.
+    assert.deepEqual(
+      await socks([5, 1, 0, 5, 1, 0, 1, ...ip, 0, 81]),
+      new Uint8Array([5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0]),
+    );
+    await r.waitFor(/^error: dial tcp nosuch\..*: no such host$/);
+    await r.waitFor(/^error: dial tcp .*:81: connection refused$/);
+
+    // Fuzz, shaped so that no input can be a CONNECT the agent would dial.
+    const noConnect = fc.oneof(
+      // A greeting without the no-auth method.
+      fc.uint8Array({ minLength: 1, maxLength: 8 }).map((m) =>
+        new Uint8Array([5, m.length, ...m.map((b) => b === 0 ? 1 : b)])
+      ),
+      // A request with a command other than CONNECT / UDP ASSOCIATE.
+      fc.tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 24 }))
+        .filter(([cmd]) => cmd !== 1 && cmd !== 3)
+        .map(([cmd, rest]) => new Uint8Array([5, 1, 0, 5, cmd, ...rest])),
+      // A CONNECT with an unknown address type.
+      fc.tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 24 }))
+        .filter(([atyp]) => atyp !== 1 && atyp !== 3 && atyp !== 4)
+        .map(([atyp, rest]) => new Uint8Array([5, 1, 0, 5, 1, 0, atyp, ...rest])),
+      // Random bytes that are neither SOCKS5 nor an HTTP request line.
+      fc.uint8Array({ minLength: 1, maxLength: 64 }).map((b) => new Uint8Array([0xc0, ...b])),
+    );
+    await fc.assert(
+      fc.asyncProperty(noConnect, async (bytes) => {
+        await socks(bytes); // answered and closed; readAll returns
+      }),
+      { numRuns: 60, seed: 42 },
+    );
+    const after = await curlVia([
+      "--socks5-hostname",
+      `127.0.0.1:${port}`,
+      `http://${WEB_SVC}:8080/`,
+    ]);
+    assert.equal(after.code, 0, after.stderr);
+    assert.ok(pods.includes(after.body), after.body);
+  });
+});
