@@ -206,3 +206,60 @@ Deno.test("proxy over Session: UDP ASSOCIATE exchange travels as UDP streams", a
     await dns.close();
   }
 });
+
+Deno.test("proxy over Session: 64 concurrent SOCKS connections each echo their own data", async () => {
+  const echo = startEchoServer();
+  try {
+    await withTunnelProxy(async (port, agent) => {
+      const one = async (i: number) => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          await writeFull(
+            conn,
+            new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, echo.port >> 8, echo.port & 0xff]),
+          );
+          assert.deepEqual(
+            await readN(conn, 12),
+            new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+          );
+          const data = patternBytes(64 * 1024 + i).subarray(i);
+          const reading = readAll(conn);
+          await writeFull(conn, data);
+          await conn.closeWrite();
+          const back = await reading;
+          assert.equal(
+            await sha256Hex(back.subarray(0, data.length)),
+            await sha256Hex(data),
+            `conn ${i}`,
+          );
+          assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
+        } finally {
+          conn.close();
+        }
+      };
+      await Promise.all(Array.from({ length: 64 }, (_, i) => one(i)));
+      assert.equal(agent.inner.opened.length, 64);
+    });
+  } finally {
+    await echo.close();
+  }
+});
+
+Deno.test("proxy over Session: a dead tunnel answers 0x01 / 502 and the proxy keeps serving", async () => {
+  await withTunnelProxy(async (port, agent, logs) => {
+    await agent.close(); // the tunnel is gone: openStream rejects with SessionClosedError
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeFull(conn, new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80]));
+    assert.deepEqual(await readAll(conn), new Uint8Array([5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0]));
+    conn.close();
+    assert.ok(
+      logs.some((l) => /^error: dial tcp 127\.0\.0\.1:80: .*session closed/.test(l)),
+      logs.join("\n"),
+    );
+    const http = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeFull(http, new TextEncoder().encode("CONNECT web:80 HTTP/1.1\r\n\r\n"));
+    const text = new TextDecoder().decode(await readAll(http));
+    http.close();
+    assert.ok(text.startsWith("HTTP/1.1 502 Bad Gateway\r\n"), text);
+  });
+});
