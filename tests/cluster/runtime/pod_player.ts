@@ -255,6 +255,7 @@ export class PodPlayer {
     this.#own(async () => {
       await child.stop();
       await Deno.remove(this.#pidFile!).catch(() => {});
+      await Deno.remove(`${base}.resolv.conf`).catch(() => {});
     });
     this.env.log(`pod ${this.key}: agent pid ${child.pid}: ${cmd} ${cmdArgs.join(" ")}`);
     // When the agent exits by itself, the pod's container terminated: report it.
