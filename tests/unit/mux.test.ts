@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { arbFrame } from "./mux_arbitrary.ts";
 import {
   decodeFrame,
   encodeFrame,
@@ -165,45 +166,6 @@ Deno.test("mux: FrameDecoder stays failed after an error and keeps frames decode
 });
 
 // ---- properties ----
-
-const streamId = fc.integer({ min: 1, max: 0xffff_ffff });
-const window = fc.integer({ min: 0, max: MAX_WINDOW });
-const reason = fc.string({ unit: "grapheme", maxLength: 40 });
-const arbFrame: fc.Arbitrary<Frame> = fc.oneof(
-  fc.record({
-    type: fc.constant("open" as const),
-    streamId,
-    window,
-    header: fc.uint8Array({ minLength: 1, maxLength: 300 }),
-  }),
-  fc.record({
-    type: fc.constant("status" as const),
-    streamId,
-    status: fc.integer({ min: 0, max: 255 }),
-    window,
-  }),
-  fc.record({
-    type: fc.constant("data" as const),
-    streamId,
-    data: fc.uint8Array({ maxLength: 2000 }),
-  }),
-  fc.record({
-    type: fc.constant("window_update" as const),
-    streamId,
-    increment: fc.integer({ min: 1, max: MAX_WINDOW }),
-  }),
-  fc.record({ type: fc.constant("half_close" as const), streamId }),
-  fc.record({ type: fc.constant("reset" as const), streamId, reason }),
-  fc.record({
-    type: fc.constant("ping" as const),
-    data: fc.uint8Array({ minLength: 8, maxLength: 8 }),
-  }),
-  fc.record({
-    type: fc.constant("pong" as const),
-    data: fc.uint8Array({ minLength: 8, maxLength: 8 }),
-  }),
-  fc.record({ type: fc.constant("go_away" as const), reason }),
-).map((f) => ({ ...f }) as Frame); // fc.record objects have a null prototype
 
 Deno.test("mux property: encode then decode round-trips every frame", () => {
   fc.assert(

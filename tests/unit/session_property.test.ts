@@ -2,8 +2,10 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { encodeFrame, type Frame } from "../../src/protocol/mux.ts";
 import { Session, type Stream } from "../../src/tunnel/session.ts";
 import { memoryTransportPair, type Transport } from "../../src/tunnel/transport.ts";
+import { arbFrame } from "./mux_arbitrary.ts";
 import { acceptPreface, pseudoRandom, Queue, readAll, sha256 } from "./session_helpers.ts";
 
 /** Splits every write into pieces of the given sizes (cycled), so frames straddle reads. */
@@ -215,5 +217,74 @@ Deno.test("session property: closes, resets and go-aways at any point end every 
       await settlesWithin(Promise.all([client.closed, server.closed]), 20_000, "close");
     }),
     { numRuns: 60, endOnFailure: true }, // no shrinking: a hang costs the guard time per run
+  );
+});
+
+/** Frames aimed at a few low stream ids, so they hit streams that exist. */
+const hostileFrame = arbFrame.map((f): Frame =>
+  "streamId" in f ? { ...f, streamId: (f.streamId % 8) + 1 } : f
+);
+
+Deno.test("session property: any sequence of frames from the peer ends at most that session, cleanly", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom("client" as const, "server" as const),
+      fc.array(hostileFrame, { maxLength: 30 }),
+      fc.array(fc.constantFrom("accept", "reject", "ignore", "reset"), {
+        minLength: 8,
+        maxLength: 8,
+      }),
+      async (role, frames, answers) => {
+        const [a, b] = memoryTransportPair();
+        const work: Promise<unknown>[] = [];
+        const consume = (s: Stream) => {
+          work.push(
+            (async () => {
+              while ((await s.read()) !== null) { /* discard */ }
+              await s.write(new Uint8Array([1, 2, 3]));
+              await s.closeWrite();
+            })().catch((e) => e),
+          );
+        };
+        const session = new Session(b, {
+          role,
+          initialWindow: 1024,
+          onStream: (s) => {
+            const answer = answers[s.id % answers.length];
+            if (answer === "accept") s.accept();
+            if (answer === "reject") s.reject(4);
+            if (answer === "reset") s.reset("nope");
+            consume(s);
+          },
+        });
+        if (role === "client") {
+          for (let i = 0; i < 3; i++) {
+            work.push(session.openStream(new Uint8Array([0, i])).then(consume, (e) => e));
+          }
+          // Skip the client's PREFACE so the peer side sees plain frames.
+          await a.read();
+        }
+        let fed = 0;
+        for (const f of frames) {
+          try {
+            await a.write(encodeFrame(f));
+            fed++;
+          } catch {
+            break; // the session closed the pipe
+          }
+        }
+        // Let the session process what it got (bounded: a few event-loop turns).
+        for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0));
+        session.close("test over");
+        const reason = await session.closed;
+        assert.ok(
+          ["test over", "go away"].includes(reason) || reason.startsWith("protocol error: "),
+          `unexpected end: ${reason} after ${fed} frames`,
+        );
+        await Promise.all(work);
+        a.close();
+      },
+    ),
+    { numRuns: 200 },
   );
 });
