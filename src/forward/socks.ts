@@ -155,8 +155,11 @@ class Proxy implements ProxyServer {
       try {
         conn = await this.#listener.accept();
       } catch (err) {
-        if (!this.#closing) this.#error(`accept: ${errorText(err)}`);
-        return;
+        if (this.#closing || err instanceof Deno.errors.BadResource) return;
+        // E.g. too many open files: keep the listener, back off a little.
+        this.#error(`accept: ${errorText(err)}`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
       }
       if (this.#closing) {
         conn.close();
@@ -249,7 +252,9 @@ class Proxy implements ProxyServer {
       if (dest >= 0) await writeAll(conn, encodeReply(dest));
       return;
     }
-    if (cmd === Command.UdpAssociate) return await this.#udpAssociate(conn, reader, dest, done);
+    // The request is complete: from here on, waiting is on the agent, not the client.
+    done();
+    if (cmd === Command.UdpAssociate) return await this.#udpAssociate(conn, reader, dest);
 
     const header = this.#header("tcp", dest);
     if (!header) {
@@ -273,7 +278,6 @@ class Proxy implements ProxyServer {
       stream.reset(`local connection: ${errorText(err)}`);
       return;
     }
-    done();
     await this.#relay(conn, stream, reader.leftover());
   }
 
@@ -311,7 +315,6 @@ class Proxy implements ProxyServer {
     conn: Deno.TcpConn,
     reader: ByteReader,
     clientDest: SocksDestination,
-    done: () => void,
   ): Promise<void> {
     const local = conn.localAddr as Deno.NetAddr;
     const remote = conn.remoteAddr as Deno.NetAddr;
@@ -348,7 +351,6 @@ class Proxy implements ProxyServer {
           port: bound.port,
         }),
       );
-      done();
       if (this.#verbose >= 2) {
         this.#log(`UDP association for ${remote.hostname}:${remote.port} on port ${bound.port}`);
       }
@@ -402,6 +404,7 @@ class Proxy implements ProxyServer {
       throw err;
     }
     if (!head) return;
+    done();
     const req = parseHttpProxyRequest(head);
     if (req.kind === "error") {
       await writeAll(conn, httpErrorResponse(req.code, req.reason, req.message));
@@ -428,7 +431,6 @@ class Proxy implements ProxyServer {
       await writeAll(conn, httpErrorResponse(st.code, st.reason, msg)).catch(() => {});
       return;
     }
-    done();
     if (req.kind === "connect") {
       try {
         await writeAll(conn, HTTP_CONNECT_OK);

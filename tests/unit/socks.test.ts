@@ -447,6 +447,35 @@ Deno.test("proxy: a silent client is dropped after the handshake timeout", async
   }, { handshakeTimeoutMs: 200 });
 });
 
+Deno.test("proxy: the handshake timeout does not cut a slow agent answer", async () => {
+  const echo = startEchoServer();
+  const agent = fakeAgent({ "echo.test": "127.0.0.1" });
+  const proxy = await startProxy({
+    hostname: "127.0.0.1",
+    port: 0,
+    // The agent answers well after the handshake timeout.
+    openStream: async (h) => {
+      await new Promise((r) => setTimeout(r, 400));
+      return await agent.openStream(h);
+    },
+    log: () => {},
+    handshakeTimeoutMs: 100,
+  });
+  try {
+    const conn = await socksGreet(proxy.addr.port);
+    await writeFull(conn, domainRequest(1, "echo.test", echo.port));
+    assert.deepEqual(await readN(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+    await writeFull(conn, new TextEncoder().encode("slow"));
+    await conn.closeWrite();
+    assert.equal(new TextDecoder().decode(await readAll(conn)), "slow<eof seen>");
+    conn.close();
+  } finally {
+    await proxy.close();
+    agent.closeAll();
+    await echo.close();
+  }
+});
+
 Deno.test("proxy: fuzzed greetings and requests leave the proxy serving", async () => {
   await withProxy(async ({ proxy, agent, http }) => {
     const port = proxy.addr.port;
