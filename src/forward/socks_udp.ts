@@ -118,7 +118,14 @@ export class UdpAssociation {
         data = d;
         from = a as Deno.NetAddr;
       } catch (err) {
-        if (!this.#closed) this.#opts.logError(`UDP relay: ${errorText(err)}`);
+        if (this.#closed) return;
+        // An ICMP error from an earlier reply to a client port that has gone
+        // (reported on some platforms): not fatal for the relay.
+        if (
+          err instanceof Deno.errors.ConnectionReset ||
+          err instanceof Deno.errors.ConnectionRefused
+        ) continue;
+        this.#opts.logError(`UDP relay: ${errorText(err)}`);
         return;
       }
       if (!this.#acceptSource(from)) {
