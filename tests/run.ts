@@ -4,7 +4,7 @@
  * cluster's state.json, stops the cluster, and prints a final line `N passed, M failed`.
  *
  * Exit code: deno test's; 1 if the cluster cannot start, or if tests passed but stopping the
- * cluster left something behind.
+ * cluster left something behind. `RELAY_TEST_TIMEOUT` (seconds, default 1800) bounds the run.
  *
  * @module
  */
@@ -68,6 +68,22 @@ async function main(args: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  // A hung test must not hang CI: SIGINT after RELAY_TEST_TIMEOUT seconds, SIGKILL 30 s later.
+  const limit = Number(Deno.env.get("RELAY_TEST_TIMEOUT") ?? "1800");
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    console.error(`error: deno test still running after ${limit} s: interrupting it`);
+    onSignal();
+    kill = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }, 30000);
+  }, limit * 1000);
+  let kill: ReturnType<typeof setTimeout> | undefined;
   let output = "";
   const decoder = new TextDecoder();
   for await (const chunk of child.stdout) {
@@ -76,6 +92,8 @@ async function main(args: string[]): Promise<number> {
     if (output.length > 4_000_000) output = output.slice(-1_000_000);
   }
   const status = await child.status;
+  clearTimeout(timer);
+  clearTimeout(kill);
   Deno.removeSignalListener("SIGINT", onSignal);
   Deno.removeSignalListener("SIGTERM", onSignal);
   let code = status.code;
@@ -87,7 +105,8 @@ async function main(args: string[]): Promise<number> {
   }
   const summary = parseSummary(output);
   if (summary === null) console.error("(no summary line from deno test)");
-  if (interrupted) console.error("(interrupted)");
+  if (interrupted) console.error(timedOut ? "(timed out)" : "(interrupted)");
+  if (timedOut && code === 0) code = 1;
   console.log(`${summary?.passed ?? 0} passed, ${summary?.failed ?? 0} failed`);
   return code;
 }

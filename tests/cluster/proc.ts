@@ -34,7 +34,7 @@ export async function spawnProc(spec: ProcSpec, mode: "child" | "orphan"): Promi
     const child = new Deno.Command("bash", {
       args: [
         "-c",
-        'exec setsid "$0" "$@" >>"$RELAY_CLUSTER_LOG" 2>&1 </dev/null',
+        'exec setsid setpriv --pdeathsig KILL "$0" "$@" >>"$RELAY_CLUSTER_LOG" 2>&1 </dev/null',
         spec.bin,
         ...spec.args,
       ],
