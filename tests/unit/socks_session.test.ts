@@ -263,3 +263,51 @@ Deno.test("proxy over Session: a dead tunnel answers 0x01 / 502 and the proxy ke
     assert.ok(text.startsWith("HTTP/1.1 502 Bad Gateway\r\n"), text);
   });
 });
+
+Deno.test("proxy over Session: a client that stops reading does not stall another", async () => {
+  // A server that pushes up to 64 MiB to whoever connects (bounded), until the peer goes away.
+  const flood = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const floodPort = (flood.addr as Deno.NetAddr).port;
+  const flooding = (async () => {
+    const c = await flood.accept();
+    const chunk = patternBytes(64 * 1024);
+    try {
+      for (let i = 0; i < 1024; i++) await writeFull(c, chunk);
+    } catch { /* the peer went away */ }
+    c.close();
+  })();
+  const echo = startEchoServer();
+  try {
+    await withTunnelProxy(async (port) => {
+      const stalled = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeFull(
+        stalled,
+        new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, floodPort >> 8, floodPort & 0xff]),
+      );
+      assert.deepEqual(
+        await readN(stalled, 12),
+        new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+      );
+      // `stalled` now never reads; the flood fills its stream's window and the buffers.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeFull(
+        conn,
+        new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, echo.port >> 8, echo.port & 0xff]),
+      );
+      assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      const data = patternBytes(4 * 1024 * 1024);
+      const reading = readAll(conn);
+      await writeFull(conn, data);
+      await conn.closeWrite();
+      const back = await reading;
+      conn.close();
+      assert.equal(await sha256Hex(back.subarray(0, data.length)), await sha256Hex(data));
+      assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
+      stalled.close();
+    });
+  } finally {
+    await flooding;
+    flood.close();
+    await echo.close();
+  }
+});
