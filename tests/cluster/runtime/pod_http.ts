@@ -61,7 +61,14 @@ export function startPodHttpServer(
           resolve({
             port: addr.port,
             close: async () => {
-              await server!.shutdown();
+              // Graceful, but a pod going away does not wait long for slow clients: after 1 s
+              // the listener is closed anyway and open responses finish in the background.
+              let timer: ReturnType<typeof setTimeout> | undefined;
+              await Promise.race([
+                server!.shutdown(),
+                new Promise((r) => timer = setTimeout(r, 1000)),
+              ]);
+              clearTimeout(timer);
             },
           });
         },
