@@ -656,6 +656,7 @@ export class Session {
   #activeAtClose = 0;
   #localGoAway = false;
   #remoteGoAway = false;
+  #peerGoAwayReason = "";
   #lastHeard = Date.now();
   #lastPing = 0;
   #pingCounter = 0;
@@ -797,8 +798,17 @@ export class Session {
 
   #maybeDrained(): void {
     if ((this.#localGoAway || this.#remoteGoAway) && this.#streams.size === 0) {
-      this.#shutdown("go away", true);
+      const said = this.#peerGoAwayReason;
+      this.#shutdown(said && said !== "going away" ? `go away: ${said}` : "go away", true);
     }
+  }
+
+  /** Ends the session after a protocol violation, telling the peer why (GO_AWAY) first. */
+  #protocolError(message: string): void {
+    if (this.#isClosed) return;
+    const reason = `protocol error: ${message}`;
+    this.#writer.control(encodeFrame({ type: "go_away", reason }));
+    this.#shutdown(reason, true);
   }
 
   #shutdown(reason: string, drain: boolean): void {
@@ -872,7 +882,11 @@ export class Session {
         }
         if (this.#isClosed) return;
         if (chunk === null) {
-          this.#shutdown("connection closed by peer", false);
+          const said = this.#peerGoAwayReason;
+          this.#shutdown(
+            `connection closed by peer${said && said !== "going away" ? ` (${said})` : ""}`,
+            false,
+          );
           return;
         }
         this.#lastHeard = Date.now();
@@ -882,15 +896,13 @@ export class Session {
           if (this.#isClosed) return;
         }
         if (batch.error) {
-          this.#shutdown(`protocol error: ${batch.error.message}`, false);
+          this.#protocolError(batch.error.message);
           return;
         }
       }
     } catch (e) {
-      const why = e instanceof ProtocolError
-        ? `protocol error: ${e.message}`
-        : `internal error: ${errorText(e)}`;
-      this.#shutdown(why, false);
+      if (e instanceof ProtocolError) this.#protocolError(e.message);
+      else this.#shutdown(`internal error: ${errorText(e)}`, false);
     }
   }
 
@@ -931,6 +943,7 @@ export class Session {
         this.#onPong(frame.data);
         return;
       case "go_away":
+        this.#peerGoAwayReason = frame.reason;
         if (!this.#remoteGoAway) {
           this.#remoteGoAway = true;
           this.#log(`go-away received (${frame.reason})`);

@@ -388,12 +388,19 @@ Deno.test("session/tcp: garbage after the preface kills only that session", asyn
   listener.close();
 
   assert.match(await badServer.closed, /^protocol error: unknown frame type 0x42/);
-  // The bad connection was closed by the server.
-  assert.equal(
-    await bad.read(new Uint8Array(64 * 1024)).then(() => bad.read(new Uint8Array(1024))),
-    null,
-  );
+  // The server told the bad client why (GO_AWAY), then closed the connection.
+  const received = new FrameDecoder();
+  const frames: Frame[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await bad.read(buf);
+    if (n === null) break;
+    frames.push(...received.push(buf.slice(0, n)).frames);
+  }
   bad.close();
+  assert.deepEqual(frames.filter((f) => f.type === "go_away"), [
+    { type: "go_away", reason: "protocol error: unknown frame type 0x42" },
+  ]);
 
   const o = good.openStream(HEADER);
   void echo(await serverStreams.next());
@@ -603,4 +610,17 @@ Deno.test("session: invalid options are rejected at construction", () => {
     a.close();
     b.close();
   }
+});
+
+Deno.test("session/raw: the reason of a peer's GO_AWAY shows in the close reason", async () => {
+  const peer = await rawPeer();
+  const opening = peer.client.openStream(HEADER);
+  await peer.next("open");
+  await peer.send({ type: "status", streamId: 1, status: 0, window: 1024 });
+  const s = await opening;
+  await peer.send({ type: "go_away", reason: "protocol error: something" });
+  await peer.send({ type: "reset", streamId: 1, reason: "bye" });
+  assert.equal(await peer.client.closed, "go away: protocol error: something");
+  await assert.rejects(s.read(), StreamResetError);
+  await peer.done();
 });
