@@ -3,8 +3,7 @@ import { expandAddresses } from "./command.ts";
 import { UsageError } from "./errors.ts";
 import { connectAgent, type Io, kubeClient, type Relay } from "../app.ts";
 import { parsePatch } from "../kube/agent.ts";
-import { hostPort } from "../forward/listener.ts";
-import { type ProxyServer, startProxy } from "../forward/socks.ts";
+import { proxyListeningMessage, type ProxyServer, startProxy } from "../forward/socks.ts";
 
 /** Starts `kubectl relay proxy`: the agent, then a SOCKS5 / HTTP CONNECT proxy on each address. */
 export async function startProxyCommand(cmd: Command, io: Io): Promise<Relay> {
@@ -24,6 +23,7 @@ export async function startProxyCommand(cmd: Command, io: Io): Promise<Relay> {
           port,
           openStream: (header) => conn.tunnel.openStream(header),
           log: (line) => io.out(line),
+          logError: io.err,
           verbose: flags.verbosity,
         }),
       );

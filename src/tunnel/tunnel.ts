@@ -1,6 +1,9 @@
 import { Session, SessionClosedError, type Stream } from "./session.ts";
 import type { Transport } from "./transport.ts";
 
+/** How long a re-established session must stay up before it counts as reconnected. */
+const PROBATION_MS = 1000;
+
 /** Options for a Tunnel. */
 export interface TunnelOptions {
   /** Opens a fresh transport to an agent (recreating the agent if it is gone). */
@@ -40,7 +43,7 @@ export class Tunnel {
     return this.#session?.activeStreams ?? 0;
   }
 
-  #install(transport: Transport): void {
+  #install(transport: Transport): Session {
     const session = new Session(transport, {
       role: "client",
       pingIntervalMs: Math.max(250, Math.floor(this.#opts.heartbeatTimeoutMs / 3)),
@@ -54,14 +57,24 @@ export class Tunnel {
     session.closed.then((reason) => {
       if (this.#session !== session) return;
       this.#session = undefined;
-      if (this.#closed) return;
+      if (this.#closed || this.#reconnecting) return; // a reconnect loop in progress handles it
       const open = session.activeStreams;
       this.#opts.note(
         `Lost connection to the agent (${reason})${
           open ? `; ${open} open connection(s) closed` : ""
         }; reconnecting…`,
       );
-      this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
+      this.#startReconnect();
+    });
+    return session;
+  }
+
+  #startReconnect(): void {
+    if (this.#reconnecting || this.#closed) return;
+    this.#reconnecting = this.#reconnect().finally(() => {
+      this.#reconnecting = undefined;
+      // The session may have died in the instant between probation and here.
+      if (!this.#session) this.#startReconnect();
     });
   }
 
@@ -75,7 +88,14 @@ export class Tunnel {
           transport.close();
           return;
         }
-        this.#install(transport);
+        const session = this.#install(transport);
+        // A port-forward can open and fail right after (the kubelet cannot reach the pod yet):
+        // only a session that stays up for a moment counts as a reconnection.
+        const died = await Promise.race([
+          session.closed.then(() => true),
+          new Promise<false>((r) => setTimeout(() => r(false), PROBATION_MS)),
+        ]);
+        if (died) throw new Error("the new session ended at once");
         this.#opts.note(
           `Reconnected to the agent after ${((performance.now() - t0) / 1000).toFixed(1)}s`,
         );
