@@ -37,9 +37,7 @@ export async function startProxyCommand(cmd: Command, io: Io): Promise<Relay> {
     }
     throw e;
   }
-  for (const s of servers) {
-    io.out(`Proxy listening on ${hostPort(s.addr.hostname, s.addr.port)} (SOCKS5, HTTP CONNECT)`);
-  }
+  for (const s of servers) io.out(proxyListeningMessage(s.addr));
   let stopping: Promise<void> | undefined;
   return {
     listeners: [],
