@@ -27,6 +27,8 @@ export class Tunnel {
   #session: Session | undefined;
   #waiters: (() => void)[] = [];
   #closed = false;
+  /** Set by goAway(): the session ending after it is expected, not a loss. */
+  #closing = false;
   #reconnecting: Promise<void> | undefined;
 
   constructor(opts: TunnelOptions) {
@@ -49,6 +51,14 @@ export class Tunnel {
       pingIntervalMs: Math.max(250, Math.floor(this.#opts.heartbeatTimeoutMs / 3)),
       pingTimeoutMs: this.#opts.heartbeatTimeoutMs,
       log: this.#opts.log,
+      // The agent is going away (e.g. shutting down): open streams finish on this session,
+      // new ones go to a fresh one.
+      onGoAway: (reason) => {
+        if (this.#session !== session || this.#closed) return;
+        this.#session = undefined;
+        this.#opts.log(`agent sent go-away (${reason}); connecting a new session`);
+        this.#startReconnect();
+      },
     });
     this.#session = session;
     const ws = this.#waiters;
@@ -56,6 +66,7 @@ export class Tunnel {
     ws.forEach((w) => w());
     session.closed.then((reason) => {
       if (this.#session !== session) return;
+      if (this.#closing) return;
       this.#session = undefined;
       if (this.#closed || this.#reconnecting) return; // a reconnect loop in progress handles it
       const open = session.activeStreams;
@@ -143,6 +154,7 @@ export class Tunnel {
 
   /** Stops accepting streams; open ones may finish. */
   goAway(): void {
+    this.#closing = true;
     this.#session?.goAway();
   }
 
