@@ -237,6 +237,60 @@ async function waitFor(
   );
 }
 
+/**
+ * RBAC changes reach the authorizer through an informer: wait (max 10 s) until a
+ * SubjectAccessReview says the first concrete rule of `role` is allowed for the user.
+ */
+async function waitForRbac(
+  c: KubeClient,
+  ns: string,
+  name: string,
+  role: Record<string, unknown>,
+): Promise<void> {
+  if (role.kind !== "Role" && role.kind !== "ClusterRole") return;
+  const rules = (role.rules ?? []) as {
+    apiGroups?: string[];
+    resources?: string[];
+    verbs?: string[];
+  }[];
+  const rule = rules.find((r) =>
+    r.resources?.length && r.verbs?.length && r.apiGroups?.length && r.verbs[0] !== "*" &&
+    r.resources[0] !== "*"
+  );
+  if (!rule) return;
+  const [resource, subresource] = (rule.resources as string[])[0].split("/");
+  const meta = role.metadata as { namespace?: string };
+  const review = {
+    apiVersion: "authorization.k8s.io/v1",
+    kind: "SubjectAccessReview",
+    spec: {
+      user: `system:serviceaccount:${ns}:${name}`,
+      groups: ["system:serviceaccounts", `system:serviceaccounts:${ns}`, "system:authenticated"],
+      resourceAttributes: {
+        namespace: role.kind === "Role" ? meta.namespace : undefined,
+        verb: (rule.verbs as string[])[0],
+        group: (rule.apiGroups as string[])[0],
+        resource,
+        subresource,
+      },
+    },
+  };
+  await waitFor(
+    `RBAC of ${role.kind} ${JSON.stringify(role.metadata)} to apply`,
+    10000,
+    async () => {
+      const r = await c.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        review,
+      );
+      return (r.status as { allowed?: boolean }).allowed === true;
+    },
+    () => "",
+    50,
+  );
+}
+
 /** A live cluster handle, owned (started here) or attached (from state.json). */
 class ClusterHandle implements Cluster {
   #children = new Map<number, Deno.ChildProcess>();
@@ -457,6 +511,7 @@ class ClusterHandle implements Cluster {
               subjects: [subject],
             }, true);
           }
+          await waitForRbac(c, ns, name, item);
         }
       }
       const tr = await c.request(
