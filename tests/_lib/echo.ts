@@ -12,11 +12,11 @@ export interface TcpEcho {
 }
 
 /**
- * TCP echo server: echoes every byte; when the client half-closes it finishes
+ * TCP echo server on 127.0.0.1 (or `hostname`, e.g. ::1): echoes every byte; when the client half-closes it finishes
  * echoing, then half-closes too (so half-close is observable end to end).
  */
-export function startTcpEcho(): TcpEcho {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+export function startTcpEcho(hostname = "127.0.0.1"): TcpEcho {
+  const listener = Deno.listen({ hostname, port: 0 });
   const conns = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
   let accepted = 0;
@@ -93,9 +93,9 @@ export interface UdpEcho {
   close(): Promise<void>;
 }
 
-/** UDP echo server on 127.0.0.1: sends each datagram back to its sender. */
-export function startUdpEcho(): UdpEcho {
-  const sock = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+/** UDP echo server on 127.0.0.1 (or `hostname`, e.g. ::1): sends each datagram back to its sender. */
+export function startUdpEcho(hostname = "127.0.0.1"): UdpEcho {
+  const sock = Deno.listenDatagram({ hostname, port: 0, transport: "udp" });
   let received = 0;
   const loop = (async () => {
     const buf = new Uint8Array(65535);

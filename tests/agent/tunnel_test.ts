@@ -234,6 +234,55 @@ Deno.test("agent tunnel: UDP flow carries framed datagrams both ways", async () 
   }
 });
 
+function ipv6Available(): boolean {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "agent tunnel: IPv6 destinations ([::1]) for TCP and UDP",
+  ignore: !ipv6Available(),
+  async fn() {
+    const tcp6 = startTcpEcho("::1");
+    const udp6 = startUdpEcho("::1");
+    try {
+      await withTunnel(async (session) => {
+        const h = (protocol: "tcp" | "udp", port: number) =>
+          encodeHeader({
+            requestId: crypto.randomUUID(),
+            protocol,
+            port,
+            address: { type: "ipv6", ip: "0:0:0:0:0:0:0:1" },
+          });
+        const s = await session.openStream(h("tcp", tcp6.port));
+        await s.write(ascii("six"));
+        await s.closeWrite();
+        assert.equal(new TextDecoder().decode(await drain(s)), "six");
+
+        const u = await session.openStream(h("udp", udp6.port));
+        await u.write(encodeUdpFrame(ascii("udp six")));
+        const dec = new UdpFrameDecoder();
+        const got: Uint8Array[] = [];
+        while (got.length === 0) {
+          const c = await u.read();
+          assert.ok(c !== null, "flow ended early");
+          got.push(...dec.push(c));
+        }
+        assert.equal(new TextDecoder().decode(got[0]), "udp six");
+        await u.closeWrite();
+        assert.equal(await u.read(), null);
+      });
+    } finally {
+      await tcp6.close();
+      await udp6.close();
+    }
+  },
+});
+
 /** Deterministic PRNG (xorshift32) so a failing fuzz run can be replayed from its seed. */
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
