@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { sharedCluster } from "./cluster.ts";
 import { dig, digFull, requireTools, runCmd } from "./runtime/_testlib.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
+import { probeKwokForward } from "./runtime/kwok_probe.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const HAVE_AGENT = (() => {
@@ -328,6 +329,22 @@ Deno.test({
     /status: NXDOMAIN/,
   );
   assert.match(await digFull(dnsIP, dnsPort, "example.com", "A"), /status: NXDOMAIN/);
+});
+
+Deno.test({
+  name: "runtime: kwok knows a Ready pod's forwards (probe: found / missing)",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const c = await sharedCluster();
+  const st = JSON.parse(await Deno.readTextFile(`${c.dir}/state.json`)) as {
+    ports: { kwok: number };
+  };
+  const kwok = { hostname: "127.0.0.1", port: st.ports.kwok };
+  const [web] = await pods(kc, NS, "app=web");
+  assert.equal(await probeKwokForward(kwok, NS, web.name, 80), "found");
+  assert.equal(await probeKwokForward(kwok, NS, web.name, 81), "missing");
+  assert.equal(await probeKwokForward(kwok, NS, "no-such-pod", 80), "missing");
 });
 
 Deno.test({

@@ -28,6 +28,8 @@ export interface PlayerEnv {
   log: (line: string) => void;
   /** Publish forwards for these pod ports (kwok PortForward). */
   publishPorts(pod: V1Pod, ports: number[]): Promise<void>;
+  /** Resolve once the port-forward to `port` really works (kwok saw the PortForward). */
+  confirmPublished?(pod: V1Pod, port: number): Promise<void>;
   /** Remove the pod's PortForward (ignore not-found). */
   unpublish(namespace: string, name: string): Promise<void>;
   /** Mark the pod's containers ready (status subresource). */
@@ -114,6 +116,9 @@ export class PodPlayer {
     if (this.#stopped) return;
     await this.env.publishPorts(this.pod, ports);
     this.#own(() => this.env.unpublish(this.namespace, this.name));
+    if (ports.length && this.env.confirmPublished) {
+      await this.env.confirmPublished(this.pod, ports[0]);
+    }
     if (this.#stopped) return;
     await this.env.markReady(this.pod);
     this.env.log(`pod ${this.key} (${this.ip}) ready, ports ${ports.join(",") || "none"}`);

@@ -22,6 +22,7 @@ import {
 } from "./kube.ts";
 import { type PlayerEnv, PodPlayer } from "./pod_player.ts";
 import { clusterAnswerer } from "./zones.ts";
+import { waitKwokForward } from "./kwok_probe.ts";
 
 /** Cluster DNS address (UDP+TCP port 53). */
 export const CLUSTER_DNS_IP = "127.0.10.53";
@@ -226,6 +227,7 @@ export class Runtime {
       dnsServer: this.dnsIP,
       log: this.#log,
       publishPorts: (pod, ports) => this.#publish(pod, ports),
+      confirmPublished: (pod, port) => this.#confirmPublished(pod, port),
       unpublish: (ns, name) => this.#unpublish(ns, name),
       markReady: (pod) => this.#markReady(pod),
       markFinished: (pod, code) => this.#markFinished(pod, code),
@@ -265,6 +267,28 @@ export class Runtime {
         throw new Error(`create PortForward ${ns}/${name}: ${errText(e)}`);
       }
     }
+  }
+
+  /** kwok's kubelet-like server from `<state-dir>/state.json` (`ports.kwok`), if known. */
+  #kwokAddr(): { hostname: string; port: number } | undefined {
+    try {
+      const st = JSON.parse(Deno.readTextFileSync(`${this.opts.stateDir}/state.json`));
+      const port = Number(st?.ports?.kwok);
+      return port > 0 ? { hostname: "127.0.0.1", port } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #confirmPublished(pod: V1Pod, port: number): Promise<void> {
+    const kwok = this.#kwokAddr();
+    if (!kwok) return;
+    const t0 = Date.now();
+    const ok = await waitKwokForward(kwok, pod.metadata!.namespace!, pod.metadata!.name!, port);
+    const ms = Date.now() - t0;
+    if (!ok) {
+      this.#log(`pod ${keyOf(pod)}: kwok still has no forward for port ${port} after ${ms} ms`);
+    } else if (ms > 1000) this.#log(`pod ${keyOf(pod)}: kwok saw the PortForward after ${ms} ms`);
   }
 
   async #unpublish(ns: string, name: string): Promise<void> {
