@@ -39,11 +39,19 @@ async function withAgent(
   fn: (agentPort: number, logs: string[]) => Promise<void>,
 ): Promise<void> {
   const agent = await startAgentProcess({ args });
+  // Watchdog: a hang fails the test instead of blocking the run (killing the agent ends reads).
+  let hung = false;
+  const watchdog = setTimeout(() => {
+    hung = true;
+    agent.stop();
+  }, 60_000);
   try {
     await fn(agent.port, agent.logs);
   } finally {
+    clearTimeout(watchdog);
     await agent.stop();
   }
+  assert.equal(hung, false, "test hung for 60 s");
   const bad = agent.logs.filter((l) => /unhandled rejection|internal error/.test(l));
   assert.deepEqual(bad, [], "the agent logged no internal errors");
 }

@@ -51,6 +51,9 @@ async function drain(s: Stream): Promise<Uint8Array> {
   return out;
 }
 
+/** A test still running after this long is declared hung. */
+const WATCHDOG_MS = 120_000;
+
 async function withTunnel(
   fn: (session: Session, echo: TcpEcho, agent: AgentProcess) => Promise<void>,
   args: string[] = [],
@@ -58,14 +61,23 @@ async function withTunnel(
   const echo = startTcpEcho();
   const agent = await startAgentProcess({ args });
   const session = await openSession(agent.port);
+  // Watchdog: a hang (e.g. a lost EOF) fails the test instead of blocking the run; killing the
+  // agent makes every pending read end.
+  let hung = false;
+  const watchdog = setTimeout(() => {
+    hung = true;
+    agent.stop();
+  }, WATCHDOG_MS);
   try {
     await fn(session, echo, agent);
   } finally {
+    clearTimeout(watchdog);
     session.close("test done");
     await session.closed;
     await agent.stop();
     await echo.close();
   }
+  assert.equal(hung, false, `test hung for ${WATCHDOG_MS} ms`);
   const bad = agent.logs.filter((l) => /unhandled rejection|internal error/.test(l));
   assert.deepEqual(bad, [], "the agent logged no internal errors");
 }
