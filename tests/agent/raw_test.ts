@@ -251,3 +251,33 @@ Deno.test("agent: bad command line exits 2 with an error", async () => {
   assert.equal(out.code, 2);
   assert.match(new TextDecoder().decode(out.stderr), /error: unknown flag/);
 });
+
+Deno.test("agent raw UDP: datagrams from other sources than the destination are dropped", async () => {
+  // The destination answers from its own socket; a second socket "spoofs" a reply first.
+  const server = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+  const other = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+  const serverPort = (server.addr as Deno.NetAddr).port;
+  const serving = (async () => {
+    const [, from] = await server.receive();
+    await other.send(ascii("spoof"), from);
+    await server.send(ascii("real"), from);
+  })();
+  try {
+    await withAgent([], async (port) => {
+      const conn = await connect(port);
+      try {
+        await writeAll(conn, cat(ipv4Header(1, serverPort), unhex("0001 78")));
+        assert.deepEqual(await readExactly(conn, 1), new Uint8Array([0]));
+        assert.deepEqual(await readExactly(conn, 6), cat(unhex("0004"), ascii("real")));
+        await conn.closeWrite();
+        assert.deepEqual(await readAll(conn), new Uint8Array(0), "nothing else arrived");
+      } finally {
+        conn.close();
+      }
+    });
+    await serving;
+  } finally {
+    server.close();
+    other.close();
+  }
+});
