@@ -11,6 +11,7 @@ import { ensureBuilt, kubectlCommand } from "./build.ts";
 import { KubeClient } from "./client.ts";
 import { generatePki, issueClientCert } from "./pki.ts";
 import {
+  boundIpv4Sockets,
   freePort,
   groupMembers,
   isAlive,
@@ -560,6 +561,18 @@ class ClusterHandle implements Cluster {
     const listening = listeningTcpPorts();
     const ports = Object.entries(this.state.ports).filter(([, port]) => listening.has(port));
     if (ports.length) errors.push(`ports still listening: ${JSON.stringify(ports)}`);
+    // Nor any socket on the cluster's pod or service IPs (the runtime's servers).
+    const nets = [this.state.podCIDR, this.state.serviceCIDR].map((c) =>
+      c.split(".").slice(0, 2).join(".") + "."
+    );
+    const stray = boundIpv4Sockets().filter((s) => nets.some((n) => s.ip.startsWith(n)));
+    if (stray.length) {
+      errors.push(
+        `sockets still bound on cluster IPs: ${
+          stray.map((s) => `${s.ip}:${s.port}/${s.proto}`).join(", ")
+        }`,
+      );
+    }
     await Deno.remove(`${this.dir}/etcd-data`, { recursive: true }).catch(() => {});
     if (errors.length) throw new Error(`cluster stop: ${errors.join("; ")}`);
     this.log(`[cluster] stopped (${this.dir})`);

@@ -147,22 +147,34 @@ export function listeningTcpPorts(): Set<number> {
   return ports;
 }
 
-/** Second octets `y` of the 127.y.0.0/16 networks that hold a bound TCP or UDP IPv4 socket. */
-export function loopbackOctetsInUse(): Set<number> {
-  const used = new Set<number>();
-  for (const f of ["/proc/net/tcp", "/proc/net/udp"]) {
+/** Bound IPv4 sockets (TCP in LISTEN, any UDP) as `{proto, ip, port}`, from /proc/net. */
+export function boundIpv4Sockets(): { proto: "tcp" | "udp"; ip: string; port: number }[] {
+  const out: { proto: "tcp" | "udp"; ip: string; port: number }[] = [];
+  for (const proto of ["tcp", "udp"] as const) {
     let text = "";
     try {
-      text = Deno.readTextFileSync(f);
+      text = Deno.readTextFileSync(`/proc/net/${proto}`);
     } catch {
       continue;
     }
     for (const line of text.split("\n").slice(1)) {
-      const hex = line.trim().split(/\s+/)[1]?.split(":")[0];
-      if (!hex || hex.length !== 8) continue;
+      const cols = line.trim().split(/\s+/);
+      const [hex, portHex] = cols[1]?.split(":") ?? [];
+      if (!hex || hex.length !== 8 || (proto === "tcp" && cols[3] !== "0A")) continue;
       // Little-endian: "0100007F" is 127.0.0.1.
-      if (parseInt(hex.slice(6, 8), 16) === 127) used.add(parseInt(hex.slice(4, 6), 16));
+      const ip = [6, 4, 2, 0].map((i) => parseInt(hex.slice(i, i + 2), 16)).join(".");
+      out.push({ proto, ip, port: parseInt(portHex, 16) });
     }
+  }
+  return out;
+}
+
+/** Second octets `y` of the 127.y.0.0/16 networks that hold a bound TCP or UDP IPv4 socket. */
+export function loopbackOctetsInUse(): Set<number> {
+  const used = new Set<number>();
+  for (const s of boundIpv4Sockets()) {
+    const [a, b] = s.ip.split(".").map(Number);
+    if (a === 127) used.add(b);
   }
   return used;
 }
