@@ -3,6 +3,7 @@ import { UsageError } from "./errors.ts";
 import { helpText, HINT } from "./help.ts";
 import { consoleIo, formatError, type Io, startRelay } from "../app.ts";
 import { DEFAULT_AGENT_IMAGE, VERSION } from "../version.ts";
+import { InsecureTlsRequired, rerunInsecure } from "../kube/insecure.ts";
 
 /** Waits for SIGINT or SIGTERM (the first one). */
 function nextSignal(): Promise<Deno.Signal> {
@@ -65,6 +66,14 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
     await relay.shutdown();
     return outcome === "signal" ? 0 : 1;
   } catch (e) {
+    if (e instanceof InsecureTlsRequired) {
+      const code = await rerunInsecure(e.host, argv);
+      if (code !== undefined) return code;
+      io.err(
+        "error: --insecure-skip-tls-verify is not supported by this binary; give the cluster's CA (--certificate-authority) or run from source",
+      );
+      return 1;
+    }
     io.err(formatError(e));
     return 1;
   }

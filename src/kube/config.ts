@@ -1,6 +1,7 @@
 import { KubeConfig } from "npm:@kubernetes/client-node@1.4.0";
 import type { Flags } from "../cli/flags.ts";
 import { UsageError } from "../cli/errors.ts";
+import { InsecureTlsRequired, tlsVerificationDisabled } from "./insecure.ts";
 
 /** Everything needed to talk to the apiserver of the chosen context. */
 export interface KubeAccess {
@@ -137,6 +138,9 @@ export async function kubeAccess(kc: KubeConfig, flags: Flags): Promise<KubeAcce
     await kc.applyToHTTPSOptions(opts as never);
   } catch (e) {
     throw new UsageError(`getting credentials: ${(e as Error).message.split("\n")[0]}`);
+  }
+  if (cluster.skipTLSVerify && !tlsVerificationDisabled()) {
+    throw new InsecureTlsRequired(new URL(cluster.server).hostname.replace(/^\[|\]$/g, ""));
   }
   const ca = toText(opts.ca);
   const cert = toText(opts.cert);
