@@ -32,6 +32,26 @@ export interface Endpoint {
   close(): void;
 }
 
+/** Bytes and time a lingering close discards before closing anyway. */
+const LINGER_BYTES = 1024 * 1024;
+const LINGER_MS = 2000;
+
+async function drainBounded(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
+  const deadline = Date.now() + LINGER_MS;
+  let total = 0;
+  while (total < LINGER_BYTES) {
+    const left = deadline - Date.now();
+    if (left <= 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const n = await Promise.race([
+      conn.read(buf),
+      new Promise<null>((r) => timer = setTimeout(() => r(null), left)),
+    ]).finally(() => clearTimeout(timer));
+    if (n === null) return;
+    total += n;
+  }
+}
+
 /**
  * A raw-mode connection after its Header: `leftover` holds bytes that followed the
  * Header in the same read (payload).
@@ -72,6 +92,12 @@ export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
     async reject(status) {
       try {
         await writeAll(new Uint8Array([status]));
+        // Lingering close: FIN first, then discard what the client already sent (bounded), so
+        // that unread payload does not turn our close into a RST that could destroy the status.
+        await conn.closeWrite();
+        await drainBounded(conn, buf);
+      } catch {
+        // the client is gone: nothing to tell it
       } finally {
         close();
       }

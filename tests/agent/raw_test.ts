@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { startAgentProcess } from "../_lib/agent.ts";
 import { startTcpEcho, startUdpEcho } from "../_lib/echo.ts";
 import { closedPort, readAll, readExactly, writeAll } from "../_lib/net.ts";
+import { Status } from "../../src/protocol/status.ts";
 
 const ID_HEX = "0123456789abcdeffedcba9876543210";
 const ID_TEXT = "01234567-89ab-cdef-fedc-ba9876543210";
@@ -280,4 +281,23 @@ Deno.test("agent raw UDP: datagrams from other sources than the destination are 
     server.close();
     other.close();
   }
+});
+
+Deno.test("agent raw: the status arrives even when payload followed a refused header", async () => {
+  await withAgent([], async (port) => {
+    for (
+      const header of [ipv4Header(0, closedPort()), unhex(`00 001b ${ID_HEX} 00 0000 00 7f000001`)]
+    ) {
+      const conn = await connect(port);
+      try {
+        // Payload the agent will never read: closing with unread data must not destroy the status.
+        await writeAll(conn, cat(header, new Uint8Array(256 * 1024)));
+        const first = await readExactly(conn, 1);
+        assert.ok(first[0] === Status.ConnectionRefused || first[0] === Status.BadRequest);
+        assert.deepEqual(await readAll(conn), new Uint8Array(0));
+      } finally {
+        conn.close();
+      }
+    }
+  });
 });
