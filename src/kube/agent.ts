@@ -125,6 +125,7 @@ export class AgentManager {
     const checks = [
       { group: "batch", resource: "jobs", verb: "create" },
       { group: "", resource: "pods", subresource: "portforward", verb: "create" },
+      { group: "", resource: "pods", subresource: "portforward", verb: "get" },
     ];
     await Promise.all(checks.map(async (c) => {
       const review = await this.#client.create<{ status?: { allowed?: boolean } }>(

@@ -312,13 +312,12 @@ Deno.test(
     }
     // A user without pods/portforward: a clear error, exit 1, and the agent it created is removed.
     const noPf = await Deno.makeTempFile({ suffix: ".yaml" });
-    await Deno.writeTextFile(
-      noPf,
-      (await Deno.readTextFile(rbac)).replace(
-        /- apiGroups: \[""\]\n\s+resources: \["pods\/portforward"\]\n\s+verbs: \["create"\]\n/,
-        "",
-      ).replaceAll("kubectl-relay-", "relay-nopf-"),
-    );
+    const withoutPf = (await Deno.readTextFile(rbac)).replace(
+      /\n\s*#[^\n]*\n\s+- apiGroups: \[""\]\n\s+resources: \["pods\/portforward"\]\n\s+verbs: \[[^\]]*\]/,
+      "",
+    ).replaceAll("kubectl-relay-", "relay-nopf-");
+    assert.doesNotMatch(withoutPf, /portforward/, "the rule was removed");
+    await Deno.writeTextFile(noPf, withoutPf);
     const user = await cluster.createUser("relay-nopf", noPf);
     const res = await runRelay(user, ["-n", NS, `pod/${pod}`, ":80"]);
     assert.equal(res.code, 1, res.stderr);
@@ -327,3 +326,35 @@ Deno.test(
     await Deno.remove(noPf);
   },
 );
+
+Deno.test({
+  name: "e2e: --insecure-skip-tls-verify; an untrusted apiserver certificate is a clear error",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const cluster = await sharedCluster();
+  const [pod] = await podNames(kc, "app=web");
+  const noCa = await Deno.makeTempFile({ suffix: ".kubeconfig" });
+  await Deno.writeTextFile(
+    noCa,
+    (await Deno.readTextFile(cluster.tokenKubeconfig)).replace(
+      /^\s*certificate-authority-data: .*\n/m,
+      "",
+    ),
+  );
+  try {
+    const res = await runRelay(noCa, ["-n", NS, `pod/${pod}`, ":80"]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /^error: Unable to connect to the server: .*certificate/m);
+    assert.deepEqual(await agentJobs(kc), []);
+    const r = await startRelay(noCa, ["--insecure-skip-tls-verify", "-n", NS, `pod/${pod}`, ":80"]);
+    try {
+      assert.equal((await curl(`http://127.0.0.1:${r.ports[0]}/`)).trim(), pod);
+    } finally {
+      assert.equal(await r.stop(), 0);
+    }
+    assert.deepEqual(await agentJobs(kc), []);
+  } finally {
+    await Deno.remove(noCa);
+  }
+});
