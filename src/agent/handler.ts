@@ -122,7 +122,7 @@ export async function handleRequest(
       ctx.log.log(
         0,
         id,
-        `${dest}: flow ended (${r.reason}), ${r.sent} datagrams sent, ${r.received} received`,
+        `${dest}: flow ended (${r.reason}), ${r.sent} datagrams sent, ${r.received} received, ${r.dropped} dropped`,
       );
     }
   } catch (e) {

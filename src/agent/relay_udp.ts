@@ -19,6 +19,8 @@ export interface UdpFlowResult {
   sent: number;
   /** Datagrams destination → client. */
   received: number;
+  /** Datagrams the socket refused to send (dropped). */
+  dropped: number;
   /** Why it ended: "client closed", "idle", or an error. */
   reason: string;
 }
@@ -50,7 +52,7 @@ export async function relayUdp(
   idleMs: number,
 ): Promise<UdpFlowResult> {
   const dest = normalizeIp(ip);
-  const result: UdpFlowResult = { sent: 0, received: 0, reason: "" };
+  const result: UdpFlowResult = { sent: 0, received: 0, dropped: 0, reason: "" };
   let ended = false;
   let last = Date.now();
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -93,8 +95,16 @@ export async function relayUdp(
         if (chunk === null) return end("client closed", false);
         for (const d of decoder.push(chunk)) {
           last = Date.now();
-          await socket.send(d, addr);
-          result.sent++;
+          try {
+            await socket.send(d, addr);
+            result.sent++;
+          } catch (e) {
+            if (ended) return;
+            // One undeliverable datagram (too big for IPv4, no buffer space...) is dropped, as
+            // a network would; the flow goes on.
+            result.dropped++;
+            void e;
+          }
         }
       }
     } catch (e) {

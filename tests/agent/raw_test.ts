@@ -301,3 +301,25 @@ Deno.test("agent raw: the status arrives even when payload followed a refused he
     }
   });
 });
+
+Deno.test("agent raw UDP: an unsendable datagram (65,535 bytes over IPv4) is dropped, the flow goes on", async () => {
+  const echo = startUdpEcho();
+  try {
+    await withAgent([], async (port) => {
+      const conn = await connect(port);
+      try {
+        await writeAll(conn, ipv4Header(1, echo.port));
+        assert.deepEqual(await readExactly(conn, 1), new Uint8Array([0]));
+        const huge = cat(unhex("ffff"), new Uint8Array(65535)); // > 65,507: IPv4 cannot carry it
+        await writeAll(conn, cat(huge, unhex("0002 6f6b")));
+        assert.deepEqual(await readExactly(conn, 4), unhex("0002 6f6b"));
+        await conn.closeWrite();
+        assert.deepEqual(await readAll(conn), new Uint8Array(0));
+      } finally {
+        conn.close();
+      }
+    });
+  } finally {
+    await echo.close();
+  }
+});
