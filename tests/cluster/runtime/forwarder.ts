@@ -124,12 +124,19 @@ export function startTcpForwarder(opts: ForwarderOptions): Promise<Forwarder> {
 export interface UdpForwarderOptions extends ForwarderOptions {
   /** A flow with no datagram in either direction for this long is dropped (default 30 s). */
   idleMs?: number;
+  /**
+   * Whether a flow's backend may still be used (checked at most once a second per flow); a flow
+   * whose backend went away (pod deleted in a rollout) moves to a new backend, as conntrack
+   * entries of a deleted endpoint are flushed by kube-proxy.
+   */
+  backendAlive?: (b: Backend) => boolean;
 }
 
 interface Flow {
   sock: Deno.DatagramConn;
   backend: Backend;
   last: number;
+  checked: number;
   done: Promise<void>;
 }
 
@@ -156,7 +163,8 @@ export function startUdpForwarder(opts: UdpForwarderOptions): Promise<Forwarder>
     const backend = opts.pick()[0];
     if (!backend) return undefined;
     const sock = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
-    const flow: Flow = { sock, backend, last: Date.now(), done: Promise.resolve() };
+    const now = Date.now();
+    const flow: Flow = { sock, backend, last: now, checked: now, done: Promise.resolve() };
     flow.done = (async () => {
       try {
         for (;;) {
@@ -179,9 +187,18 @@ export function startUdpForwarder(opts: UdpForwarderOptions): Promise<Forwarder>
         const [data, addr] = await front.receive();
         const client = addr as Deno.NetAddr;
         const key = `${client.hostname}:${client.port}`;
-        const flow = flows.get(key) ?? openFlow(key, client);
+        const now = Date.now();
+        let flow = flows.get(key);
+        if (flow && opts.backendAlive && now - flow.checked >= 1000) {
+          flow.checked = now;
+          if (!opts.backendAlive(flow.backend)) {
+            endFlow(key);
+            flow = undefined;
+          }
+        }
+        flow ??= openFlow(key, client);
         if (!flow) continue; // no backend: drop, like a Service with no endpoints
-        flow.last = Date.now();
+        flow.last = now;
         await flow.sock.send(data, {
           transport: "udp",
           hostname: flow.backend.hostname,

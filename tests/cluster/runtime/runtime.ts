@@ -409,7 +409,13 @@ export class Runtime {
         log: this.#log,
       };
       try {
-        const f = w.proto === "TCP" ? await startTcpForwarder(opts) : await startUdpForwarder(opts);
+        const f = w.proto === "TCP" ? await startTcpForwarder(opts) : await startUdpForwarder({
+          ...opts,
+          backendAlive: (b) =>
+            this.#pickBackends(w.svcKey, w.port, w.proto, false).some((x) =>
+              x.hostname === b.hostname && x.port === b.port
+            ),
+        });
         this.#forwarders.set(k, f);
         this.#log(`service ${w.svcKey}: forwarding ${k}`);
       } catch (e) {
@@ -419,7 +425,7 @@ export class Runtime {
   }
 
   /** Ready endpoints of a service port, rotated round-robin per call. */
-  #pickBackends(svcKey: string, port: number, proto: Proto): Backend[] {
+  #pickBackends(svcKey: string, port: number, proto: Proto, rotate = true): Backend[] {
     const [ns, name] = svcKey.split("/");
     const svc: V1Service | undefined = this.services.get(name, ns);
     const sp = svc?.spec?.ports?.find((p) => p.port === port && (p.protocol ?? "TCP") === proto);
@@ -439,7 +445,7 @@ export class Runtime {
       );
       if (target !== undefined) out.push({ hostname: pod.status!.podIP!, port: target });
     }
-    if (out.length === 0) return out;
+    if (out.length === 0 || !rotate) return out;
     const rrKey = `${svcKey}:${port}/${proto}`;
     const n = (this.#rr.get(rrKey) ?? 0) % out.length;
     this.#rr.set(rrKey, n + 1);

@@ -4,6 +4,7 @@ import { type Backend, startTcpForwarder, startUdpForwarder } from "./forwarder.
 import { startDnsServer } from "./dns_server.ts";
 import { startTcpEcho, startUdpEcho } from "./echo_server.ts";
 import { testZoneAnswerer } from "./zones.ts";
+import { CLASS_IN, decodeMessage, encodeMessage, RecordType } from "./dns_wire.ts";
 import { dig, requireTools, runCmd, sha256 } from "./_testlib.ts";
 
 const POD_A = "127.0.78.1";
@@ -173,5 +174,64 @@ Deno.test("echo servers: TCP echoes 2 MiB (SHA-256) and half-closes; UDP echoes 
     sock.close();
     await tcp.close();
     await udp.close();
+  }
+});
+
+Deno.test("UDP forwarder: a flow whose backend went away moves to a live one", async () => {
+  await requireTools("dig");
+  const dnsA = await startDnsServer({
+    hostname: POD_A,
+    port: 0,
+    answer: testZoneAnswerer("dns-a"),
+  });
+  const dnsB = await startDnsServer({
+    hostname: POD_B,
+    port: 0,
+    answer: testZoneAnswerer("dns-b"),
+  });
+  let live = [{ hostname: POD_A, port: dnsA.port }];
+  const fwd = await startUdpForwarder({
+    hostname: VIP,
+    port: 0,
+    pick: () => live,
+    backendAlive: (b) => live.some((x) => x.hostname === b.hostname && x.port === b.port),
+  });
+  // One client socket = one flow.
+  const sock = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+  const ask = async () => {
+    const q = encodeMessage({
+      id: 7,
+      qr: false,
+      opcode: 0,
+      aa: false,
+      tc: false,
+      rd: true,
+      ra: false,
+      rcode: 0,
+      questions: [{ name: "whoami.test.relay", type: RecordType.TXT, class: CLASS_IN }],
+      answers: [],
+      authorities: [],
+      additionals: [],
+    });
+    await sock.send(q, { transport: "udp", hostname: VIP, port: fwd.port });
+    const [data] = await sock.receive();
+    const a = decodeMessage(data).answers[0].data;
+    return a.kind === "txt" ? a.strings[0] : "";
+  };
+  try {
+    assert.equal(await ask(), "dns-a");
+    live = [{ hostname: POD_B, port: dnsB.port }];
+    // The liveness check runs at most once a second per flow: ask until the flow moved (bounded).
+    let answer = await ask();
+    for (let i = 0; i < 30 && answer !== "dns-b"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      answer = await ask();
+    }
+    assert.equal(answer, "dns-b");
+  } finally {
+    sock.close();
+    await fwd.close();
+    await dnsA.close();
+    await dnsB.close();
   }
 });
