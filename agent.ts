@@ -3,7 +3,7 @@
  * from the client and dials the destinations they name.
  *
  * `deno run -A agent.ts [--listen HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
- * [--connect-timeout DURATION] [--resolve-timeout DURATION] [-v N]`
+ * [--connect-timeout DURATION] [--resolve-timeout DURATION] [--ping-timeout DURATION] [-v N]`
  *
  * Needs the unstable net API for UDP (`--unstable-net`, or `"unstable": ["net"]` in
  * deno.json). Prints `listening on HOST:PORT` on stdout once ready; logs on stderr.

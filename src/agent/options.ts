@@ -1,7 +1,7 @@
 /**
  * Command-line options of the agent:
  * `agent.ts [--listen HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
- * [--connect-timeout DURATION] [--resolve-timeout DURATION] [-v N]`.
+ * [--connect-timeout DURATION] [--resolve-timeout DURATION] [--ping-timeout DURATION] [-v N]`.
  *
  * @module
  */
@@ -20,6 +20,8 @@ export interface AgentOptions {
   connectTimeoutMs: number;
   /** Hostname resolution timeout. Default 10 s. */
   resolveTimeoutMs: number;
+  /** A tunnel session with no frame from the client for this long is dead. Default 15 s. */
+  pingTimeoutMs: number;
   /** Log verbosity: 0 = one line per request outcome, 1 = + session events, 2+ = debug. */
   verbosity: number;
 }
@@ -32,6 +34,7 @@ export const DEFAULT_AGENT_OPTIONS: Readonly<AgentOptions> = {
   udpIdleMs: 60_000,
   connectTimeoutMs: 10_000,
   resolveTimeoutMs: 10_000,
+  pingTimeoutMs: 15_000,
   verbosity: 0,
 };
 
@@ -108,6 +111,10 @@ export function parseAgentArgs(args: readonly string[]): AgentOptions {
         break;
       case "-resolve-timeout":
         o.resolveTimeoutMs = parseAgentDuration(next(), flag);
+        break;
+      case "-ping-timeout":
+        o.pingTimeoutMs = parseAgentDuration(next(), flag);
+        if (o.pingTimeoutMs <= 0) throw new AgentUsageError(`${flag} must be positive`);
         break;
       case "-v": {
         const v = next();

@@ -29,8 +29,6 @@ export interface AgentServerOptions extends AgentOptions {
   log: AgentLogger;
   /** Session tuning passed through (tests). */
   maxStreams?: number;
-  pingIntervalMs?: number;
-  pingTimeoutMs?: number;
   /** Test hook: replaces the system resolver. */
   resolver?: Resolver;
 }
@@ -175,7 +173,8 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
     const session = new Session(prefixedTransport(rest, connTransport(conn)), {
       role: "server",
       maxStreams: opts.maxStreams,
-      pingIntervalMs: opts.pingIntervalMs,
+      // We ping a third of the timeout apart, so a live client is never mistaken for a dead one.
+      pingIntervalMs: Math.max(1, Math.floor(opts.pingTimeoutMs / 3)),
       pingTimeoutMs: opts.pingTimeoutMs,
       log: (line) => log.log(2, "-", `session ${remote}: ${line}`),
       onStream: (stream: Stream) => {

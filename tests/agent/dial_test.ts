@@ -119,6 +119,9 @@ Deno.test("agent options: defaults, flags, durations", () => {
   assert.equal(d.port, 9527);
   assert.equal(d.idleExitMs, 300_000);
   assert.equal(d.udpIdleMs, 60_000);
+  assert.equal(d.pingTimeoutMs, 15_000);
+  assert.equal(parseAgentArgs(["--ping-timeout", "2s"]).pingTimeoutMs, 2000);
+  assert.throws(() => parseAgentArgs(["--ping-timeout", "0"]));
   const o = parseAgentArgs([
     "--listen",
     "[::1]:1234",

@@ -391,3 +391,66 @@ Deno.test("agent: an open tunnel session keeps it alive past --idle-exit; it exi
     await agent.stop();
   }
 });
+
+Deno.test("agent: a silent client (preface, then nothing) is declared dead and the agent exits", async () => {
+  const agent = await startAgentProcess({
+    args: ["--idle-exit", "300ms", "--ping-timeout", "1s", "-v", "1"],
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+  try {
+    // A crashed client: it opened a tunnel and then neither reads nor answers pings.
+    await writeAll(conn, PREFACE);
+    const watchdog = setTimeout(() => agent.stop(), 30_000);
+    const code = await agent.exited;
+    clearTimeout(watchdog);
+    assert.equal(code, 0);
+    assert.ok(agent.logs.some((l) => /ping timeout/.test(l)), agent.logs.join("\n"));
+  } finally {
+    conn.close();
+    await agent.stop();
+  }
+});
+
+Deno.test("agent: a live but quiet session is kept (it answers pings) past --ping-timeout", async () => {
+  const agent = await startAgentProcess({
+    args: ["--idle-exit", "200ms", "--ping-timeout", "600ms"],
+  });
+  try {
+    const echo = startTcpEcho();
+    const session = await openSession(agent.port);
+    try {
+      await new Promise((r) => setTimeout(r, 1500)); // > 2 ping timeouts with no stream traffic
+      const back = await echoOnce(session, echo.port, ascii("still alive"));
+      assert.equal(new TextDecoder().decode(back), "still alive");
+    } finally {
+      session.close("done");
+      await session.closed;
+      await echo.close();
+    }
+    assert.equal(await agent.exited, 0);
+  } finally {
+    await agent.stop();
+  }
+});
+
+Deno.test("agent: connections that never send anything (TCP probes) do not keep it alive", async () => {
+  const agent = await startAgentProcess({ args: ["--idle-exit", "500ms"] });
+  let exited = false;
+  agent.exited.then(() => exited = true);
+  try {
+    // Probe like a kubelet tcpSocket check, much more often than the idle period, for at most 60 s.
+    for (let i = 0; i < 600 && !exited; i++) {
+      try {
+        const c = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+        c.close();
+      } catch {
+        // the agent just exited
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(exited, true, "the agent kept running while only probed");
+    assert.equal(await agent.exited, 0);
+  } finally {
+    await agent.stop();
+  }
+});
