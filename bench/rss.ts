@@ -1,7 +1,7 @@
 /** Samples the resident set size of some processes every 100 ms and keeps the peak (MiB). */
 export class PeakRss {
   #peak = 0;
-  #timer: number;
+  #timer: ReturnType<typeof setInterval>;
 
   constructor(pids: () => number[]) {
     const sample = () => {
