@@ -143,15 +143,18 @@ export class Runtime {
     }, 5000);
   }
 
+  /**
+   * Start an informer and wait until its first list is done (it has a resourceVersion). A failed
+   * list does not throw from start(): the error handler restarts it, so poll (max 60 s).
+   */
   async #startInformer(name: string, inf: { start(): Promise<void> }): Promise<void> {
-    for (let i = 0;; i++) {
-      try {
-        await inf.start();
-        return;
-      } catch (e) {
-        if (i >= 30) throw new Error(`initial list of ${name} failed: ${errText(e)}`);
-        await sleep(1000);
-      }
+    await inf.start().catch((e) => this.#log(`start ${name}: ${errText(e)}`));
+    const rv = () =>
+      (inf as unknown as { latestResourceVersion(): string }).latestResourceVersion();
+    const end = Date.now() + 60000;
+    while (!rv()) {
+      if (Date.now() > end) throw new Error(`initial list of ${name} not done after 60 s`);
+      await sleep(100);
     }
   }
 
