@@ -26,6 +26,7 @@ export function relayEnv(
 ): Record<string, string> {
   return {
     PATH: `${ROOT}bin:${Deno.env.get("PATH")}`,
+    DENO: Deno.execPath(),
     KUBECONFIG: kubeconfig,
     NO_COLOR: "1",
     ...extra,
