@@ -96,7 +96,10 @@ export async function connectAgent(
       try {
         return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
       } catch (e) {
-        if (attempt >= 5 || /^Error from server \((NotFound|Forbidden|Unauthorized)\)/.test((e as Error).message)) {
+        if (
+          attempt >= 5 ||
+          /^Error from server \((NotFound|Forbidden|Unauthorized)\)/.test((e as Error).message)
+        ) {
           throw e;
         }
         log(4, `port-forward attempt ${attempt} failed: ${(e as Error).message}`);

@@ -34,7 +34,15 @@ export async function rerunInsecure(host: string, argv: string[]): Promise<numbe
   if (!main.startsWith("file:") && !main.startsWith("http")) return undefined;
   if (/\/deno-compile-|\$deno\$/.test(main)) return undefined;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-net", "--quiet", `--unsafely-ignore-certificate-errors=${host}`, main, ...argv],
+    args: [
+      "run",
+      "-A",
+      "--unstable-net",
+      "--quiet",
+      `--unsafely-ignore-certificate-errors=${host}`,
+      main,
+      ...argv,
+    ],
     env: { [CHILD_ENV]: "1" },
     stdin: "inherit",
     stdout: "inherit",
