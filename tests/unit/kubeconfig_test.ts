@@ -23,7 +23,7 @@ contexts:
 `;
 }
 
-async function withFiles(texts: string[], fn: (paths: string[]) => Promise<void>): Promise<void> {
+async function withFiles(texts: string[], fn: (paths: string[]) => void | Promise<void>): Promise<void> {
   const paths = await Promise.all(texts.map(async (t) => {
     const p = await Deno.makeTempFile({ suffix: ".kubeconfig" });
     await Deno.writeTextFile(p, t);
@@ -88,7 +88,7 @@ Deno.test("kubeconfig: KUBECONFIG with several files, first current-context wins
 Deno.test("kubeconfig: missing context, missing file and no config are user errors", async () => {
   await withFiles([
     kubeconfig({ current: "a", ctx: "a", server: "https://127.0.0.1:6443", user: "u", token: "t" }),
-  ], async ([a]) => {
+  ], ([a]) => {
     const bad = parseArgs(["--kubeconfig", a, "--context", "nope"]).flags;
     assert.throws(
       () => loadKubeConfig(bad),
@@ -102,7 +102,7 @@ Deno.test("kubeconfig: missing context, missing file and no config are user erro
   });
   await withFiles([
     kubeconfig({ ctx: "a", server: "https://127.0.0.1:6443", user: "u", token: "t" }),
-  ], async ([a]) => {
+  ], ([a]) => {
     const flags = parseArgs(["--kubeconfig", a]).flags;
     assert.throws(
       () => loadKubeConfig(flags),
