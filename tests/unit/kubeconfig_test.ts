@@ -23,7 +23,10 @@ contexts:
 `;
 }
 
-async function withFiles(texts: string[], fn: (paths: string[]) => void | Promise<void>): Promise<void> {
+async function withFiles(
+  texts: string[],
+  fn: (paths: string[]) => void | Promise<void>,
+): Promise<void> {
   const paths = await Promise.all(texts.map(async (t) => {
     const p = await Deno.makeTempFile({ suffix: ".kubeconfig" });
     await Deno.writeTextFile(p, t);
