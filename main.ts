@@ -12,6 +12,12 @@ if (import.meta.main) {
   // The Kubernetes client's dependencies trigger Node deprecation warnings that mean nothing to
   // a user; silence them before that code is loaded.
   process.noDeprecation = true;
+  if (Deno.args[0] === "__credentials") {
+    // The credentials helper process (see src/kube/credentials.ts).
+    const { credentialsMain } = await import("./src/kube/credentials.ts");
+    await credentialsMain(Deno.args.slice(1));
+    Deno.exit(0);
+  }
   const { run } = await import("./src/cli/run.ts");
   Deno.exit(await run(Deno.args));
 }

@@ -3,7 +3,7 @@ import type { Flags } from "./cli/flags.ts";
 import type { PortSpec } from "./cli/ports.ts";
 import { UsageError } from "./cli/errors.ts";
 import { KubeApiError, KubeClient, KubeConnectionError } from "./kube/client.ts";
-import { kubeAccess, loadKubeConfig } from "./kube/config.ts";
+import { kubeAccess } from "./kube/config.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager, parsePatch } from "./kube/agent.ts";
 import { type ResolvedTarget, resolveTarget } from "./kube/resolve.ts";
 import { encodeHeader, formatDestination, type Header } from "./protocol/header.ts";
@@ -123,10 +123,9 @@ export async function connectAgent(
   return { agents, tunnel, agent: () => agent };
 }
 
-/** Loads the kubeconfig and builds an API client (user errors become UsageError). */
-export async function kubeClient(flags: Flags): Promise<KubeClient> {
-  const kc = loadKubeConfig(flags);
-  return new KubeClient(await kubeAccess(kc, flags));
+/** Resolves the user's credentials and builds an API client (user errors become UsageError). */
+export async function kubeClient(cmd: Command): Promise<KubeClient> {
+  return new KubeClient(await kubeAccess(cmd.flags, cmd.argv));
 }
 
 /** Starts a relay for a parsed `forward` command. Errors are thrown (UsageError for user mistakes). */
@@ -181,7 +180,7 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
     await agents?.deleteAll();
   };
   try {
-    const client = await kubeClient(flags);
+    const client = await kubeClient(cmd);
     const access = client.access;
     const note = (line: string) => io.err(line);
     for (const r of cmd.requests) {

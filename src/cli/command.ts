@@ -17,6 +17,8 @@ export interface ForwardRequest {
 export interface Command {
   kind: "forward" | "proxy" | "version" | "help";
   flags: Flags;
+  /** The arguments as given (the credentials helper parses the connection flags from them). */
+  argv: string[];
   requests: ForwardRequest[];
 }
 
@@ -86,14 +88,14 @@ export function parseCommand(
   readFile: (path: string) => string = Deno.readTextFileSync,
 ): Command {
   const { flags, positionals } = parseArgs(argv);
-  if (flags.help) return { kind: "help", flags, requests: [] };
-  if (flags.version) return { kind: "version", flags, requests: [] };
+  if (flags.help) return { kind: "help", flags, argv, requests: [] };
+  if (flags.version) return { kind: "version", flags, argv, requests: [] };
   if (positionals[0] === "proxy") {
     if (positionals.length > 1) {
       throw new UsageError(`proxy takes no arguments, got "${positionals[1]}"`, true);
     }
     expandAddresses(flags.address);
-    return { kind: "proxy", flags, requests: [] };
+    return { kind: "proxy", flags, argv, requests: [] };
   }
   const requests: ForwardRequest[] = [];
   if (flags.file) {
@@ -108,5 +110,5 @@ export function parseCommand(
   if (positionals.length > 0 || requests.length === 0) {
     requests.push(toRequest(positionals, flags, ""));
   }
-  return { kind: "forward", flags, requests };
+  return { kind: "forward", flags, argv, requests };
 }

@@ -12,7 +12,7 @@ export async function startProxyCommand(cmd: Command, io: Io): Promise<Relay> {
   const port = flags.port ?? 1080;
   if (port > 65535) throw new UsageError(`invalid port ${port}`);
   const addresses = expandAddresses(flags.address);
-  const client = await kubeClient(flags);
+  const client = await kubeClient(cmd);
   const conn = await connectAgent(client, flags, io, patch);
   const servers: ProxyServer[] = [];
   try {

@@ -1,4 +1,4 @@
-import { loadYaml } from "npm:@kubernetes/client-node@1.4.0";
+import yaml from "npm:js-yaml@4.1.0";
 import { UsageError } from "../cli/errors.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
 import { type Json, mergePatch } from "./merge_patch.ts";
@@ -34,7 +34,7 @@ async function loadTemplate(): Promise<Record<string, Json>> {
   const text = url.protocol === "file:"
     ? await Deno.readTextFile(url)
     : await (await fetch(url)).text();
-  return loadYaml<Record<string, Json>>(text);
+  return yaml.load(text) as Record<string, Json>;
 }
 
 /** Parses `--patch` / `--patch-file` into a JSON merge patch. */

@@ -57,7 +57,12 @@ export class KubeClient {
     body?: unknown,
     opts: { contentType?: string; signal?: AbortSignal; timeoutMs?: number } = {},
   ): Promise<T> {
-    const res = await this.fetch(method, path, body, opts);
+    let res = await this.fetch(method, path, body, opts);
+    if (res.status === 401 && await this.access.refresh().catch(() => false)) {
+      // An expired exec-plugin or OIDC token: fetch a new one and try once more.
+      await res.body?.cancel();
+      res = await this.fetch(method, path, body, opts);
+    }
     const text = await res.text();
     if (!res.ok) throw apiError(res.status, text);
     return (text ? JSON.parse(text) : {}) as T;

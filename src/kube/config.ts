@@ -1,6 +1,6 @@
-import { KubeConfig } from "npm:@kubernetes/client-node@1.4.0";
 import type { Flags } from "../cli/flags.ts";
 import { UsageError } from "../cli/errors.ts";
+import type { Credentials } from "./credentials.ts";
 import { InsecureTlsRequired, tlsVerificationDisabled } from "./insecure.ts";
 
 /** Everything needed to talk to the apiserver of the chosen context. */
@@ -12,163 +12,116 @@ export interface KubeAccess {
   contextName: string;
   /** TLS settings (CA, client certificate) for `fetch` and `WebSocket`. */
   httpClient: Deno.HttpClient;
-  /** Fresh authentication and impersonation headers (exec plugins may refresh tokens). */
+  /** Authentication and impersonation headers (refreshed when tokens expire). */
   headers(): Promise<Headers>;
+  /** Fetches credentials again (after a 401); false if they cannot change. */
+  refresh(): Promise<boolean>;
   /** 0 = no timeout. */
   requestTimeoutMs: number;
   /** True when TLS verification is off (`--insecure-skip-tls-verify`). */
   insecure: boolean;
 }
 
-type Named = { name: string };
+/** Exec-plugin and OIDC tokens are fetched again after this long. */
+const REFRESH_AFTER_MS = 4 * 60_000;
 
-function firstByName<T extends Named>(lists: T[][]): T[] {
-  const seen = new Map<string, T>();
-  for (const list of lists) {
-    for (const item of list) if (!seen.has(item.name)) seen.set(item.name, item);
+/** The command that runs this program's credentials helper (`main.ts __credentials …`). */
+function helperCommand(argv: string[]): Deno.Command {
+  const args = ["__credentials", ...argv];
+  if (Deno.build.standalone) {
+    return new Deno.Command(Deno.execPath(), {
+      args,
+      stdin: "inherit",
+      stdout: "piped",
+      stderr: "inherit",
+    });
   }
-  return [...seen.values()];
-}
-
-/** Loads kubeconfig files as kubectl does: `--kubeconfig`, else every file in `KUBECONFIG` (first wins), else ~/.kube/config. */
-export function loadKubeConfig(flags: Flags): KubeConfig {
-  const files: string[] = [];
-  if (flags.kubeconfig) {
-    files.push(flags.kubeconfig);
-  } else if (Deno.env.get("KUBECONFIG")) {
-    const sep = Deno.build.os === "windows" ? ";" : ":";
-    files.push(...Deno.env.get("KUBECONFIG")!.split(sep).filter((f) => f !== ""));
-  } else {
-    const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? "";
-    files.push(`${home}/.kube/config`);
-  }
-  const loaded: KubeConfig[] = [];
-  for (const file of files) {
-    const kc = new KubeConfig();
+  const main = Deno.mainModule;
+  let config = ["--no-config"];
+  if (main.startsWith("file:")) {
+    const beside = new URL("./deno.json", main);
     try {
-      kc.loadFromFile(file);
-    } catch (e) {
-      const missing = e instanceof Error && /ENOENT|No such file/.test(e.message);
-      if (missing && !flags.kubeconfig) continue;
-      throw new UsageError(
-        `error loading config file "${file}": ${(e as Error).message.split("\n")[0]}`,
-      );
+      Deno.statSync(beside);
+      config = ["--config", beside.pathname];
+    } catch {
+      // no deno.json beside main.ts (an install from a single file)
     }
-    loaded.push(kc);
   }
-  if (loaded.length === 0 && !flags.server) {
-    throw new UsageError(
-      "no configuration has been provided, try setting KUBECONFIG or passing --kubeconfig",
-    );
-  }
-  const merged = new KubeConfig();
-  merged.loadFromOptions({
-    clusters: firstByName(loaded.map((k) => k.getClusters())),
-    users: firstByName(loaded.map((k) => k.getUsers())),
-    contexts: firstByName(loaded.map((k) => k.getContexts())),
-    currentContext: loaded.map((k) => k.getCurrentContext()).find((c) => c) ?? "",
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", "--no-prompt", ...config, main, ...args],
+    stdin: "inherit",
+    stdout: "piped",
+    stderr: "inherit",
   });
-  return applyOverrides(merged, flags);
 }
 
-/** Applies `--context`, `--cluster`, `--user`, `--server`, `--token`, TLS flags to a loaded config. */
-function applyOverrides(kc: KubeConfig, flags: Flags): KubeConfig {
-  const contextName = flags.context ?? kc.getCurrentContext();
-  if (flags.context && !kc.getContextObject(flags.context)) {
-    throw new UsageError(`context "${flags.context}" does not exist`);
-  }
-  const ctx = kc.getContextObject(contextName) ??
-    { name: contextName || "relay", cluster: "", user: "" };
-  const clusterName = flags.cluster ?? ctx.cluster;
-  const userName = flags.user ?? ctx.user;
-  if (flags.cluster && !kc.getCluster(flags.cluster)) {
-    throw new UsageError(`cluster "${flags.cluster}" does not exist`);
-  }
-  if (flags.user && !kc.getUser(flags.user)) {
-    throw new UsageError(`user "${flags.user}" does not exist`);
-  }
-  const cluster = {
-    ...(kc.getCluster(clusterName) ?? { name: clusterName || "relay", server: "" }),
-  };
-  const user = { ...(kc.getUser(userName) ?? { name: userName || "relay" }) };
-  if (flags.server) Object.assign(cluster, { server: flags.server });
-  if (flags.insecureSkipTlsVerify) {
-    Object.assign(cluster, { skipTLSVerify: true, caData: undefined, caFile: undefined });
-  }
-  if (flags.certificateAuthority) {
-    Object.assign(cluster, { caFile: flags.certificateAuthority, caData: undefined });
-  }
-  if (flags.token) Object.assign(user, { token: flags.token });
-  if (flags.clientCertificate) {
-    Object.assign(user, { certFile: flags.clientCertificate, certData: undefined });
-  }
-  if (flags.clientKey) Object.assign(user, { keyFile: flags.clientKey, keyData: undefined });
-  if (!cluster.server) {
-    throw new UsageError(
-      contextName
-        ? `context "${contextName}" has no cluster server; check your kubeconfig`
-        : "no current context is set; use --context or set current-context in your kubeconfig",
-    );
-  }
-  const out = new KubeConfig();
-  out.loadFromOptions({
-    clusters: [cluster],
-    users: [user],
-    contexts: [{ ...ctx, name: ctx.name || "relay", cluster: cluster.name, user: user.name }],
-    currentContext: ctx.name || "relay",
-  });
-  return out;
-}
-
-function toText(v: unknown): string | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === "string") return v;
-  if (v instanceof Uint8Array) return new TextDecoder().decode(v);
-  return String(v);
-}
-
-/** Builds the apiserver access (TLS client + header source) for the current context. */
-export async function kubeAccess(kc: KubeConfig, flags: Flags): Promise<KubeAccess> {
-  const cluster = kc.getCurrentCluster()!;
-  const ctx = kc.getContextObject(kc.getCurrentContext());
-  const opts: { headers: Record<string, string>; ca?: unknown; cert?: unknown; key?: unknown } = {
-    headers: {},
-  };
+/** Runs the credentials helper process (stdin/stderr stay the user's, for interactive exec plugins). */
+export async function fetchCredentials(argv: string[]): Promise<Credentials> {
+  const out = await helperCommand(argv).output();
+  const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+  let parsed: { credentials?: Credentials; error?: string; usage?: boolean };
   try {
-    await kc.applyToHTTPSOptions(opts as never);
-  } catch (e) {
-    throw new UsageError(`getting credentials: ${(e as Error).message.split("\n")[0]}`);
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`loading credentials failed (helper exit code ${out.code})`);
   }
-  if (cluster.skipTLSVerify && !tlsVerificationDisabled()) {
-    throw new InsecureTlsRequired(new URL(cluster.server).hostname.replace(/^\[|\]$/g, ""));
+  if (parsed.credentials) return parsed.credentials;
+  if (parsed.usage) throw new UsageError(parsed.error ?? "invalid kubeconfig");
+  throw new Error(parsed.error ?? "loading credentials failed");
+}
+
+/** Builds the apiserver access from credentials; `load` fetches fresh ones when tokens expire. */
+export function accessFrom(
+  first: Credentials,
+  flags: Flags,
+  load: () => Promise<Credentials>,
+): KubeAccess {
+  if (first.insecure && !tlsVerificationDisabled()) {
+    throw new InsecureTlsRequired(new URL(first.server).hostname.replace(/^\[|\]$/g, ""));
   }
-  const ca = toText(opts.ca);
-  const cert = toText(opts.cert);
-  const key = toText(opts.key);
   let httpClient: Deno.HttpClient;
   try {
     httpClient = Deno.createHttpClient({
-      ...(ca ? { caCerts: [ca] } : {}),
-      ...(cert && key ? { cert, key } : {}),
+      ...(first.ca ? { caCerts: [first.ca] } : {}),
+      ...(first.cert && first.key ? { cert: first.cert, key: first.key } : {}),
       http2: false,
     });
   } catch (e) {
     throw new UsageError(`invalid TLS material in kubeconfig: ${(e as Error).message}`);
   }
+  let current = first;
+  let fetchedAt = Date.now();
+  let pending: Promise<boolean> | undefined;
+  const refresh = () => {
+    if (!current.refreshable) return Promise.resolve(false);
+    pending ??= load().then((c) => {
+      current = c;
+      fetchedAt = Date.now();
+      return true;
+    }).finally(() => (pending = undefined));
+    return pending;
+  };
   return {
-    server: cluster.server.replace(/\/+$/, ""),
-    namespace: flags.namespace || ctx?.namespace || "default",
-    contextName: kc.getCurrentContext(),
+    server: first.server,
+    namespace: first.namespace,
+    contextName: first.contextName,
     httpClient,
     requestTimeoutMs: flags.requestTimeoutMs,
-    insecure: !!cluster.skipTLSVerify,
+    insecure: first.insecure,
+    refresh,
     async headers() {
-      const o: { headers: Record<string, string> } = { headers: {} };
-      await kc.applyToHTTPSOptions(o as never);
-      const h = new Headers(o.headers);
+      if (current.refreshable && Date.now() - fetchedAt > REFRESH_AFTER_MS) {
+        await refresh().catch(() => false); // keep the old token; a 401 will say if it expired
+      }
+      const h = new Headers(current.headers);
       if (flags.as) h.set("Impersonate-User", flags.as);
       for (const g of flags.asGroups) h.append("Impersonate-Group", g);
       return h;
     },
   };
+}
+
+/** Resolves credentials in the helper process and builds the apiserver access. */
+export async function kubeAccess(flags: Flags, argv: string[]): Promise<KubeAccess> {
+  return accessFrom(await fetchCredentials(argv), flags, () => fetchCredentials(argv));
 }

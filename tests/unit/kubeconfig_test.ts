@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { defaultFlags, parseArgs } from "../../src/cli/flags.ts";
 import { UsageError } from "../../src/cli/errors.ts";
-import { kubeAccess, loadKubeConfig } from "../../src/kube/config.ts";
+import { accessFrom } from "../../src/kube/config.ts";
+import { type Credentials, loadCredentials, loadKubeConfig } from "../../src/kube/credentials.ts";
+import type { Flags } from "../../src/cli/flags.ts";
+
+async function kubeAccess(flags: Flags) {
+  const creds: Credentials = await loadCredentials(flags);
+  return accessFrom(creds, flags, () => loadCredentials(flags));
+}
 
 function kubeconfig(
   opts: { current?: string; ctx: string; ns?: string; server: string; user: string; token: string },
@@ -60,7 +67,7 @@ Deno.test("kubeconfig: KUBECONFIG with several files, first current-context wins
     const old = Deno.env.get("KUBECONFIG");
     Deno.env.set("KUBECONFIG", `${a}:${b}`);
     try {
-      const access = await kubeAccess(loadKubeConfig(defaultFlags()), defaultFlags());
+      const access = await kubeAccess(defaultFlags());
       assert.equal(access.server, "https://127.0.0.1:6443");
       assert.equal(access.namespace, "team-a", "the context's namespace is the default");
       assert.equal((await access.headers()).get("Authorization"), "Bearer t-a");
@@ -68,7 +75,7 @@ Deno.test("kubeconfig: KUBECONFIG with several files, first current-context wins
       const flags =
         parseArgs(["--context", "b", "--as", "carol", "--as-group", "g1", "--as-group", "g2"])
           .flags;
-      const other = await kubeAccess(loadKubeConfig(flags), flags);
+      const other = await kubeAccess(flags);
       assert.equal(other.server, "https://127.0.0.2:6443");
       assert.equal(other.namespace, "default");
       const h = await other.headers();
@@ -77,7 +84,7 @@ Deno.test("kubeconfig: KUBECONFIG with several files, first current-context wins
       assert.equal(h.get("Impersonate-Group"), "g1, g2");
 
       const ns = parseArgs(["-n", "x", "--user", "bob", "--token", "override"]).flags;
-      const third = await kubeAccess(loadKubeConfig(ns), ns);
+      const third = await kubeAccess(ns);
       assert.equal(third.namespace, "x");
       assert.equal(third.server, "https://127.0.0.1:6443", "--user keeps the context's cluster");
       assert.equal((await third.headers()).get("Authorization"), "Bearer override");
