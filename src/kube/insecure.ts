@@ -30,9 +30,8 @@ export function tlsVerificationDisabled(): boolean {
  * returns its exit code, or undefined when this is a compiled binary (no runtime flags).
  */
 export async function rerunInsecure(host: string, argv: string[]): Promise<number | undefined> {
+  if (Deno.build.standalone) return undefined;
   const main = Deno.mainModule;
-  if (!main.startsWith("file:") && !main.startsWith("http")) return undefined;
-  if (/\/deno-compile-|\$deno\$/.test(main)) return undefined;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
