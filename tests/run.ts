@@ -19,17 +19,29 @@ export interface TestSummary {
   failed: number;
 }
 
-/** Parse `ok | 12 passed (3 steps) | 0 failed ...` / `FAILED | ...` (the last one wins). */
-export function parseSummary(output: string): TestSummary | null {
+/** Remove ANSI colour codes. */
+export function stripAnsi(text: string): string {
   // deno-lint-ignore no-control-regex
-  const plain = output.replace(/\x1b\[[0-9;]*m/g, "");
+  return text.replace(/\x1b\[[0-9;]*m/g, "");
+}
+
+/**
+ * Parse `ok | 12 passed (3 steps) | 0 failed ...` / `FAILED | ...` (the last one wins); without
+ * one, count top-level `name ... ok` / `name ... FAILED` lines (null if there are none).
+ */
+export function parseSummary(output: string): TestSummary | null {
+  const plain = stripAnsi(output);
   const re = /^(ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/gm;
   let m: RegExpExecArray | null;
   let last: TestSummary | null = null;
   while ((m = re.exec(plain)) !== null) {
     last = { ok: m[1] === "ok", passed: Number(m[2]), failed: Number(m[3]) };
   }
-  return last;
+  if (last !== null) return last;
+  // No summary (interrupted, timed out): count the per-test result lines seen so far.
+  const passed = plain.match(/^\S.* \.\.\. ok\b/gm)?.length ?? 0;
+  const failed = plain.match(/^\S.* \.\.\. FAILED\b/gm)?.length ?? 0;
+  return passed + failed > 0 ? { ok: false, passed, failed } : null;
 }
 
 async function main(args: string[]): Promise<number> {
@@ -104,10 +116,14 @@ async function main(args: string[]): Promise<number> {
     if (code === 0) code = 1;
   }
   const summary = parseSummary(output);
-  if (summary === null) console.error("(no summary line from deno test)");
+  if (!/^(ok|FAILED) \| /m.test(stripAnsi(output))) {
+    console.error("(no summary line from deno test; counted the result lines seen)");
+  }
   if (interrupted) console.error(timedOut ? "(timed out)" : "(interrupted)");
   if (timedOut && code === 0) code = 1;
-  console.log(`${summary?.passed ?? 0} passed, ${summary?.failed ?? 0} failed`);
+  // A timed-out run counts the test(s) still pending as one failure.
+  const failed = (summary?.failed ?? 0) + (timedOut ? 1 : 0);
+  console.log(`${summary?.passed ?? 0} passed, ${failed} failed`);
   return code;
 }
 

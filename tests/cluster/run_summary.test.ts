@@ -19,7 +19,21 @@ Deno.test("parseSummary: FAILED line, last summary wins", () => {
   assert.deepEqual(parseSummary(out), { ok: false, passed: 4, failed: 2 });
 });
 
-Deno.test("parseSummary: no summary → null", () => {
+Deno.test("parseSummary: no summary line → counts result lines (interrupted run)", () => {
+  const out = [
+    "running 3 tests from ./a_test.ts",
+    "first ... \x1b[0m\x1b[32mok\x1b[0m (1ms)",
+    "second ...",
+    "  step one ... ok (1ms)",
+    "second ... FAILED (2ms)",
+    "third ...",
+    "SIGINT The following tests were pending:",
+    "",
+  ].join("\n");
+  assert.deepEqual(parseSummary(out), { ok: false, passed: 1, failed: 1 });
+});
+
+Deno.test("parseSummary: nothing recognisable → null", () => {
   assert.equal(parseSummary("error: Module not found\n"), null);
   assert.equal(parseSummary("this line says ok | 3 passed | 0 failed inline\n"), null);
 });
