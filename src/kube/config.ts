@@ -1,6 +1,7 @@
 import type { Flags } from "../cli/flags.ts";
 import { UsageError } from "../cli/errors.ts";
 import type { Credentials } from "./credentials.ts";
+import { selfCommand } from "../cli/self.ts";
 import { InsecureTlsRequired, tlsVerificationDisabled } from "./insecure.ts";
 
 /** Everything needed to talk to the apiserver of the chosen context. */
@@ -27,32 +28,8 @@ const REFRESH_AFTER_MS = 4 * 60_000;
 
 /** The command that runs this program's credentials helper (`main.ts __credentials …`). */
 function helperCommand(argv: string[]): Deno.Command {
-  const args = ["__credentials", ...argv];
-  if (Deno.build.standalone) {
-    return new Deno.Command(Deno.execPath(), {
-      args,
-      stdin: "inherit",
-      stdout: "piped",
-      stderr: "inherit",
-    });
-  }
-  const main = Deno.mainModule;
-  let config = ["--no-config"];
-  if (main.startsWith("file:")) {
-    const beside = new URL("./deno.json", main);
-    try {
-      Deno.statSync(beside);
-      config = ["--config", beside.pathname];
-    } catch {
-      // no deno.json beside main.ts (an install from a single file)
-    }
-  }
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", "--no-prompt", ...config, main, ...args],
-    stdin: "inherit",
-    stdout: "piped",
-    stderr: "inherit",
-  });
+  const { cmd, args } = selfCommand([], ["__credentials", ...argv]);
+  return new Deno.Command(cmd, { args, stdin: "inherit", stdout: "piped", stderr: "inherit" });
 }
 
 /** Runs the credentials helper process (stdin/stderr stay the user's, for interactive exec plugins). */

@@ -7,6 +7,8 @@
  * flag, limited to the apiserver's host. A compiled binary cannot add runtime flags and says so.
  */
 
+import { selfCommand } from "../cli/self.ts";
+
 /** Marks the re-executed child so it does not re-execute again. */
 const CHILD_ENV = "KUBECTL_RELAY_INSECURE_CHILD";
 
@@ -31,17 +33,12 @@ export function tlsVerificationDisabled(): boolean {
  */
 export async function rerunInsecure(host: string, argv: string[]): Promise<number | undefined> {
   if (Deno.build.standalone) return undefined;
-  const main = Deno.mainModule;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--unstable-net",
-      "--quiet",
-      `--unsafely-ignore-certificate-errors=${host}`,
-      main,
-      ...argv,
-    ],
+  const self = selfCommand(
+    ["--unstable-net", `--unsafely-ignore-certificate-errors=${host}`],
+    argv,
+  );
+  const child = new Deno.Command(self.cmd, {
+    args: self.args,
     env: { [CHILD_ENV]: "1" },
     stdin: "inherit",
     stdout: "inherit",
