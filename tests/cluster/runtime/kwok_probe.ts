@@ -70,8 +70,8 @@ export function probeKwokForward(
 }
 
 /**
- * Probe until kwok knows the forward (true) or `timeoutMs` passes (false). "unreachable" counts
- * as not known yet.
+ * Probe until kwok knows the forward (true) or `timeoutMs` passes or `cancelled()` (false).
+ * "unreachable" counts as not known yet.
  */
 export async function waitKwokForward(
   kwok: { hostname: string; port: number },
@@ -79,9 +79,11 @@ export async function waitKwokForward(
   pod: string,
   port: number,
   timeoutMs = 15000,
+  cancelled: () => boolean = () => false,
 ): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   for (;;) {
+    if (cancelled()) return false;
     if ((await probeKwokForward(kwok, namespace, pod, port)) === "found") return true;
     if (Date.now() > end) return false;
     await new Promise((r) => setTimeout(r, 200));

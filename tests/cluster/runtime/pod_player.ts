@@ -29,7 +29,7 @@ export interface PlayerEnv {
   /** Publish forwards for these pod ports (kwok PortForward). */
   publishPorts(pod: V1Pod, ports: number[]): Promise<void>;
   /** Resolve once the port-forward to `port` really works (kwok saw the PortForward). */
-  confirmPublished?(pod: V1Pod, port: number): Promise<void>;
+  confirmPublished?(pod: V1Pod, port: number, cancelled: () => boolean): Promise<void>;
   /** Remove the pod's PortForward (ignore not-found). */
   unpublish(namespace: string, name: string): Promise<void>;
   /** Mark the pod's containers ready (status subresource). */
@@ -117,7 +117,7 @@ export class PodPlayer {
     await this.env.publishPorts(this.pod, ports);
     this.#own(() => this.env.unpublish(this.namespace, this.name));
     if (ports.length && this.env.confirmPublished) {
-      await this.env.confirmPublished(this.pod, ports[0]);
+      await this.env.confirmPublished(this.pod, ports[0], () => this.#stopped);
     }
     if (this.#stopped) return;
     await this.env.markReady(this.pod);

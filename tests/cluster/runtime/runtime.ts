@@ -230,7 +230,7 @@ export class Runtime {
       dnsServer: this.dnsIP,
       log: this.#log,
       publishPorts: (pod, ports) => this.#publish(pod, ports),
-      confirmPublished: (pod, port) => this.#confirmPublished(pod, port),
+      confirmPublished: (pod, port, cancelled) => this.#confirmPublished(pod, port, cancelled),
       unpublish: (ns, name) => this.#unpublish(ns, name),
       markReady: (pod) => this.#markReady(pod),
       markFinished: (pod, code) => this.#markFinished(pod, code),
@@ -283,12 +283,15 @@ export class Runtime {
     }
   }
 
-  async #confirmPublished(pod: V1Pod, port: number): Promise<void> {
+  async #confirmPublished(pod: V1Pod, port: number, cancelled: () => boolean): Promise<void> {
     const kwok = this.#kwokAddr();
     if (!kwok) return;
     const t0 = Date.now();
-    const ok = await waitKwokForward(kwok, pod.metadata!.namespace!, pod.metadata!.name!, port);
+    const stop = () => cancelled() || this.#stopped;
+    const ns = pod.metadata!.namespace!;
+    const ok = await waitKwokForward(kwok, ns, pod.metadata!.name!, port, 15000, stop);
     const ms = Date.now() - t0;
+    if (stop()) return;
     if (!ok) {
       this.#log(`pod ${keyOf(pod)}: kwok still has no forward for port ${port} after ${ms} ms`);
     } else if (ms > 1000) this.#log(`pod ${keyOf(pod)}: kwok saw the PortForward after ${ms} ms`);
