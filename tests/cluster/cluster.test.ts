@@ -460,3 +460,48 @@ Deno.test({
     assert.notEqual(r.code, 0);
   },
 });
+
+Deno.test("sharedCluster without RELAY_TEST_CLUSTER starts one and stops it when the process exits", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "relay-shared-test-" });
+  const file = `${dir}/inner_test.ts`;
+  const cluster = new URL("./cluster.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    file,
+    `import { sharedCluster } from ${JSON.stringify(cluster)};
+Deno.test("inner", async () => {
+  const c = await sharedCluster();
+  const again = await sharedCluster();
+  if (again.dir !== c.dir) throw new Error("sharedCluster started twice");
+  const out = await new Deno.Command("kubectl", {
+    args: ["--kubeconfig", c.kubeconfig, "get", "--raw", "/readyz"],
+  }).output();
+  if (new TextDecoder().decode(out.stdout) !== "ok") throw new Error("not ready");
+  console.log("STATE " + await Deno.readTextFile(c.dir + "/state.json").then((t) => JSON.stringify(JSON.parse(t))));
+});
+`,
+  );
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["test", "-A", file],
+      env: { RELAY_TEST_CLUSTER: "" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    const line = text.split("\n").find((l) => l.startsWith("STATE "));
+    assert.ok(line, text);
+    const st = JSON.parse(line.slice(6)) as ClusterState;
+    const pids = [st.ownerPid, ...st.procs.map((p) => p.pid)];
+    await poll("the shared cluster to go away", 30000, () => {
+      return Promise.resolve(pids.every((p) => !isAlive(p)) ? true : null);
+    });
+    const listening = listeningTcpPorts();
+    for (const [name, port] of Object.entries(st.ports)) {
+      assert.ok(!listening.has(port), `${name} port ${port} still listening`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
