@@ -8,7 +8,7 @@
 import { startCluster } from "../tests/cluster/cluster.ts";
 import { kubectl, relayEnv, type RelayProcess, startRelay } from "../tests/_lib/relay.ts";
 import { dnsQueryLoop, latency, manyConnections, throughput } from "./measure.ts";
-import { PeakRss } from "./rss.ts";
+import { PeakRss, rssMiB } from "./rss.ts";
 
 const quick = Deno.args.includes("--quick");
 const NS = "relay-bench";
@@ -44,6 +44,8 @@ interface PathResult {
   concurrentErrors?: number;
   dnsQps?: number;
   dnsLossPct?: number;
+  clientIdleRssMiB?: number;
+  agentIdleRssMiB?: number;
   clientPeakRssMiB?: number;
   agentPeakRssMiB?: number;
 }
@@ -89,7 +91,11 @@ async function measurePath(
   const agentRss = agentPid
     ? new PeakRss(() => [agentPid()].filter((p): p is number => !!p))
     : undefined;
-  const r: PathResult = { path: name };
+  const r: PathResult = {
+    path: name,
+    clientIdleRssMiB: rssMiB(pids()[0]),
+    agentIdleRssMiB: rssMiB(agentPid?.()),
+  };
   console.error(`[${name}] throughput (${SIZES.bytes >> 20} MiB echoed, SHA-256 checked)…`);
   r.throughputMiBs = await throughput(host, port, SIZES.bytes);
   console.error(`[${name}] latency (${SIZES.conns} sequential connections)…`);
@@ -131,6 +137,8 @@ function table(results: PathResult[]): string {
     [`${SIZES.concurrent} concurrent conns, errors`, (r) => r.concurrentErrors, 0],
     ["UDP DNS (queries/s)", (r) => r.dnsQps, 0],
     ["UDP DNS loss (%)", (r) => r.dnsLossPct, 2],
+    ["client idle RSS (MiB)", (r) => r.clientIdleRssMiB, 0],
+    ["agent idle RSS (MiB)", (r) => r.agentIdleRssMiB, 0],
     ["client peak RSS (MiB)", (r) => r.clientPeakRssMiB, 0],
     ["agent peak RSS (MiB)", (r) => r.agentPeakRssMiB, 0],
   ];
