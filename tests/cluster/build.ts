@@ -68,6 +68,22 @@ async function complete(dir: string): Promise<boolean> {
   return await exists(`${dir}/assets/crds.yaml`);
 }
 
+/** `go` from PATH, else /usr/local/go/bin/go; throws a clear error if there is none. */
+export function goCommand(): string {
+  const dirs = (Deno.env.get("PATH") ?? "").split(":").filter(Boolean);
+  for (const dir of [...dirs, "/usr/local/go/bin"]) {
+    try {
+      if (Deno.statSync(`${dir}/go`).isFile) return `${dir}/go`;
+    } catch {
+      // not here
+    }
+  }
+  throw new Error(
+    "no `go` on PATH or in /usr/local/go/bin: the test control plane is built with Go >= 1.26 " +
+      "(see tests/cluster/README.md, 'Fresh machine')",
+  );
+}
+
 /** Run `go build -v`, printing a progress line at most every 15 s. */
 async function goBuild(
   cwd: string,
@@ -77,7 +93,7 @@ async function goBuild(
   ldflags = "",
 ): Promise<void> {
   const t0 = performance.now();
-  const child = new Deno.Command("go", {
+  const child = new Deno.Command(goCommand(), {
     args: ["build", "-v", "-trimpath", `-ldflags=-s -w ${ldflags}`, ...args],
     cwd,
     stdin: "null",
@@ -119,7 +135,7 @@ async function goBuild(
 }
 
 async function goListDir(cwd: string, mod: string): Promise<string> {
-  const out = await new Deno.Command("go", {
+  const out = await new Deno.Command(goCommand(), {
     args: ["list", "-m", "-f", "{{.Dir}}", mod],
     cwd,
     stdin: "null",
