@@ -9,48 +9,11 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { sharedCluster } from "../cluster/cluster.ts";
-import { agentJobs, kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
+import { NS, podIP, podNames, setup } from "./fixtures.ts";
+import { agentJobs, type RelayProcess, startRelay } from "../_lib/relay.ts";
 
-const NS = "relay-e2e";
-const FIXTURES = new URL("./fixtures.yaml", import.meta.url).pathname;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const WEB_SVC = `web.${NS}.svc.cluster.local`;
-
-let setupDone: Promise<string> | undefined;
-
-/** Starts (once) the shared cluster and the e2e workloads; returns the admin kubeconfig. */
-function setup(): Promise<string> {
-  setupDone ??= (async () => {
-    const cluster = await sharedCluster();
-    const kc = cluster.kubeconfig;
-    await kubectl(kc, "apply", "-f", FIXTURES);
-    for (const w of ["deploy/web", "deploy/dns"]) {
-      await kubectl(kc, "-n", NS, "rollout", "status", w, "--timeout=90s");
-    }
-    return kc;
-  })();
-  return setupDone;
-}
-
-async function podNames(kc: string, selector: string): Promise<string[]> {
-  const out = await kubectl(
-    kc,
-    "-n",
-    NS,
-    "get",
-    "pods",
-    "-l",
-    selector,
-    "-o",
-    "jsonpath={.items[*].metadata.name}",
-  );
-  return out.split(" ").filter((s) => s);
-}
-
-async function podIP(kc: string, pod: string): Promise<string> {
-  return await kubectl(kc, "-n", NS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}");
-}
 
 /** curl through a proxy; returns exit code, body and stderr. */
 async function curlVia(args: string[]): Promise<{ code: number; body: string; stderr: string }> {

@@ -1,0 +1,45 @@
+/** The end-to-end workloads (fixtures.yaml, namespace relay-e2e) and small lookups on them. */
+import { sharedCluster } from "../cluster/cluster.ts";
+import { kubectl } from "../_lib/relay.ts";
+
+/** Namespace of the e2e workloads. */
+export const NS = "relay-e2e";
+const FIXTURES = new URL("./fixtures.yaml", import.meta.url).pathname;
+
+let setupDone: Promise<string> | undefined;
+
+/** Starts (once per process) the shared cluster and the e2e workloads; returns the admin kubeconfig. */
+export function setup(): Promise<string> {
+  setupDone ??= (async () => {
+    const cluster = await sharedCluster();
+    const kc = cluster.kubeconfig;
+    await kubectl(kc, "apply", "-f", FIXTURES);
+    for (const w of ["deploy/web", "deploy/dns", "sts/redis"]) {
+      await kubectl(kc, "-n", NS, "rollout", "status", w, "--timeout=90s");
+    }
+    await kubectl(kc, "-n", NS, "wait", "--for=condition=Ready", "pod/multi", "--timeout=90s");
+    return kc;
+  })();
+  return setupDone;
+}
+
+/** Names of the pods matching a label selector in the e2e namespace. */
+export async function podNames(kc: string, selector: string): Promise<string[]> {
+  const out = await kubectl(
+    kc,
+    "-n",
+    NS,
+    "get",
+    "pods",
+    "-l",
+    selector,
+    "-o",
+    "jsonpath={.items[*].metadata.name}",
+  );
+  return out.split(" ").filter((s) => s);
+}
+
+/** A pod's IP in the e2e namespace. */
+export async function podIP(kc: string, pod: string): Promise<string> {
+  return await kubectl(kc, "-n", NS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}");
+}
