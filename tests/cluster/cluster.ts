@@ -594,7 +594,14 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
   // A reused dir must not resurrect an old etcd (its tokens and certificates would not match).
   await Deno.remove(`${dir}/etcd-data`, { recursive: true }).catch(() => {});
   await Deno.remove(`${dir}/state.json`).catch(() => {});
-  const ports = { etcd: freePort(), etcdPeer: freePort(), apiserver: freePort(), kwok: freePort() };
+  const taken = new Set<number>();
+  const port = () => {
+    let p = freePort();
+    while (taken.has(p)) p = freePort();
+    taken.add(p);
+    return p;
+  };
+  const ports = { etcd: port(), etcdPeer: port(), apiserver: port(), kwok: port() };
   const server = `https://127.0.0.1:${ports.apiserver}`;
   const cidrs = chooseCidrs();
   const state: ClusterState = {

@@ -179,8 +179,30 @@ export function loopbackOctetsInUse(): Set<number> {
   return used;
 }
 
-/** A free TCP port on 127.0.0.1 (bound then released; fine for tests). */
+/**
+ * A free TCP port on 127.0.0.1, chosen at random BELOW the kernel's ephemeral range
+ * (/proc/sys/net/ipv4/ip_local_port_range), so that no outgoing connection can take it between
+ * this check and the component's bind. Falls back to an ephemeral port.
+ */
 export function freePort(): number {
+  let low = 32768;
+  try {
+    low = Number(Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").split(/\s+/)[0]);
+  } catch {
+    // default range
+  }
+  const from = 20000;
+  const to = Math.min(low, 32768) - 1;
+  for (let i = 0; to > from && i < 50; i++) {
+    const port = from + Math.floor(Math.random() * (to - from));
+    try {
+      const l = Deno.listen({ hostname: "127.0.0.1", port });
+      l.close();
+      return port;
+    } catch {
+      // taken, try another
+    }
+  }
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
