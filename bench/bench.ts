@@ -8,7 +8,7 @@
 import { startCluster } from "../tests/cluster/cluster.ts";
 import { kubectl, relayEnv, type RelayProcess, startRelay } from "../tests/_lib/relay.ts";
 import { dnsQueryLoop, latency, manyConnections, throughput } from "./measure.ts";
-import { PeakRss, rssMiB } from "./rss.ts";
+import { PeakRss, rssMiB } from "../tests/_lib/rss.ts";
 
 const quick = Deno.args.includes("--quick");
 const NS = "relay-bench";

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
+import { rssMiB } from "../_lib/rss.ts";
 import { agentJobs, kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
 
 const NS = "relay-faults";
@@ -66,11 +67,6 @@ async function recoveryTime(port: number, limitMs: number): Promise<number> {
 async function agentPid(dir: string, relay: RelayProcess): Promise<number> {
   const pod = (await relay.waitFor(/^Agent .* \(pod (\S+)\) ready/)).match(/\(pod (\S+)\)/)![1];
   return Number((await Deno.readTextFile(`${dir}/agents/default_${pod}.pid`)).trim());
-}
-
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-  return m ? Number(m[1]) : 0;
 }
 
 Deno.test(
@@ -283,19 +279,17 @@ Deno.test({
     const secs = (performance.now() - t0) / 1000;
     fast.close();
     const pid = await agentPid(cluster.dir, relay);
-    const clientRss = rssKiB(relay.child.pid);
-    const agentRss = rssKiB(pid);
+    const clientRss = rssMiB(relay.child.pid) ?? 0;
+    const agentRss = rssMiB(pid) ?? 0;
     console.log(
       `slow consumer: 64 MiB on the other stream in ${secs.toFixed(2)} s (${
         (64 / secs).toFixed(0)
-      } MiB/s); RSS client ${(clientRss / 1024).toFixed(0)} MiB, agent ${
-        (agentRss / 1024).toFixed(0)
-      } MiB`,
+      } MiB/s); RSS client ${clientRss.toFixed(0)} MiB, agent ${agentRss.toFixed(0)} MiB`,
     );
     slow.close();
     assert.equal(got, TOTAL);
     assert.ok(ok, "data arrived intact");
-    assert.ok(clientRss < 400 * 1024 && agentRss < 400 * 1024, "RSS bounded");
+    assert.ok(clientRss < 400 && agentRss < 400, "RSS bounded");
   } finally {
     assert.equal(await relay.stop(), 0);
     server.close();
