@@ -256,22 +256,13 @@ class Proxy implements ProxyServer {
     done();
     if (cmd === Command.UdpAssociate) return await this.#udpAssociate(conn, reader, dest);
 
-    const header = this.#header("tcp", dest);
-    if (!header) {
-      this.#error(`dial tcp ${describeDestination(dest)}: invalid destination`);
-      await writeAll(conn, encodeReply(Reply.GeneralFailure));
-      return;
-    }
-    const desc = formatDestination(header.header);
-    if (this.#verbose >= 1) this.#log(`Handling connection for ${desc}`);
-    let stream: RelayStream;
-    try {
-      stream = await this.#opts.openStream(header.bytes);
-    } catch (err) {
-      this.#error(dialErrorMessage("tcp", desc, err));
-      await writeAll(conn, encodeReply(socksReplyFor(err))).catch(() => {});
-      return;
-    }
+    const stream = await this.#dial(
+      conn,
+      dest,
+      () => encodeReply(Reply.GeneralFailure),
+      (err) => encodeReply(socksReplyFor(err)),
+    );
+    if (!stream) return;
     try {
       await writeAll(conn, encodeReply(Reply.Succeeded));
     } catch (err) {
@@ -279,6 +270,34 @@ class Proxy implements ProxyServer {
       return;
     }
     await this.#relay(conn, stream, reader.leftover());
+  }
+
+  /**
+   * Opens a TCP stream to `dest` through the agent, logging it; on failure logs the dial error,
+   * writes the protocol's error reply and returns undefined.
+   */
+  async #dial(
+    conn: Deno.Conn,
+    dest: SocksDestination,
+    invalidReply: () => Uint8Array,
+    errorReply: (err: unknown, message: string) => Uint8Array,
+  ): Promise<RelayStream | undefined> {
+    const header = this.#header("tcp", dest);
+    if (!header) {
+      this.#error(`dial tcp ${describeDestination(dest)}: invalid destination`);
+      await writeAll(conn, invalidReply());
+      return undefined;
+    }
+    const desc = formatDestination(header.header);
+    if (this.#verbose >= 1) this.#log(`Handling connection for ${desc}`);
+    try {
+      return await this.#opts.openStream(header.bytes);
+    } catch (err) {
+      const msg = dialErrorMessage("tcp", desc, err);
+      this.#error(msg);
+      await writeAll(conn, errorReply(err, msg)).catch(() => {});
+      return undefined;
+    }
   }
 
   /** Relays a connection, tracking the stream so that close() can reset it. */
@@ -410,27 +429,16 @@ class Proxy implements ProxyServer {
       await writeAll(conn, httpErrorResponse(req.code, req.reason, req.message));
       return;
     }
-    const header = this.#header("tcp", {
-      address: { type: "domain", name: req.host },
-      port: req.port,
-    });
-    if (!header) {
-      this.#error(`dial tcp ${req.host}:${req.port}: invalid destination`);
-      await writeAll(conn, httpErrorResponse(400, "Bad Request", `invalid host ${req.host}`));
-      return;
-    }
-    const desc = formatDestination(header.header);
-    if (this.#verbose >= 1) this.#log(`Handling connection for ${desc}`);
-    let stream: RelayStream;
-    try {
-      stream = await this.#opts.openStream(header.bytes);
-    } catch (err) {
-      const msg = dialErrorMessage("tcp", desc, err);
-      this.#error(msg);
-      const st = httpStatusFor(err);
-      await writeAll(conn, httpErrorResponse(st.code, st.reason, msg)).catch(() => {});
-      return;
-    }
+    const stream = await this.#dial(
+      conn,
+      { address: { type: "domain", name: req.host }, port: req.port },
+      () => httpErrorResponse(400, "Bad Request", `invalid host ${req.host}`),
+      (err, msg) => {
+        const st = httpStatusFor(err);
+        return httpErrorResponse(st.code, st.reason, msg);
+      },
+    );
+    if (!stream) return;
     if (req.kind === "connect") {
       try {
         await writeAll(conn, HTTP_CONNECT_OK);
