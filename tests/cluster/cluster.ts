@@ -37,7 +37,9 @@ export interface Cluster {
   execKubeconfig: string;
   /** `https://127.0.0.1:PORT`. */
   server: string;
+  /** Pod IPs, `127.y.0.0/16` (y chosen per cluster). */
   podCIDR: string;
+  /** Service cluster IPs, `127.(y+1).0.0/16`. */
   serviceCIDR: string;
   /**
    * New token user (a ServiceAccount `name` in namespace `relay-test-users`, token from the
