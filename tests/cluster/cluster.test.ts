@@ -458,6 +458,7 @@ Deno.test({
     }
     const r = await kubectl(c.kubeconfig, "get", "--raw", "/readyz");
     assert.notEqual(r.code, 0);
+    await Deno.remove(c.dir, { recursive: true });
   },
 });
 
