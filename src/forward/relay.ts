@@ -1,70 +1,105 @@
-import type { Stream } from "../tunnel/session.ts";
+/**
+ * The relay loop between a local TCP connection and a tunnel stream, shared by port forwarding
+ * and the proxy.
+ *
+ * A manual read/write loop with a 64 KiB buffer, not `pipeTo`: it is faster and keeps half-close
+ * (EOF from either side becomes a half-close on the other).
+ *
+ * @module
+ */
 
-const BUF = 64 * 1024;
+/** Relay buffer size (a 64 KiB manual loop is the fast path). */
+export const RELAY_BUFFER_SIZE = 64 * 1024;
 
-/** Writes all of `data` to a Deno writer. */
-export async function writeAll(w: Deno.Conn, data: Uint8Array): Promise<void> {
+/**
+ * The part of a tunnel stream the relay uses; `Stream` from src/tunnel/session.ts satisfies it.
+ * `write()` must be done with its bytes when it resolves (the relay reuses its read buffer).
+ */
+export interface RelayStream {
+  /** Next chunk; null when the peer half-closed. Throws if the stream was reset. */
+  read(): Promise<Uint8Array | null>;
+  /** Writes a chunk (may wait for flow-control credit). */
+  write(data: Uint8Array): Promise<void>;
+  /** Half-closes our side. */
+  closeWrite(): Promise<void>;
+  /** Aborts the stream in both directions. */
+  reset(reason: string): void;
+}
+
+/** Something with Deno's `write(p)` contract (may write partially). */
+export interface ByteSink {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/** Writes all of `data` to `sink`, looping over partial writes. */
+export async function writeAll(sink: ByteSink, data: Uint8Array): Promise<void> {
   let off = 0;
-  while (off < data.length) off += await w.write(data.subarray(off));
+  while (off < data.length) off += await sink.write(data.subarray(off));
+}
+
+/** Best-effort message of an unknown error. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /**
  * Relays bytes between a local TCP connection and a tunnel stream until both directions end.
- * Half-close is preserved: EOF from the local side becomes closeWrite() on the stream and vice versa.
- * Returns the byte counts; never throws (errors end the relay and reset the stream).
+ * `leftover` (bytes the client sent during a proxy handshake) goes to the stream first. An error
+ * on one side aborts the other (the stream is reset, the connection closed). Never throws;
+ * returns the byte counts.
  */
-export async function relayConn(
+export async function relay(
   conn: Deno.Conn,
-  stream: Stream,
+  stream: RelayStream,
+  leftover: Uint8Array = new Uint8Array(0),
 ): Promise<{ up: number; down: number }> {
   let up = 0;
   let down = 0;
   let failed = false;
-  const fail = (why: string) => {
+  const abort = (reason: string) => {
     if (failed) return;
     failed = true;
-    stream.reset(why);
+    try {
+      stream.reset(reason);
+    } catch { /* already gone */ }
     try {
       conn.close();
-    } catch {
-      // already closed
-    }
+    } catch { /* already closed */ }
   };
-  const upstream = (async () => {
+
+  const upstream = async () => {
     try {
-      // Stream.write copies the bytes into its frame batch, so one buffer serves every read.
-      const buf = new Uint8Array(BUF);
-      while (true) {
+      if (leftover.length > 0) await stream.write(leftover);
+      const buf = new Uint8Array(RELAY_BUFFER_SIZE);
+      for (;;) {
         const n = await conn.read(buf);
         if (n === null) break;
         up += n;
         await stream.write(buf.subarray(0, n));
       }
       await stream.closeWrite();
-    } catch (e) {
-      fail(`local read: ${(e as Error).message}`);
+    } catch (err) {
+      abort(`local connection: ${errorText(err)}`);
     }
-  })();
-  const downstream = (async () => {
+  };
+
+  const downstream = async () => {
     try {
-      while (true) {
+      for (;;) {
         const chunk = await stream.read();
         if (chunk === null) break;
         down += chunk.length;
         await writeAll(conn, chunk);
       }
-      await conn.closeWrite().catch(() => {});
-    } catch (e) {
-      fail(`local write: ${(e as Error).message}`);
+      await conn.closeWrite();
+    } catch (err) {
+      abort(`remote stream: ${errorText(err)}`);
     }
-  })();
-  await Promise.all([upstream, downstream]);
-  if (!failed) {
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
-  }
+  };
+
+  await Promise.all([upstream(), downstream()]);
+  try {
+    conn.close();
+  } catch { /* already closed */ }
   return { up, down };
 }

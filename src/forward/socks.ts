@@ -19,14 +19,8 @@ import {
   type Header,
   parseAddress,
 } from "../protocol/header.ts";
-import {
-  ByteReader,
-  errorText,
-  LimitExceededError,
-  relay,
-  type RelayStream,
-  writeAll,
-} from "./socks_io.ts";
+import { ByteReader, LimitExceededError } from "./socks_io.ts";
+import { errorText, relay, type RelayStream, writeAll } from "./relay.ts";
 import {
   HTTP_CONNECT_OK,
   httpErrorResponse,

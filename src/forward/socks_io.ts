@@ -1,45 +1,13 @@
 /**
- * Byte-level helpers for the proxy: a buffered reader for handshakes, a
- * write-all helper, and the bidirectional relay between a local TCP
- * connection and a tunnel stream.
+ * Byte-level helpers for the proxy's handshakes: a buffered reader with exact
+ * and delimited reads. (The relay loop itself is src/forward/relay.ts.)
  *
  * @module
  */
 
-/** Relay buffer size (see NOTES.md: a 64 KiB manual loop is the fast path). */
-export const RELAY_BUFFER_SIZE = 64 * 1024;
-
-/**
- * The part of a tunnel stream the proxy uses. `Stream` from
- * src/tunnel/session.ts satisfies it structurally.
- */
-export interface RelayStream {
-  /** Next chunk; null when the peer half-closed. Throws if the stream was reset. */
-  read(): Promise<Uint8Array | null>;
-  /** Writes a chunk (may wait for flow-control credit). */
-  write(data: Uint8Array): Promise<void>;
-  /** Half-closes our side. */
-  closeWrite(): Promise<void>;
-  /** Aborts the stream in both directions. */
-  reset(reason: string): void;
-}
-
 /** Something with Deno's `read(p)` contract. */
 export interface ByteSource {
   read(p: Uint8Array): Promise<number | null>;
-}
-
-/** Something with Deno's `write(p)` contract (may write partially). */
-export interface ByteSink {
-  write(p: Uint8Array): Promise<number>;
-}
-
-/** Writes all of `data` to `sink`, looping over partial writes. */
-export async function writeAll(sink: ByteSink, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    off += await sink.write(data.subarray(off));
-  }
 }
 
 /** Thrown by {@link ByteReader.readUntil} when the delimiter is not found within the limit. */
@@ -129,66 +97,4 @@ function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
     return i;
   }
   return -1;
-}
-
-/**
- * Relays bytes between a local TCP connection and a tunnel stream until both
- * directions end. EOF is propagated as a half-close each way; an error on one
- * side aborts the other. `leftover` (bytes the client sent after its
- * handshake) is written to the stream first. Never throws.
- */
-export async function relay(
-  conn: Deno.Conn,
-  stream: RelayStream,
-  leftover: Uint8Array = new Uint8Array(0),
-): Promise<void> {
-  let failed = false;
-  const abort = (reason: string) => {
-    if (failed) return;
-    failed = true;
-    try {
-      stream.reset(reason);
-    } catch { /* already gone */ }
-    try {
-      conn.close();
-    } catch { /* already closed */ }
-  };
-
-  const up = async () => {
-    try {
-      if (leftover.length > 0) await stream.write(leftover);
-      const buf = new Uint8Array(RELAY_BUFFER_SIZE);
-      for (;;) {
-        const n = await conn.read(buf);
-        if (n === null) break;
-        await stream.write(buf.slice(0, n));
-      }
-      await stream.closeWrite();
-    } catch (err) {
-      abort(`local connection: ${errorText(err)}`);
-    }
-  };
-
-  const down = async () => {
-    try {
-      for (;;) {
-        const chunk = await stream.read();
-        if (chunk === null) break;
-        await writeAll(conn, chunk);
-      }
-      await conn.closeWrite();
-    } catch (err) {
-      abort(`remote stream: ${errorText(err)}`);
-    }
-  };
-
-  await Promise.all([up(), down()]);
-  try {
-    conn.close();
-  } catch { /* already closed */ }
-}
-
-/** Best-effort message of an unknown error. */
-export function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -9,7 +9,7 @@
  */
 
 import { encodeUdpFrame, MAX_DATAGRAM, UdpFrameDecoder } from "../protocol/udp.ts";
-import { errorText, type RelayStream } from "./socks_io.ts";
+import { errorText, type RelayStream } from "./relay.ts";
 import { dialErrorMessage } from "./socks_status.ts";
 import { decodeUdpPacket, encodeUdpPacket, type SocksDestination } from "./socks_wire.ts";
 

@@ -1,6 +1,6 @@
 import type { PortSpec } from "../cli/ports.ts";
 import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
-import { relayConn } from "./relay.ts";
+import { relay } from "./relay.ts";
 
 /** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */
 export function listenTcp(
@@ -42,7 +42,7 @@ export function listenTcp(
       }
       return;
     }
-    const { up, down } = await relayConn(conn, stream);
+    const { up, down } = await relay(conn, stream);
     ctx.log(4, `connection for ${boundPort} closed (${up} bytes sent, ${down} received)`);
   }
   return {

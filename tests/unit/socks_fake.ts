@@ -11,7 +11,7 @@
 import { decodeHeader } from "../../src/protocol/header.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
-import type { RelayStream } from "../../src/forward/socks_io.ts";
+import type { RelayStream } from "../../src/forward/relay.ts";
 import { Session, type Stream } from "../../src/tunnel/session.ts";
 import {
   memoryTransportPair,
