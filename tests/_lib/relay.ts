@@ -113,14 +113,19 @@ export async function startRelay(
       }
     },
     async stop(signal = "SIGINT") {
-      if (!exited) {
+      const kill = (sig: Deno.Signal) => {
         try {
-          child.kill(signal);
+          child.kill(sig);
         } catch {
           // already gone
         }
-      }
-      return (await status).code;
+      };
+      if (!exited) kill(signal);
+      // A relay that ignores the signal is killed after 30 s (and its exit code shows it).
+      const timer = setTimeout(() => kill("SIGKILL"), 30_000);
+      const { code } = await status;
+      clearTimeout(timer);
+      return code;
     },
   };
   const want = opts.forwardLines ?? 1;
@@ -136,19 +141,40 @@ export async function startRelay(
   return proc;
 }
 
-/** Runs `kubectl relay ARGS` to completion (for error cases). */
+/**
+ * Runs `kubectl relay ARGS` to completion (for error cases). A relay still running after
+ * `timeoutMs` is killed and reported as exit code -1, so a test never hangs on it.
+ */
 export async function runRelay(
   kubeconfig: string,
   args: string[],
   env: Record<string, string> = {},
+  timeoutMs = 60_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command("kubectl", {
+  const child = new Deno.Command("kubectl", {
     args: ["relay", ...args],
     env: relayEnv(kubeconfig, env),
     stdin: "null",
-  }).output();
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
   const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  return {
+    code: timedOut ? -1 : out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr) + (timedOut ? `\n(killed after ${timeoutMs} ms)` : ""),
+  };
 }
 
 /** Runs real kubectl and returns stdout (throws with stderr on failure). */
