@@ -12,6 +12,7 @@ Deno.test({
     cwd: new URL("../../", import.meta.url).pathname,
     stdin: "null",
     env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(240_000), // a hung demo fails the test instead of stalling CI
   }).output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, text);
