@@ -1,6 +1,7 @@
 /** The end-to-end workloads (fixtures.yaml, namespace relay-e2e) and small lookups on them. */
 import { sharedCluster } from "../cluster/cluster.ts";
 import { kubectl } from "../_lib/relay.ts";
+import { requireTools } from "../cluster/runtime/_testlib.ts";
 
 /** Namespace of the e2e workloads. */
 export const NS = "relay-e2e";
@@ -11,6 +12,8 @@ let setupDone: Promise<string> | undefined;
 /** Starts (once per process) the shared cluster and the e2e workloads; returns the admin kubeconfig. */
 export function setup(): Promise<string> {
   setupDone ??= (async () => {
+    // The real clients the tests use, and redis-server for the harness's redis pods.
+    await requireTools("dig", "curl", "redis-cli", "redis-server");
     const cluster = await sharedCluster();
     const kc = cluster.kubeconfig;
     await kubectl(kc, "apply", "-f", FIXTURES);
