@@ -9,20 +9,23 @@ const MAX_PENDING = 256;
 interface Flow {
   stream?: Stream;
   pending: Uint8Array[];
-  /** Writes are chained so datagrams keep their order; `inflight` bounds the chain. */
-  writing: Promise<void>;
+  /** Datagrams handed to the stream and not yet written (bounds memory when the tunnel is slow). */
   inflight: number;
   lastActive: number;
   closed: boolean;
 }
 
+/**
+ * Queues one datagram on the flow's stream. `Stream.write` keeps call order, so no chaining is
+ * needed; past MAX_PENDING unwritten datagrams, new ones are dropped (as a congested network would).
+ */
 function send(flow: Flow, stream: Stream, dg: Uint8Array): void {
   if (flow.inflight >= MAX_PENDING) return;
   flow.inflight++;
-  flow.writing = flow.writing
-    .then(() => stream.write(encodeUdpFrame(dg)))
-    .catch(() => {})
-    .finally(() => flow.inflight--);
+  stream.write(encodeUdpFrame(dg)).then(
+    () => flow.inflight--,
+    () => flow.inflight--,
+  );
 }
 
 /**
@@ -101,7 +104,6 @@ export function listenUdp(
           if (!accepting || data.length > 65535) continue;
           flow = {
             pending: [],
-            writing: Promise.resolve(),
             inflight: 0,
             lastActive: Date.now(),
             closed: false,
