@@ -11,7 +11,7 @@ import { Status, statusMessage } from "./protocol/status.ts";
 import { openPortForward } from "./tunnel/portforward.ts";
 import { type Stream, StreamRejectedError } from "./tunnel/session.ts";
 import { Tunnel } from "./tunnel/tunnel.ts";
-import type { ForwardContext, Listener } from "./forward/listener.ts";
+import { type ForwardContext, hostPort, type Listener } from "./forward/listener.ts";
 import { forwardingLine, listenTcp } from "./forward/tcp.ts";
 import { listenUdp } from "./forward/udp.ts";
 import { DEFAULT_AGENT_IMAGE } from "./version.ts";
@@ -150,23 +150,26 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
       for (const spec of r.ports) {
         for (const addr of r.addresses) {
           const port = bound.find((b) => b.spec === spec)?.listener.port ?? spec.local;
-          const l = spec.protocol === "udp"
-            ? listenUdp(addr, port, spec, ctxFor(i))
-            : listenTcp(addr, port, spec, ctxFor(i));
-          bound.push({ listener: l, spec, req: i });
+          try {
+            const l = spec.protocol === "udp"
+              ? listenUdp(addr, port, spec, ctxFor(i))
+              : listenTcp(addr, port, spec, ctxFor(i));
+            bound.push({ listener: l, spec, req: i });
+          } catch (e) {
+            if (
+              !(e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.AddrNotAvailable ||
+                e instanceof Deno.errors.PermissionDenied)
+            ) throw e;
+            const why = (e as Error).message.replace(/ \(os error \d+\)/, "").toLowerCase();
+            throw new UsageError(
+              `unable to listen on ${hostPort(addr, port)} (${spec.protocol}): ${why}`,
+            );
+          }
         }
       }
     });
   } catch (e) {
     bound.forEach((b) => b.listener.close());
-    if (e instanceof Deno.errors.AddrInUse) {
-      throw new UsageError(
-        `unable to listen on port: ${(e as Error).message.replace(/ \(os error \d+\)/, "")}`,
-      );
-    }
-    if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
-      throw new UsageError(`unable to listen on port: ${(e as Error).message}`);
-    }
     throw e;
   }
 

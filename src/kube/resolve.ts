@@ -2,7 +2,7 @@ import { UsageError } from "../cli/errors.ts";
 import type { ForwardRequest } from "../cli/command.ts";
 import type { PortSpec } from "../cli/ports.ts";
 import type { Address } from "../protocol/header.ts";
-import { KubeApiError, type KubeClient } from "./client.ts";
+import type { KubeClient } from "./client.ts";
 import { PodTracker } from "./pods.ts";
 import {
   type Container,
@@ -74,17 +74,6 @@ function containerPortByName(
     for (const p of c.ports ?? []) if (p.name === name) return p.containerPort;
   }
   return undefined;
-}
-
-async function getObject<T>(client: KubeClient, path: string): Promise<T> {
-  try {
-    return await client.get<T>(path);
-  } catch (e) {
-    if (e instanceof KubeApiError) {
-      throw new UsageError(e.display.replace(/^Error from server/, "Error from server"));
-    }
-    throw e;
-  }
 }
 
 /** Follows the ready pods of a query and maps a port spec to pod IP + container port. */
@@ -201,7 +190,7 @@ export async function resolveTarget(
     case "host":
       return fixed({ type: "hostname", name }, "host/ targets");
     case "pod": {
-      await getObject<Pod>(client, `/api/v1/namespaces/${ns}/pods/${encodeURIComponent(name)}`);
+      await client.get<Pod>(`/api/v1/namespaces/${ns}/pods/${encodeURIComponent(name)}`);
       const what = `pod/${name}`;
       const t = podTarget(
         client,
@@ -217,8 +206,7 @@ export async function resolveTarget(
       return t;
     }
     case "service": {
-      const svc = await getObject<Service>(
-        client,
+      const svc = await client.get<Service>(
         `/api/v1/namespaces/${ns}/services/${encodeURIComponent(name)}`,
       );
       req.ports.forEach((p) => servicePort(svc, p));
@@ -275,8 +263,7 @@ export async function resolveTarget(
     }
     default: {
       const [api, plural] = WORKLOAD_PATHS[kind];
-      const w = await getObject<Workload>(
-        client,
+      const w = await client.get<Workload>(
         `/${api}/namespaces/${ns}/${plural}/${encodeURIComponent(name)}`,
       );
       const what = `${kind}/${name}`;
