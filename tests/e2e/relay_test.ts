@@ -245,6 +245,23 @@ Deno.test(
       assert.match(res.stderr.trim().split("\n")[0], re, args.join(" "));
       assert.doesNotMatch(res.stderr, /^\s+at /m, "no stack trace");
     }
+    // A local port clash fails before anything is created in the cluster.
+    const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const takenPort = (taken.addr as Deno.NetAddr).port;
+    try {
+      const clash = await runRelay(kc, ["-n", NS, "deploy/web", `${takenPort}:80`]);
+      assert.equal(clash.code, 1);
+      assert.match(
+        clash.stderr,
+        new RegExp(
+          `^error: unable to listen on 127\\.0\\.0\\.1:${takenPort} \\(tcp\\): address already in use`,
+          "m",
+        ),
+      );
+      assert.doesNotMatch(clash.stderr, /Starting agent/);
+    } finally {
+      taken.close();
+    }
     // No ready pod within a short --pod-running-timeout.
     await kubectl(kc, "-n", NS, "create", "deployment", "empty", "--image=x", "--replicas=0").catch(
       (e) => {
