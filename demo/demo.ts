@@ -5,7 +5,7 @@
  * `--once` exits after the showcase (used by the tests).
  */
 import { sharedCluster, startCluster } from "../tests/cluster/cluster.ts";
-import { kubectl, type RelayProcess, startRelay } from "../tests/_lib/relay.ts";
+import { kubectl, podNames, type RelayProcess, startRelay } from "../tests/_lib/relay.ts";
 import { dnsQuery } from "./dns_query.ts";
 
 const once = Deno.args.includes("--once");
@@ -63,17 +63,7 @@ async function main(): Promise<number> {
 
     say("Rolling update while traffic flows: kubectl -n demo rollout restart deploy/web");
     const before = new Set(
-      (await kubectl(
-        kc,
-        "-n",
-        "demo",
-        "get",
-        "pods",
-        "-l",
-        "app=web",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-      )).split(" "),
+      await podNames(kc, "demo", "app=web"),
     );
     await kubectl(kc, "-n", "demo", "rollout", "restart", "deploy/web");
     const seen = new Map<string, number>();

@@ -191,6 +191,26 @@ export async function kubectl(kubeconfig: string, ...args: string[]): Promise<st
   return dec.decode(out.stdout);
 }
 
+/** Names of the pods matching a label selector in a namespace. */
+export async function podNames(
+  kubeconfig: string,
+  namespace: string,
+  selector: string,
+): Promise<string[]> {
+  const out = await kubectl(
+    kubeconfig,
+    "-n",
+    namespace,
+    "get",
+    "pods",
+    "-l",
+    selector,
+    "-o",
+    "jsonpath={.items[*].metadata.name}",
+  );
+  return out.split(" ").filter((s) => s);
+}
+
 /** Fetches http://HOST:PORT/ with curl and returns the body. */
 export async function curl(url: string, extra: string[] = []): Promise<string> {
   const out = await new Deno.Command("curl", {

@@ -1,6 +1,6 @@
 /** The end-to-end workloads (fixtures.yaml, namespace relay-e2e) and small lookups on them. */
 import { sharedCluster } from "../cluster/cluster.ts";
-import { kubectl } from "../_lib/relay.ts";
+import { kubectl, podNames as podNamesIn } from "../_lib/relay.ts";
 import { requireTools } from "../cluster/runtime/_testlib.ts";
 
 /** Namespace of the e2e workloads. */
@@ -27,19 +27,8 @@ export function setup(): Promise<string> {
 }
 
 /** Names of the pods matching a label selector in the e2e namespace. */
-export async function podNames(kc: string, selector: string): Promise<string[]> {
-  const out = await kubectl(
-    kc,
-    "-n",
-    NS,
-    "get",
-    "pods",
-    "-l",
-    selector,
-    "-o",
-    "jsonpath={.items[*].metadata.name}",
-  );
-  return out.split(" ").filter((s) => s);
+export function podNames(kc: string, selector: string): Promise<string[]> {
+  return podNamesIn(kc, NS, selector);
 }
 
 /** A pod's IP in the e2e namespace. */

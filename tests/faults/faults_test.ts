@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
 import { rssMiB } from "../_lib/rss.ts";
-import { agentJobs, kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
+import { agentJobs, kubectl, podNames, type RelayProcess, startRelay } from "../_lib/relay.ts";
 
 const NS = "relay-faults";
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -77,17 +77,7 @@ Deno.test(
     try {
       const port = relay.ports[0];
       const before = new Set(
-        (await kubectl(
-          kc,
-          "-n",
-          NS,
-          "get",
-          "pods",
-          "-l",
-          "app=web",
-          "-o",
-          "jsonpath={.items[*].metadata.name}",
-        )).split(" "),
+        await podNames(kc, NS, "app=web"),
       );
       // Long-lived connections opened before the update.
       const longLived = await Promise.all(
