@@ -41,8 +41,6 @@ export interface Relay {
   agent: AgentHandle;
   /** Graceful stop: stop accepting, let streams finish (bounded), delete the agent. */
   shutdown(graceMs?: number): Promise<void>;
-  /** Resolves when the relay fails for good (never, in normal operation). */
-  readonly done: Promise<void>;
 }
 
 function logger(flags: Flags, io: Io) {
@@ -244,7 +242,6 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
       get agent() {
         return conn.agent();
       },
-      done: new Promise<void>(() => {}),
       shutdown(graceMs = 2000) {
         stopping ??= (async () => {
           bound.forEach((b) => b.listener.stopAccepting());

@@ -44,7 +44,6 @@ export async function startProxyCommand(cmd: Command, io: Io): Promise<Relay> {
     get agent() {
       return conn.agent();
     },
-    done: new Promise(() => {}),
     shutdown() {
       stopping ??= (async () => {
         await Promise.all(servers.map((s) => s.close()));

@@ -58,13 +58,10 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
       await relay?.shutdown(0);
       return 0;
     }
-    const relay = raced.relay;
-    const outcome = await Promise.race([
-      relay.done.then(() => "done"),
-      signal.then(() => "signal"),
-    ]);
-    await relay.shutdown();
-    return outcome === "signal" ? 0 : 1;
+    // The relay runs (reconnecting as needed) until Ctrl-C or SIGTERM.
+    await signal;
+    await raced.relay.shutdown();
+    return 0;
   } catch (e) {
     if (e instanceof InsecureTlsRequired) {
       const code = await rerunInsecure(e.host, argv);
