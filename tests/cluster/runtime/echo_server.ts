@@ -5,19 +5,10 @@
  * @module
  */
 
-/** A running echo server. */
-export interface EchoServer {
-  readonly port: number;
-  close(): Promise<void>;
-}
+import { safeClose, serveTcp, type TcpServer } from "./tcp_server.ts";
 
-function safeClose(c: { close(): void }) {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
-}
+/** A running echo server. */
+export type EchoServer = TcpServer;
 
 async function echoConn(conn: Deno.Conn): Promise<void> {
   const buf = new Uint8Array(64 * 1024);
@@ -38,45 +29,13 @@ async function echoConn(conn: Deno.Conn): Promise<void> {
 
 /** TCP echo on hostname:port (0 = any port). */
 export function startTcpEcho(hostname: string, port: number): Promise<EchoServer> {
-  let listener: Deno.TcpListener;
-  try {
-    listener = Deno.listen({ hostname, port, transport: "tcp" });
-  } catch (e) {
-    return Promise.reject(e);
-  }
-  const conns = new Set<Deno.Conn>();
-  const inflight = new Set<Promise<void>>();
-  const accepting = (async () => {
+  return serveTcp(hostname, port, (conn) => {
     try {
-      for await (const conn of listener) {
-        try {
-          conn.setNoDelay(true);
-        } catch {
-          // not fatal
-        }
-        conns.add(conn);
-        const p = echoConn(conn).finally(() => {
-          conns.delete(conn);
-          inflight.delete(p);
-        });
-        inflight.add(p);
-      }
+      conn.setNoDelay(true);
     } catch {
-      // closed
+      // not fatal
     }
-  })();
-  let closing: Promise<void> | undefined;
-  return Promise.resolve({
-    port: (listener.addr as Deno.NetAddr).port,
-    close() {
-      closing ??= (async () => {
-        safeClose(listener);
-        await accepting;
-        for (const c of conns) safeClose(c);
-        await Promise.all(inflight);
-      })();
-      return closing;
-    },
+    return echoConn(conn);
   });
 }
 

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { safeClose, serveTcp, type TcpServer } from "./tcp_server.ts";
+
 /** A destination. */
 export interface Backend {
   hostname: string;
@@ -15,10 +17,7 @@ export interface Backend {
 export type PickBackends = () => Backend[];
 
 /** A running forwarder. */
-export interface Forwarder {
-  readonly port: number;
-  close(): Promise<void>;
-}
+export type Forwarder = TcpServer;
 
 /** Options common to both forwarders. */
 export interface ForwarderOptions {
@@ -52,14 +51,6 @@ async function pump(src: Deno.Conn, dst: Deno.Conn): Promise<void> {
   }
 }
 
-function safeClose(c: { close(): void }) {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
-}
-
 /** Relay a client connection to the first backend that accepts it. */
 async function relay(client: Deno.Conn, opts: ForwarderOptions): Promise<void> {
   let upstream: Deno.Conn | undefined;
@@ -83,41 +74,7 @@ async function relay(client: Deno.Conn, opts: ForwarderOptions): Promise<void> {
 
 /** Start a TCP forwarder. */
 export function startTcpForwarder(opts: ForwarderOptions): Promise<Forwarder> {
-  let listener: Deno.TcpListener;
-  try {
-    listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
-  } catch (e) {
-    return Promise.reject(e);
-  }
-  const conns = new Set<Deno.Conn>();
-  const inflight = new Set<Promise<void>>();
-  const accepting = (async () => {
-    try {
-      for await (const conn of listener) {
-        conns.add(conn);
-        const p = relay(conn, opts).finally(() => {
-          conns.delete(conn);
-          inflight.delete(p);
-        });
-        inflight.add(p);
-      }
-    } catch {
-      // closed
-    }
-  })();
-  let closing: Promise<void> | undefined;
-  return Promise.resolve({
-    port: (listener.addr as Deno.NetAddr).port,
-    close() {
-      closing ??= (async () => {
-        safeClose(listener);
-        await accepting;
-        for (const c of conns) safeClose(c);
-        await Promise.all(inflight);
-      })();
-      return closing;
-    },
-  });
+  return serveTcp(opts.hostname, opts.port, (conn) => relay(conn, opts));
 }
 
 /** Options of the UDP forwarder. */
