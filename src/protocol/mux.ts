@@ -35,6 +35,12 @@ export const MAX_WINDOW = 0x7fff_ffff;
 export const MAX_STREAM_ID = 0xffff_ffff;
 /** Length of the opaque PING / PONG payload. */
 export const PING_PAYLOAD_LENGTH = 8;
+/**
+ * Early data: the client's credit on a new stream before the agent's STATUS arrives (64 KiB).
+ * An agent's receive window (announced in STATUS, counted from the start of the stream) is never
+ * smaller, so the client may send this much DATA (and HALF_CLOSE) right after its OPEN.
+ */
+export const EARLY_WINDOW = 65536;
 
 /** Frame type codes on the wire. */
 export const FrameType = {

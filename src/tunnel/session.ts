@@ -7,6 +7,7 @@
  */
 
 import {
+  EARLY_WINDOW,
   encodeFrame,
   type Frame,
   FRAME_HEADER_LENGTH,
@@ -32,7 +33,10 @@ export interface SessionOptions {
   pingTimeoutMs?: number;
   /** Concurrently open streams accepted from the peer; default 4096. */
   maxStreams?: number;
-  /** Per-stream receive window in bytes; default 256 KiB. */
+  /**
+   * Per-stream receive window in bytes; default 256 KiB. The server role never uses less than
+   * EARLY_WINDOW (64 KiB), the credit clients have for early data before STATUS.
+   */
   initialWindow?: number;
   /**
    * Largest receive window auto-tuning may grow a fast-read stream to; default
@@ -65,10 +69,13 @@ export class StreamRejectedError extends Error {
 export class StreamResetError extends Error {
   /** The reset reason text. */
   readonly reason: string;
-  constructor(reason: string) {
+  /** True when the peer sent the RESET; false for a local `Stream.reset`. */
+  readonly byPeer: boolean;
+  constructor(reason: string, byPeer = false) {
     super(`stream reset: ${reason}`);
     this.name = "StreamResetError";
     this.reason = reason;
+    this.byPeer = byPeer;
   }
 }
 
@@ -260,12 +267,6 @@ interface StreamHost {
   log(line: string): void;
 }
 
-/** Callbacks of a client stream waiting for its STATUS. */
-interface PendingOpen {
-  resolve: (s: Stream) => void;
-  reject: (e: Error) => void;
-}
-
 /**
  * One bidirectional byte stream inside a Session.
  *
@@ -277,6 +278,13 @@ export class Stream {
   readonly id: number;
   /** The raw Header bytes carried by the OPEN frame. */
   readonly header: Uint8Array;
+  /**
+   * Client: resolves when the agent accepts the stream (STATUS 0); rejects with
+   * StreamRejectedError (nonzero STATUS), StreamResetError or SessionClosedError. Until then the
+   * stream already takes writes (early data, up to EARLY_WINDOW bytes) and reads wait. Server:
+   * resolved. Never an unhandled rejection.
+   */
+  readonly opened: Promise<void>;
 
   #host: StreamHost;
   // Receive side.
@@ -297,12 +305,12 @@ export class Stream {
   #writeQueue: (() => void)[] = [];
   #sendWaiters: (() => void)[] = [];
   // Lifecycle.
-  #resetError: StreamResetError | null = null;
+  #resetError: StreamResetError | StreamRejectedError | null = null;
   #sessionError: SessionClosedError | null = null;
   #removed = false;
   #answered: boolean; // server: STATUS sent; client: always true
-  /** Client: set while waiting for STATUS. @internal */
-  pending: PendingOpen | null = null;
+  /** Client: settles `opened`; set until STATUS (or the stream's end) arrives. */
+  #settleOpen: ((error?: Error) => void) | null = null;
 
   /** @internal Created by Session only. */
   constructor(host: StreamHost, id: number, header: Uint8Array, server: boolean) {
@@ -312,6 +320,22 @@ export class Stream {
     this.#recvAvailable = host.initialWindow;
     this.#window = host.initialWindow;
     this.#answered = !server;
+    if (server) {
+      this.opened = Promise.resolve();
+    } else {
+      this.#sendCredit = EARLY_WINDOW;
+      this.opened = new Promise<void>((resolve, reject) => {
+        this.#settleOpen = (error) => (error ? reject(error) : resolve());
+      });
+      this.opened.catch(() => {});
+    }
+  }
+
+  /** Client: settles `opened` once (no error = accepted). */
+  #settle(error?: Error): void {
+    const settle = this.#settleOpen;
+    this.#settleOpen = null;
+    settle?.(error);
   }
 
   /** Bytes received and not yet read (never more than `receiveWindow`). */
@@ -469,6 +493,7 @@ export class Stream {
     this.#resetError = new StreamResetError(reason);
     this.#chunks = [];
     this.#buffered = 0;
+    this.#settle(this.#resetError);
     if (!this.#removed) {
       this.#host.send({ type: "reset", streamId: this.id, reason });
       this.#host.log(`stream ${this.id}: reset (${reason})`);
@@ -506,9 +531,7 @@ export class Stream {
 
   /** @internal */
   onData(data: Uint8Array): void {
-    if (this.pending || !this.#answered) {
-      throw new ProtocolError(`DATA on stream ${this.id} before its STATUS`);
-    }
+    if (this.#settleOpen) throw new ProtocolError(`DATA on stream ${this.id} before its STATUS`);
     if (this.#remoteFin) throw new ProtocolError(`DATA on stream ${this.id} after HALF_CLOSE`);
     if (data.length > this.#recvAvailable) {
       throw new ProtocolError(
@@ -535,7 +558,7 @@ export class Stream {
 
   /** @internal */
   onHalfClose(): void {
-    if (this.pending || !this.#answered) {
+    if (this.#settleOpen) {
       throw new ProtocolError(`HALF_CLOSE on stream ${this.id} before its STATUS`);
     }
     if (this.#remoteFin) return;
@@ -549,31 +572,33 @@ export class Stream {
     this.#host.log(`stream ${this.id}: reset by peer (${reason})`);
     this.#removed = true;
     this.#releaseGrowth();
-    if (this.pending) {
-      const p = this.pending;
-      this.pending = null;
-      p.reject(new StreamResetError(reason));
-    }
     if (!this.#resetError) {
-      this.#resetError = new StreamResetError(reason);
+      this.#resetError = new StreamResetError(reason, true);
       this.#chunks = [];
       this.#buffered = 0;
     }
+    this.#settle(this.#resetError);
     this.#wakeAll();
   }
 
-  /** @internal Client: STATUS arrived. */
+  /**
+   * @internal Client: STATUS arrived. The agent's window counts from the start of the stream,
+   * so the early-data credit already spent comes out of it.
+   */
   onStatus(status: number, window: number): void {
-    const p = this.pending;
-    if (!p) return; // duplicate STATUS: ignored
-    this.pending = null;
+    if (!this.#settleOpen) return; // duplicate STATUS: ignored
     if (status === 0) {
-      this.#sendCredit = window;
-      p.resolve(this);
+      if (window < EARLY_WINDOW) {
+        throw new ProtocolError(`stream ${this.id}: STATUS window ${window} below early window`);
+      }
+      this.#sendCredit += window - EARLY_WINDOW;
+      this.#settle();
+      this.#wakeSenders();
     } else {
       this.#removed = true;
-      this.#resetError = new StreamResetError(`rejected with status ${status}`);
-      p.reject(new StreamRejectedError(status));
+      this.#resetError ??= new StreamRejectedError(status);
+      this.#settle(this.#resetError);
+      this.#wakeAll();
     }
   }
 
@@ -585,11 +610,7 @@ export class Stream {
   /** @internal The session ended. */
   onSessionClosed(error: SessionClosedError): void {
     this.#removed = true;
-    if (this.pending) {
-      const p = this.pending;
-      this.pending = null;
-      p.reject(error);
-    }
+    this.#settle(error);
     this.#sessionError ??= error;
     this.#wakeAll();
   }
@@ -680,7 +701,10 @@ export class Session {
     this.#pingTimeoutMs = option(opts.pingTimeoutMs, DEFAULT_PING_TIMEOUT_MS, 1, "pingTimeoutMs");
     this.#maxStreams = option(opts.maxStreams, DEFAULT_MAX_STREAMS, 0, "maxStreams");
     this.#initialWindow = Math.min(
-      option(opts.initialWindow, DEFAULT_INITIAL_WINDOW, 1, "initialWindow"),
+      Math.max(
+        option(opts.initialWindow, DEFAULT_INITIAL_WINDOW, 1, "initialWindow"),
+        this.#role === "server" ? EARLY_WINDOW : 1,
+      ),
       MAX_WINDOW,
     );
     this.#maxWindow = Math.min(
@@ -743,31 +767,35 @@ export class Session {
    * (STATUS 0); rejects with StreamRejectedError (nonzero status), StreamResetError (e.g. "too
    * many streams", "going away") or SessionClosedError.
    */
-  openStream(header: Uint8Array): Promise<Stream> {
-    if (this.#isClosed) return Promise.reject(new SessionClosedError(`session closed`));
-    if (this.#role !== "client") {
-      return Promise.reject(new TypeError("only the client role opens streams"));
-    }
+  async openStream(header: Uint8Array): Promise<Stream> {
+    const stream = this.openEarlyStream(header);
+    await stream.opened;
+    return stream;
+  }
+
+  /**
+   * Client: opens a stream carrying `header` without waiting for the answer: the OPEN is queued
+   * and the stream returned at once, so up to EARLY_WINDOW bytes (and a half-close) can follow it
+   * in the same round trip. `stream.opened` tells whether the agent accepted. Throws
+   * SessionClosedError if the session is closed or going away, TypeError for a bad header.
+   */
+  openEarlyStream(header: Uint8Array): Stream {
+    if (this.#isClosed) throw new SessionClosedError(`session closed`);
+    if (this.#role !== "client") throw new TypeError("only the client role opens streams");
     if (this.#localGoAway || this.#remoteGoAway) {
-      return Promise.reject(new SessionClosedError("session is going away"));
+      throw new SessionClosedError("session is going away");
     }
     if (this.#nextId > MAX_STREAM_ID) {
       this.goAway();
-      return Promise.reject(new SessionClosedError("stream ids exhausted"));
+      throw new SessionClosedError("stream ids exhausted");
     }
-    let open: Uint8Array;
     const id = this.#nextId;
-    try {
-      open = encodeFrame({ type: "open", streamId: id, window: this.#initialWindow, header });
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    const open = encodeFrame({ type: "open", streamId: id, window: this.#initialWindow, header });
     this.#nextId += 2;
     const stream = new Stream(this.#host, id, header.slice(), false);
-    const p = new Promise<Stream>((resolve, reject) => (stream.pending = { resolve, reject }));
     this.#streams.set(id, stream);
     this.#writer.control(open);
-    return p;
+    return stream;
   }
 
   /** No new streams (either side); existing ones finish, then the session closes. */

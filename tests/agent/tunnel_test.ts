@@ -106,6 +106,28 @@ Deno.test("agent tunnel: half-close reaches the destination and the reply still 
   });
 });
 
+Deno.test("agent tunnel: early data (64 KiB and a half-close sent with the OPEN) arrives intact", async () => {
+  await withTunnel(async (session, echo) => {
+    const data = new Uint8Array(64 * 1024);
+    crypto.getRandomValues(data);
+    const s = session.openEarlyStream(tcpHeader(echo.port));
+    await s.write(data);
+    await s.closeWrite();
+    await s.opened;
+    const back = await drain(s);
+    assert.equal(Buffer.compare(back, data), 0);
+    // An early stream to a closed port: the bytes are dropped, the status comes back.
+    const refused = session.openEarlyStream(tcpHeader(closedPort()));
+    await refused.write(ascii("nobody listens"));
+    await assert.rejects(
+      refused.opened,
+      (e) => e instanceof StreamRejectedError && e.status === Status.ConnectionRefused,
+    );
+    await assert.rejects(refused.read(), StreamRejectedError);
+    assert.equal(echo.accepted, 1);
+  });
+});
+
 Deno.test("agent tunnel: 1,000 concurrent streams each echo their own data", async () => {
   await withTunnel(async (session, echo) => {
     const N = 1000;

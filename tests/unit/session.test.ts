@@ -1,7 +1,13 @@
 /** Tunnel Session/Stream behaviour over an in-memory transport pair and loopback TCP. */
 
 import assert from "node:assert/strict";
-import { encodeFrame, type Frame, FrameDecoder, PREFACE } from "../../src/protocol/mux.ts";
+import {
+  EARLY_WINDOW,
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  PREFACE,
+} from "../../src/protocol/mux.ts";
 import {
   Session,
   SessionClosedError,
@@ -454,16 +460,18 @@ Deno.test("session/raw: the sender never exceeds the credit the peer granted", a
   const opening = peer.client.openStream(HEADER);
   const open = await peer.next("open");
   assert.equal(open.type === "open" && open.streamId, 1);
-  await peer.send({ type: "status", streamId: 1, status: 0, window: 100 });
+  // The agent's window counts from the start of the stream and is at least EARLY_WINDOW.
+  await peer.send({ type: "status", streamId: 1, status: 0, window: EARLY_WINDOW + 100 });
   const s = await opening;
-  const writing = s.write(pseudoRandom(1000, 9));
+  const total = EARLY_WINDOW + 1000;
+  const writing = s.write(pseudoRandom(total, 9));
   let got = 0;
-  while (got < 100) {
+  while (got < EARLY_WINDOW + 100) {
     const f = await peer.next("data");
     assert.equal(f.type, "data");
     if (f.type === "data") got += f.data.length;
   }
-  assert.equal(got, 100);
+  assert.equal(got, EARLY_WINDOW + 100);
   // Nothing more may come until credit is granted; prove it with a PING round trip.
   await peer.send({ type: "ping", data: new Uint8Array(8) });
   await peer.next("pong");
@@ -474,12 +482,12 @@ Deno.test("session/raw: the sender never exceeds the credit the peer granted", a
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(writeDone, false);
   await peer.send({ type: "window_update", streamId: 1, increment: 900 });
-  while (got < 1000) {
+  while (got < total) {
     const f = await peer.next("data");
     if (f.type === "data") got += f.data.length;
   }
   await writing;
-  assert.equal(got, 1000);
+  assert.equal(got, total);
   await peer.done();
 });
 
@@ -487,7 +495,7 @@ Deno.test("session/raw: DATA beyond the granted window is a protocol error", asy
   const peer = await rawPeer({ initialWindow: 1024 });
   const opening = peer.client.openStream(HEADER);
   await peer.next("open");
-  await peer.send({ type: "status", streamId: 1, status: 0, window: 1024 });
+  await peer.send({ type: "status", streamId: 1, status: 0, window: EARLY_WINDOW });
   const s = await opening;
   await peer.send({ type: "data", streamId: 1, data: new Uint8Array(1000) });
   await peer.send({ type: "data", streamId: 1, data: new Uint8Array(100) });
@@ -501,7 +509,7 @@ Deno.test("session/raw: the receiver returns credit as the reader consumes", asy
   const peer = await rawPeer({ initialWindow: 4096 });
   const opening = peer.client.openStream(HEADER);
   await peer.next("open");
-  await peer.send({ type: "status", streamId: 1, status: 0, window: 1 });
+  await peer.send({ type: "status", streamId: 1, status: 0, window: EARLY_WINDOW });
   const s = await opening;
   await peer.send({ type: "data", streamId: 1, data: new Uint8Array(4096).fill(1) });
   assert.equal((await s.read())?.length, 4096);
@@ -530,16 +538,123 @@ Deno.test("session/memory: close() ends every stream with SessionClosedError", a
   await p.close();
 });
 
-Deno.test("session/raw: a client sending DATA before STATUS ends the server session", async () => {
+Deno.test("session/raw: early DATA and HALF_CLOSE before STATUS wait for the server to accept", async () => {
   const [a, b] = memoryTransportPair();
   const opened: Stream[] = [];
-  const server = new Session(b, { role: "server", onStream: (s) => opened.push(s) });
+  // A smaller window is raised to EARLY_WINDOW: the client may send that much before STATUS.
+  const server = new Session(b, {
+    role: "server",
+    initialWindow: 1024,
+    onStream: (s) => opened.push(s),
+  });
+  const early = pseudoRandom(EARLY_WINDOW, 3);
   await a.write(encodeFrame({ type: "open", streamId: 1, window: 1024, header: HEADER }));
-  await a.write(encodeFrame({ type: "data", streamId: 1, data: enc("too early") }));
-  assert.equal(await server.closed, "protocol error: DATA on stream 1 before its STATUS");
-  assert.equal(opened.length, 1);
-  await assert.rejects(opened[0].read(), SessionClosedError);
+  await a.write(encodeFrame({ type: "data", streamId: 1, data: early.subarray(0, 1000) }));
+  await a.write(encodeFrame({ type: "data", streamId: 1, data: early.subarray(1000) }));
+  await a.write(encodeFrame({ type: "half_close", streamId: 1 }));
+  const decoder = new FrameDecoder();
+  const frames: Frame[] = [];
+  const s = await (async () => {
+    while (opened.length === 0) await new Promise((r) => setTimeout(r, 1));
+    return opened[0];
+  })();
+  s.accept();
+  while (!frames.some((f) => f.type === "status")) {
+    frames.push(...decoder.push((await a.read())!).frames);
+  }
+  assert.deepEqual(frames.find((f) => f.type === "status"), {
+    type: "status",
+    streamId: 1,
+    status: 0,
+    window: EARLY_WINDOW,
+  });
+  assert.equal(await sha256(await readAll(s)), await sha256(early));
+  server.close();
   a.close();
+});
+
+Deno.test("session/raw: early DATA beyond the server's window ends the server session", async () => {
+  const [a, b] = memoryTransportPair();
+  const server = new Session(b, { role: "server", initialWindow: 1024, onStream: () => {} });
+  await a.write(encodeFrame({ type: "open", streamId: 1, window: 1024, header: HEADER }));
+  await a.write(encodeFrame({ type: "data", streamId: 1, data: new Uint8Array(EARLY_WINDOW) }));
+  await a.write(encodeFrame({ type: "data", streamId: 1, data: new Uint8Array(1) }));
+  assert.match(await server.closed, /^protocol error: stream 1: DATA of 1 bytes exceeds credit 0/);
+  a.close();
+});
+
+Deno.test("session/raw: an early stream sends OPEN, DATA, HALF_CLOSE in one go, within EARLY_WINDOW", async () => {
+  const peer = await rawPeer();
+  const s = peer.client.openEarlyStream(HEADER);
+  const payload = pseudoRandom(EARLY_WINDOW + 5000, 4);
+  const writing = s.write(payload).then(() => s.closeWrite());
+  const open = await peer.next("open");
+  assert.equal(open.type === "open" && open.streamId, 1);
+  let got = 0;
+  while (got < EARLY_WINDOW) {
+    const f = await peer.next("data");
+    if (f.type === "data") got += f.data.length;
+  }
+  // No more than the early window before STATUS; prove it with a PING round trip.
+  await peer.send({ type: "ping", data: new Uint8Array(8) });
+  await peer.next("pong");
+  assert.deepEqual(peer.unread.filter((f) => f.type === "data" || f.type === "half_close"), []);
+  await peer.send({ type: "status", streamId: 1, status: 0, window: EARLY_WINDOW + 5000 });
+  await s.opened;
+  while (got < payload.length) {
+    const f = await peer.next("data");
+    if (f.type === "data") got += f.data.length;
+  }
+  assert.equal(got, payload.length);
+  await writing;
+  assert.deepEqual(await peer.next("half_close"), { type: "half_close", streamId: 1 });
+  await peer.done();
+});
+
+Deno.test("session/raw: a refused early stream fails opened, reads and writes with the status", async () => {
+  const peer = await rawPeer();
+  const s = peer.client.openEarlyStream(HEADER);
+  await s.write(enc("lost"));
+  await peer.next("open");
+  await peer.send({ type: "status", streamId: 1, status: 4, window: 0 });
+  await assert.rejects(s.opened, (e) => e instanceof StreamRejectedError && e.status === 4);
+  await assert.rejects(s.read(), StreamRejectedError);
+  await assert.rejects(s.write(enc("more")), StreamRejectedError);
+  assert.equal(peer.client.activeStreams, 0);
+  await peer.done();
+});
+
+Deno.test("session/raw: a STATUS window below EARLY_WINDOW or agent DATA before STATUS ends the session", async () => {
+  for (
+    const bad of [
+      { type: "status", streamId: 1, status: 0, window: EARLY_WINDOW - 1 },
+      { type: "data", streamId: 1, data: enc("too early") },
+    ] satisfies Frame[]
+  ) {
+    const peer = await rawPeer();
+    const s = peer.client.openEarlyStream(HEADER);
+    await peer.next("open");
+    await peer.send(bad);
+    assert.match(await peer.client.closed, /^protocol error: .*(early window|before its STATUS)/);
+    await assert.rejects(s.opened, SessionClosedError);
+    await peer.done();
+  }
+});
+
+Deno.test("session/memory: early data reaches the server's reader after accept", async () => {
+  const p = await memoryPair();
+  try {
+    const c = p.client.openEarlyStream(HEADER);
+    await c.write(enc("GET / HTTP/1.0\r\n\r\n"));
+    await c.closeWrite();
+    const srv = await p.streams.next();
+    const echoing = echo(srv);
+    await c.opened;
+    assert.equal(dec(await readAll(c)), "GET / HTTP/1.0\r\n\r\n");
+    await echoing;
+  } finally {
+    await p.close();
+  }
 });
 
 Deno.test("session/raw: OPEN with a non-increasing stream id ends the server session", async () => {
@@ -616,7 +731,7 @@ Deno.test("session/raw: the reason of a peer's GO_AWAY shows in the close reason
   const peer = await rawPeer();
   const opening = peer.client.openStream(HEADER);
   await peer.next("open");
-  await peer.send({ type: "status", streamId: 1, status: 0, window: 1024 });
+  await peer.send({ type: "status", streamId: 1, status: 0, window: EARLY_WINDOW });
   const s = await opening;
   await peer.send({ type: "go_away", reason: "protocol error: something" });
   await peer.send({ type: "reset", streamId: 1, reason: "bye" });
