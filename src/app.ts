@@ -9,12 +9,21 @@ import { type ResolvedTarget, resolveTarget } from "./kube/resolve.ts";
 import { encodeHeader, formatDestination, type Header } from "./protocol/header.ts";
 import { Status, statusMessage } from "./protocol/status.ts";
 import { openPortForward } from "./tunnel/portforward.ts";
-import { type Stream, StreamRejectedError } from "./tunnel/session.ts";
+import { StreamRejectedError, StreamResetError } from "./tunnel/session.ts";
 import { Tunnel } from "./tunnel/tunnel.ts";
-import { type ForwardContext, hostPort, type Listener } from "./forward/listener.ts";
+import {
+  type ForwardContext,
+  hostPort,
+  type Listener,
+  type OpenedStream,
+} from "./forward/listener.ts";
+import { type EarlyStream, RetryingStream } from "./forward/retrying_stream.ts";
 import { forwardingLine, listenTcp } from "./forward/tcp.ts";
 import { listenUdp } from "./forward/udp.ts";
 import { DEFAULT_AGENT_IMAGE } from "./version.ts";
+
+/** Opens of one local connection, first one included, before its error is reported. */
+const MAX_OPEN_ATTEMPTS = 3;
 
 /** Dial failures after which a connection to a pod is retried on another ready pod. */
 const RETRYABLE = new Set<number>([
@@ -134,7 +143,7 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
 
   // Bind every local port first, so a port clash fails before anything is created in the cluster.
   const bound: { listener: Listener; spec: PortSpec; req: number }[] = [];
-  type Opener = (req: number, spec: PortSpec) => Promise<Stream>;
+  type Opener = (req: number, spec: PortSpec) => Promise<OpenedStream>;
   let setOpener!: (o: Opener) => void;
   const opener = new Promise<Opener>((resolve) => (setOpener = resolve));
   const ctxFor = (req: number): ForwardContext => ({
@@ -196,9 +205,14 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
     agents = conn.agents;
     tunnel = conn.tunnel;
     const t = tunnel;
+    // Each local connection's stream is opened with early data: its first bytes travel with the
+    // OPEN, and an open the agent never acted on (a refusing pod, a session going away) is
+    // replayed, bytes included, on a new stream.
     setOpener(async (req, spec) => {
       const target = resolved[req];
-      for (let attempt = 1;; attempt++) {
+      let attempt = 0;
+      const open = async () => {
+        attempt++;
         const dest = await target.destination(spec);
         const header: Header = {
           requestId: crypto.randomUUID(),
@@ -212,24 +226,31 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
             dest.pod ? ` (pod ${dest.pod})` : ""
           }`,
         );
-        try {
-          return await t.openStream(encodeHeader(header));
-        } catch (e) {
-          if (!(e instanceof StreamRejectedError)) throw e;
+        return { dest, header, stream: await t.openEarlyStream(encodeHeader(header)) };
+      };
+      let current = await open();
+      const retry = async (e: unknown): Promise<EarlyStream> => {
+        const { dest, header } = current;
+        const again = attempt < MAX_OPEN_ATTEMPTS;
+        if (e instanceof StreamRejectedError) {
           // A pod that refuses is usually one being replaced: try another ready pod.
-          if (dest.pod && RETRYABLE.has(e.status) && attempt < 3) {
-            log(
-              2,
-              `${header.requestId} pod ${dest.pod} refused (${
-                statusMessage(e.status)
-              }); trying another pod`,
-            );
-            target.reportFailure(dest);
-            continue;
-          }
-          throw dialError(header, e.status);
+          if (!again || !dest.pod || !RETRYABLE.has(e.status)) throw dialError(header, e.status);
+          log(
+            2,
+            `${header.requestId} pod ${dest.pod} refused (${
+              statusMessage(e.status)
+            }); trying another pod`,
+          );
+          target.reportFailure(dest);
+        } else if (
+          !(again && e instanceof StreamResetError && e.byPeer && e.reason === "going away")
+        ) {
+          throw e;
         }
-      }
+        current = await open();
+        return current.stream;
+      };
+      return new RetryingStream(current.stream, retry);
     });
     const listeners = bound.map((b) => ({
       listener: b.listener,

@@ -1,6 +1,7 @@
 import type { PortSpec } from "../cli/ports.ts";
 import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
 import { relay } from "./relay.ts";
+import { StreamResetError } from "../tunnel/session.ts";
 
 /** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */
 export function listenTcp(
@@ -42,6 +43,10 @@ export function listenTcp(
       }
       return;
     }
+    // The first bytes travel with the open; a refusal shows up here and ends the relay.
+    stream.ready.catch((e) => {
+      if (!(e instanceof StreamResetError && !e.byPeer)) ctx.err(`error: ${(e as Error).message}`);
+    });
     const { up, down } = await relay(conn, stream);
     ctx.log(4, `connection for ${boundPort} closed (${up} bytes sent, ${down} received)`);
   }

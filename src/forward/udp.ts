@@ -1,13 +1,12 @@
 import type { PortSpec } from "../cli/ports.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../protocol/udp.ts";
-import type { Stream } from "../tunnel/session.ts";
-import type { ForwardContext, Listener } from "./listener.ts";
+import type { ForwardContext, Listener, OpenedStream } from "./listener.ts";
 
 /** Datagrams queued per flow while its stream is opening; more are dropped (as a network would). */
 const MAX_PENDING = 256;
 
 interface Flow {
-  stream?: Stream;
+  stream?: OpenedStream;
   pending: Uint8Array[];
   /** Datagrams handed to the stream and not yet written (bounds memory when the tunnel is slow). */
   inflight: number;
@@ -19,7 +18,7 @@ interface Flow {
  * Queues one datagram on the flow's stream. `Stream.write` keeps call order, so no chaining is
  * needed; past MAX_PENDING unwritten datagrams, new ones are dropped (as a congested network would).
  */
-function send(flow: Flow, stream: Stream, dg: Uint8Array): void {
+function send(flow: Flow, stream: OpenedStream, dg: Uint8Array): void {
   if (flow.inflight >= MAX_PENDING) return;
   flow.inflight++;
   stream.write(encodeUdpFrame(dg)).then(
@@ -65,7 +64,9 @@ export function listenUdp(
   async function startFlow(key: string, flow: Flow, client: Deno.NetAddr): Promise<void> {
     ctx.out(`Handling connection for ${boundPort}`);
     try {
-      flow.stream = await ctx.open(spec);
+      const stream = await ctx.open(spec);
+      await stream.ready;
+      flow.stream = stream;
     } catch (e) {
       ctx.err(`error: ${(e as Error).message}`);
       flows.delete(key);

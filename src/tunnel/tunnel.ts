@@ -138,14 +138,35 @@ export class Tunnel {
     return this.#session;
   }
 
-  /** Opens a stream for an encoded Header, waiting (bounded) for a session if reconnecting. */
+  /**
+   * Opens a stream for an encoded Header and waits for the agent's answer, waiting (bounded) for
+   * a session if reconnecting. If the session dies before the answer, it tries once more on the
+   * next one.
+   */
   async openStream(header: Uint8Array): Promise<Stream> {
+    for (let attempt = 0;; attempt++) {
+      const stream = await this.openEarlyStream(header);
+      try {
+        await stream.opened;
+        return stream;
+      } catch (e) {
+        if (e instanceof SessionClosedError && attempt === 0 && !this.#closed) continue;
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Opens a stream without waiting for the agent's answer (early data, see
+   * `Session.openEarlyStream`); waits (bounded) only for a session if reconnecting.
+   */
+  async openEarlyStream(header: Uint8Array): Promise<Stream> {
     for (let attempt = 0;; attempt++) {
       const session = await this.#currentSession();
       try {
-        return await session.openStream(header);
+        return session.openEarlyStream(header);
       } catch (e) {
-        // The session died under us: retry once on the next one.
+        // The session is ending under us: once more on the next one.
         if (e instanceof SessionClosedError && attempt === 0 && !this.#closed) continue;
         throw e;
       }
