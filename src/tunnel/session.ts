@@ -19,6 +19,7 @@ import {
   PREFACE,
   putDataFrameHeader,
 } from "../protocol/mux.ts";
+import { setImmediate } from "node:timers";
 import type { Transport } from "./transport.ts";
 
 /** Options of a Session. */
@@ -147,8 +148,11 @@ class FrameWriter {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /** Reserves `n` contiguous bytes in the current batch; returns [buffer, offset]. */
-  #reserve(n: number): [Uint8Array, number] {
+  /**
+   * Reserves `n` contiguous bytes in the current batch; returns [buffer, offset]. Starts the
+   * write loop unless `kick` is false.
+   */
+  #reserve(n: number, kick = true): [Uint8Array, number] {
     let cur = this.#current;
     if (cur && cur.used + n > cur.buf.length) {
       this.#ready.push(cur);
@@ -164,7 +168,7 @@ class FrameWriter {
     const off = cur.used;
     cur.used += n;
     this.#queued += n;
-    this.#kick();
+    if (kick) this.#kick();
     return [cur.buf, off];
   }
 
@@ -182,6 +186,22 @@ class FrameWriter {
     }
     const [buf, off] = this.#reserve(bytes.length);
     buf.set(bytes, off);
+  }
+
+  /**
+   * Queues an encoded control frame but writes it only with the next frame queued, or after the
+   * event loop's next I/O poll (`setImmediate`, microseconds) if none comes: an OPEN then shares
+   * its transport write with the stream's first DATA when the local client has already sent
+   * some (one packet instead of two, so Nagle's algorithm on the transport cannot hold the DATA
+   * back for a round trip).
+   */
+  deferredControl(bytes: Uint8Array): void {
+    if (this.#failed) return;
+    const [buf, off] = this.#reserve(bytes.length, false);
+    buf.set(bytes, off);
+    setImmediate(() => {
+      if (!this.#failed && this.#queued > 0) this.#kick();
+    });
   }
 
   /** Queues a DATA frame (payload ≤ MAX_DATA_PAYLOAD), copying the payload. */
@@ -768,7 +788,7 @@ export class Session {
    * many streams", "going away") or SessionClosedError.
    */
   async openStream(header: Uint8Array): Promise<Stream> {
-    const stream = this.openEarlyStream(header);
+    const stream = this.#open(header, false);
     await stream.opened;
     return stream;
   }
@@ -776,10 +796,15 @@ export class Session {
   /**
    * Client: opens a stream carrying `header` without waiting for the answer: the OPEN is queued
    * and the stream returned at once, so up to EARLY_WINDOW bytes (and a half-close) can follow it
-   * in the same round trip. `stream.opened` tells whether the agent accepted. Throws
-   * SessionClosedError if the session is closed or going away, TypeError for a bad header.
+   * in the same round trip. `stream.opened` tells whether the agent accepted. The OPEN is
+   * written together with the first DATA if that comes within the current event-loop turn.
+   * Throws SessionClosedError if the session is closed or going away, TypeError for a bad header.
    */
   openEarlyStream(header: Uint8Array): Stream {
+    return this.#open(header, true);
+  }
+
+  #open(header: Uint8Array, early: boolean): Stream {
     if (this.#isClosed) throw new SessionClosedError(`session closed`);
     if (this.#role !== "client") throw new TypeError("only the client role opens streams");
     if (this.#localGoAway || this.#remoteGoAway) {
@@ -794,7 +819,8 @@ export class Session {
     this.#nextId += 2;
     const stream = new Stream(this.#host, id, header.slice(), false);
     this.#streams.set(id, stream);
-    this.#writer.control(open);
+    if (early) this.#writer.deferredControl(open);
+    else this.#writer.control(open);
     return stream;
   }
 

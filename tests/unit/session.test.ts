@@ -611,6 +611,28 @@ Deno.test("session/raw: an early stream sends OPEN, DATA, HALF_CLOSE in one go, 
   await peer.done();
 });
 
+Deno.test("session/raw: an early OPEN shares one transport write with DATA of the same turn", async () => {
+  const [a, b] = memoryTransportPair();
+  const client = new Session(a, { role: "client" });
+  const t = await acceptPreface(b);
+  const writes: Frame["type"][][] = [];
+  const readWrite = async () =>
+    writes.push(new FrameDecoder().push((await t.read())!).frames.map((f) => f.type));
+  while (!writes.flat().includes("ping")) await readWrite(); // the session's first PING
+  // Data the local client had already sent goes out with the OPEN, in one write.
+  const s = client.openEarlyStream(HEADER);
+  await Promise.resolve();
+  await s.write(enc("GET /"));
+  await readWrite();
+  // Without data the OPEN still goes out (one event-loop turn later).
+  client.openEarlyStream(HEADER);
+  await readWrite();
+  assert.deepEqual(writes.slice(-2), [["open", "data"], ["open"]]);
+  client.close();
+  await client.closed;
+  t.close();
+});
+
 Deno.test("session/raw: a refused early stream fails opened, reads and writes with the status", async () => {
   const peer = await rawPeer();
   const s = peer.client.openEarlyStream(HEADER);
