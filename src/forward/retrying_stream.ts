@@ -1,3 +1,4 @@
+import { EARLY_WINDOW } from "../protocol/mux.ts";
 import type { RelayStream } from "./relay.ts";
 
 /**
@@ -9,8 +10,11 @@ export interface EarlyStream extends RelayStream {
   readonly opened: Promise<void>;
 }
 
-/** Bytes kept for replay while an open is unconfirmed; beyond this, writes wait for the answer. */
-const MAX_REPLAY = 256 * 1024;
+/**
+ * Bytes kept for replay while an open is unconfirmed; beyond this, writes wait for the answer.
+ * The tunnel takes no more before STATUS anyway (its early window).
+ */
+const MAX_REPLAY = EARLY_WINDOW;
 
 /**
  * A relayed stream that can move to another stream while its open is unconfirmed: if the agent
