@@ -114,11 +114,16 @@ export async function relayUdp(
 
   const down = async () => {
     const buf = new Uint8Array(MAX_DATAGRAM);
+    let peerText = ""; // the last source text that normalized to `dest` (skips re-parsing it)
     try {
       while (!ended) {
         const [d, from] = await socket.receive(buf);
         const f = from as Deno.NetAddr;
-        if (f.port !== port || normalizeIp(f.hostname) !== dest) continue; // not our peer
+        if (f.port !== port) continue; // not our peer
+        if (f.hostname !== peerText) {
+          if (normalizeIp(f.hostname) !== dest) continue; // not our peer
+          peerText = f.hostname;
+        }
         last = Date.now();
         await client.write(encodeUdpFrame(d));
         result.received++;

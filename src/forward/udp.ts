@@ -95,9 +95,12 @@ export function listenUdp(
   }
 
   (async () => {
+    // One reused receive buffer: `receive()` without one allocates (and zeroes) 64 KiB per
+    // datagram. `send` copies the datagram synchronously (framing), `pending` keeps a copy.
+    const buf = new Uint8Array(65536);
     try {
       while (!closed) {
-        const [data, remote] = await socket.receive();
+        const [data, remote] = await socket.receive(buf);
         const client = remote as Deno.NetAddr;
         const key = `${client.hostname}:${client.port}`;
         let flow = flows.get(key);
@@ -116,7 +119,7 @@ export function listenUdp(
         if (flow.stream) {
           send(flow, flow.stream, data);
         } else if (flow.pending.length < MAX_PENDING) {
-          flow.pending.push(data);
+          flow.pending.push(data.slice());
         }
       }
     } catch {

@@ -55,6 +55,11 @@ export async function openPortForward(
   return transport;
 }
 
+/**
+ * Leaves `coalesceWrites` unset: Deno opens the apiserver connection with Nagle on (its
+ * HttpClient sets TCP_NODELAY off and offers no option), and deferring batches on such a pipe
+ * stalled bursts of datagrams by ~40 ms. Small writes are coalesced by the kernel instead.
+ */
 class WebSocketTransport implements Transport {
   #ws: WebSocket;
   #what: string;

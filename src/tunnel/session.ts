@@ -233,10 +233,17 @@ class FrameWriter {
     }
   }
 
+  /**
+   * Starts the write loop. On a transport that sends small writes at once (`coalesceWrites`)
+   * the loop starts once the current event-loop turn has run its I/O callbacks (`setImmediate`,
+   * a few µs later), so that frames produced by I/O that has already arrived (a burst of
+   * datagrams, several relayed reads) share one transport write; otherwise from a microtask.
+   */
   #kick(): void {
     if (this.#running) return;
     this.#running = true;
-    queueMicrotask(() => void this.#loop());
+    if (this.#transport.coalesceWrites) setImmediate(() => void this.#loop());
+    else queueMicrotask(() => void this.#loop());
   }
 
   async #loop(): Promise<void> {

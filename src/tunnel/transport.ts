@@ -25,6 +25,14 @@ export interface Transport {
   write(chunk: Uint8Array): Promise<void>;
   /** Closes both directions; idempotent. */
   close(): void;
+  /**
+   * True when the pipe sends small writes at once (TCP_NODELAY). A Session then starts each
+   * write batch at the end of the event-loop turn (`setImmediate`) rather than from a
+   * microtask, so frames produced by I/O that has already arrived (a burst of datagrams)
+   * share one write. Unset (false) for pipes whose small writes the kernel may hold back
+   * (Nagle): there, deferring measurably stalled bursts of datagrams by ~40 ms (delayed ACKs).
+   */
+  readonly coalesceWrites?: boolean;
 }
 
 /** Size of the read buffer used by `connTransport`. */
@@ -49,6 +57,8 @@ export function connTransport(conn: Deno.Conn): Transport {
     }
   }
   return {
+    // TCP_NODELAY is set above (Unix sockets have no Nagle either).
+    coalesceWrites: true,
     async read(): Promise<Uint8Array | null> {
       if (closed) return null;
       let n: number | null;
@@ -87,6 +97,7 @@ export function connTransport(conn: Deno.Conn): Transport {
 export function prefixedTransport(leftover: Uint8Array, inner: Transport): Transport {
   let pending: Uint8Array | null = leftover.length > 0 ? leftover : null;
   return {
+    coalesceWrites: inner.coalesceWrites,
     read(): Promise<Uint8Array | null> {
       if (pending) {
         const chunk = pending;
@@ -131,15 +142,18 @@ class MemoryPipe {
 
 /**
  * Creates two connected in-memory transports (for tests): bytes written to one are read from
- * the other. Writes copy their chunk and wait while more than 1 MiB is unread. Closing either
+ * the other (`coalesceWrites` sets the transports' hint of that name). Writes copy their chunk and wait while more than 1 MiB is unread. Closing either
  * end ends both directions: the closer reads EOF at once, the peer after draining what was sent.
  */
-export function memoryTransportPair(): [Transport, Transport] {
+export function memoryTransportPair(
+  opts: { coalesceWrites?: boolean } = {},
+): [Transport, Transport] {
   const ab = new MemoryPipe();
   const ba = new MemoryPipe();
   const end = (rx: MemoryPipe, tx: MemoryPipe): Transport => {
     let closed = false;
     return {
+      coalesceWrites: opts.coalesceWrites,
       async read(): Promise<Uint8Array | null> {
         while (true) {
           if (closed) return null;
