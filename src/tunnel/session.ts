@@ -107,6 +107,11 @@ const QUEUE_HIGH_WATER = 1024 * 1024;
 const QUEUE_OVERFLOW = 8 * 1024 * 1024;
 /** `Stream.read()` merges buffered chunks into one array up to this size. */
 const MAX_READ_CHUNK = 1024 * 1024;
+/**
+ * How long an early OPEN waits for the stream's first DATA to share its transport write (a
+ * client's first bytes usually follow its connect within tens of microseconds).
+ */
+const EARLY_DATA_WAIT_MS = 0.25;
 /** How long a draining close (after go-away) waits for queued frames to be written. */
 const DRAIN_GRACE_MS = 5000;
 
@@ -189,19 +194,23 @@ class FrameWriter {
   }
 
   /**
-   * Queues an encoded control frame but writes it only with the next frame queued, or after the
-   * event loop's next I/O poll (`setImmediate`, microseconds) if none comes: an OPEN then shares
-   * its transport write with the stream's first DATA when the local client has already sent
-   * some (one packet instead of two, so Nagle's algorithm on the transport cannot hold the DATA
-   * back for a round trip).
+   * Queues an encoded control frame but writes it only with the next frame queued, or once
+   * EARLY_DATA_WAIT_MS passed without one (checked after each I/O poll of the event loop, via
+   * `setImmediate`): an OPEN then shares its transport write with the stream's first DATA when
+   * the local client sends it right after connecting (one packet instead of two, so Nagle's
+   * algorithm on the transport cannot hold the DATA back for a round trip).
    */
   deferredControl(bytes: Uint8Array): void {
     if (this.#failed) return;
     const [buf, off] = this.#reserve(bytes.length, false);
     buf.set(bytes, off);
-    setImmediate(() => {
-      if (!this.#failed && this.#queued > 0) this.#kick();
-    });
+    const until = performance.now() + EARLY_DATA_WAIT_MS;
+    const check = () => {
+      if (this.#failed || this.#running || this.#queued === 0) return; // written meanwhile
+      if (performance.now() >= until) this.#kick();
+      else setImmediate(check);
+    };
+    setImmediate(check);
   }
 
   /** Queues a DATA frame (payload ≤ MAX_DATA_PAYLOAD), copying the payload. */
