@@ -67,14 +67,19 @@ async function readDatagrams(stream: Stream): Promise<Uint8Array[]> {
   return out;
 }
 
+/** Opens a stream from the client and accepts it on the server; both ends. */
+async function openAccepted(p: Awaited<ReturnType<typeof sessions>>) {
+  const opening = p.client.openStream(new Uint8Array([1]));
+  const server = await p.streams.next();
+  server.accept();
+  return { stream: await opening, server };
+}
+
 for (const coalesceWrites of [true, false]) {
   Deno.test(`frame writer (coalesceWrites: ${coalesceWrites}): a burst of datagrams keeps order and boundaries`, async () => {
     const p = await sessions(coalesceWrites);
     try {
-      const opening = p.client.openStream(new Uint8Array([1]));
-      const server = await p.streams.next();
-      server.accept();
-      const stream = await opening;
+      const { stream, server } = await openAccepted(p);
       const received = readDatagrams(server);
       await new Promise((r) => setTimeout(r, 10)); // let PING/STATUS traffic settle
       const sent = datagrams(200);
@@ -98,10 +103,7 @@ for (const coalesceWrites of [true, false]) {
 Deno.test("frame writer (coalesceWrites): a lone frame is written before any timer fires", async () => {
   const p = await sessions(true);
   try {
-    const opening = p.client.openStream(new Uint8Array([1]));
-    const server = await p.streams.next();
-    server.accept();
-    const stream = await opening;
+    const { stream, server } = await openAccepted(p);
     await new Promise((r) => setTimeout(r, 10));
     const before = p.clientT.writes;
     await stream.write(encodeUdpFrame(new Uint8Array([42])));
