@@ -813,7 +813,7 @@ export class Session {
    * Client: opens a stream carrying `header` without waiting for the answer: the OPEN is queued
    * and the stream returned at once, so up to EARLY_WINDOW bytes (and a half-close) can follow it
    * in the same round trip. `stream.opened` tells whether the agent accepted. The OPEN is
-   * written together with the first DATA if that comes within the current event-loop turn.
+   * written together with the first DATA if that is queued within EARLY_DATA_WAIT_MS (0.25 ms).
    * Throws SessionClosedError if the session is closed or going away, TypeError for a bad header.
    */
   openEarlyStream(header: Uint8Array): Stream {
