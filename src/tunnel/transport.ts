@@ -142,8 +142,9 @@ class MemoryPipe {
 
 /**
  * Creates two connected in-memory transports (for tests): bytes written to one are read from
- * the other (`coalesceWrites` sets the transports' hint of that name). Writes copy their chunk and wait while more than 1 MiB is unread. Closing either
- * end ends both directions: the closer reads EOF at once, the peer after draining what was sent.
+ * the other (`coalesceWrites` sets the transports' hint of that name). Writes copy their chunk
+ * and wait while more than 1 MiB is unread. Closing either end ends both directions: the closer
+ * reads EOF at once, the peer after draining what was sent.
  */
 export function memoryTransportPair(
   opts: { coalesceWrites?: boolean } = {},
