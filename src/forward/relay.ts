@@ -26,6 +26,14 @@ export interface RelayStream {
   reset(reason: string): void;
 }
 
+/** A read of the local connection issued before the relay started. */
+export interface PendingRead {
+  /** The read's result (`conn.read(buf)`). */
+  n: Promise<number | null>;
+  /** The buffer it reads into; the relay goes on reading into it. */
+  buf: Uint8Array;
+}
+
 /** Something with Deno's `write(p)` contract (may write partially). */
 export interface ByteSink {
   write(p: Uint8Array): Promise<number>;
@@ -44,14 +52,16 @@ export function errorText(err: unknown): string {
 
 /**
  * Relays bytes between a local TCP connection and a tunnel stream until both directions end.
- * `leftover` (bytes the client sent during a proxy handshake) goes to the stream first. An error
- * on one side aborts the other (the stream is reset, the connection closed). Never throws;
- * returns the byte counts.
+ * `leftover` (bytes the client sent during a proxy handshake) goes to the stream first; so does
+ * the result of `firstRead`, a read issued before the stream was opened. An error on one side
+ * aborts the other (the stream is reset, the connection closed). Never throws; returns the byte
+ * counts.
  */
 export async function relay(
   conn: Deno.Conn,
   stream: RelayStream,
   leftover: Uint8Array = new Uint8Array(0),
+  firstRead?: PendingRead,
 ): Promise<{ up: number; down: number }> {
   let up = 0;
   let down = 0;
@@ -70,9 +80,11 @@ export async function relay(
   const upstream = async () => {
     try {
       if (leftover.length > 0) await stream.write(leftover);
-      const buf = new Uint8Array(RELAY_BUFFER_SIZE);
+      const buf = firstRead?.buf ?? new Uint8Array(RELAY_BUFFER_SIZE);
+      let pending = firstRead?.n;
       for (;;) {
-        const n = await conn.read(buf);
+        const n = await (pending ?? conn.read(buf));
+        pending = undefined;
         if (n === null) break;
         up += n;
         await stream.write(buf.subarray(0, n));

@@ -1,6 +1,6 @@
 import type { PortSpec } from "../cli/ports.ts";
 import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
-import { relay } from "./relay.ts";
+import { relay, RELAY_BUFFER_SIZE } from "./relay.ts";
 import { StreamResetError } from "../tunnel/session.ts";
 
 /** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */
@@ -30,6 +30,11 @@ export function listenTcp(
   })();
   async function handle(conn: Deno.TcpConn): Promise<void> {
     conn.setNoDelay(true);
+    // Read at once, while the stream opens: bytes the client sends right after connecting then
+    // go out together with the open (one packet, one round trip).
+    const buf = new Uint8Array(RELAY_BUFFER_SIZE);
+    const first = { n: conn.read(buf), buf };
+    first.n.catch(() => {}); // the relay awaits it; without a stream the connection is closed
     ctx.out(`Handling connection for ${boundPort}`);
     let stream;
     try {
@@ -47,7 +52,7 @@ export function listenTcp(
     stream.ready.catch((e) => {
       if (!(e instanceof StreamResetError && !e.byPeer)) ctx.err(`error: ${(e as Error).message}`);
     });
-    const { up, down } = await relay(conn, stream);
+    const { up, down } = await relay(conn, stream, undefined, first);
     ctx.log(4, `connection for ${boundPort} closed (${up} bytes sent, ${down} received)`);
   }
   return {
