@@ -15,13 +15,14 @@ import { type AgentProcess, canUnshareMount, startAgentProcess } from "../_lib/a
 import { type FakeDns, startFakeDns } from "../_lib/dns.ts";
 import { closedPort, randomLoopback } from "../_lib/net.ts";
 import {
+  assertEchoed,
   curl,
-  ECHO_EOF_TRAILER,
   patternBytes,
   readAll,
   readN,
   receiveOrFail,
   sha256Hex,
+  socksExchange,
   startEchoServer,
   startHttpServer,
   writeFull,
@@ -130,14 +131,8 @@ Deno.test({
       );
       assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
       const data = patternBytes(4 * 1024 * 1024);
-      const reading = readAll(conn);
-      await writeFull(conn, data);
-      await conn.closeWrite();
-      const back = await reading;
+      await assertEchoed(conn, data);
       conn.close();
-      assert.equal(back.length, data.length + ECHO_EOF_TRAILER.length);
-      assert.equal(await sha256Hex(back.subarray(0, data.length)), await sha256Hex(data));
-      assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
     });
   },
 });
@@ -148,22 +143,15 @@ Deno.test({
   async fn() {
     await withAgentProxy(async ({ proxy, logs }) => {
       const port = proxy.addr.port;
-      const socks = async (req: number[]): Promise<Uint8Array> => {
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-        await writeFull(conn, new Uint8Array([5, 1, 0, ...req]));
-        const out = await readAll(conn);
-        conn.close();
-        return out;
-      };
       const name = new TextEncoder().encode("nosuch");
       assert.deepEqual(
-        await socks([5, 1, 0, 3, name.length, ...name, 0, 80]),
+        await socksExchange(port, [5, 1, 0, 3, name.length, ...name, 0, 80]),
         new Uint8Array([5, 0, 5, 4, 0, 1, 0, 0, 0, 0, 0, 0]),
       );
       assert.ok(logs.includes("error: dial tcp nosuch:80: no such host"), logs.join("\n"));
       const refused = closedPort();
       assert.deepEqual(
-        await socks([5, 1, 0, 1, 127, 0, 0, 1, refused >> 8, refused & 0xff]),
+        await socksExchange(port, [5, 1, 0, 1, 127, 0, 0, 1, refused >> 8, refused & 0xff]),
         new Uint8Array([5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0]),
       );
       assert.ok(

@@ -8,6 +8,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { decodeHeader } from "../../src/protocol/header.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
@@ -392,6 +393,32 @@ export async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
 export async function writeFull(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/**
+ * Sends `data` through `conn` to a {@link startEchoServer} echo, half-closes, and asserts that
+ * exactly `data` came back (SHA-256), followed by {@link ECHO_EOF_TRAILER} (the server saw our EOF).
+ */
+export async function assertEchoed(conn: Deno.Conn, data: Uint8Array, label?: string) {
+  const reading = readAll(conn);
+  await writeFull(conn, data);
+  await conn.closeWrite();
+  const back = await reading;
+  assert.equal(back.length, data.length + ECHO_EOF_TRAILER.length, label);
+  assert.equal(await sha256Hex(back.subarray(0, data.length)), await sha256Hex(data), label);
+  assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER, label);
+}
+
+/**
+ * Sends a SOCKS5 greeting (no authentication) and `request` in one write to the proxy on `port`;
+ * returns everything the proxy sends back until it closes the connection.
+ */
+export async function socksExchange(port: number, request: number[]): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeFull(conn, new Uint8Array([5, 1, 0, ...request]));
+  const out = await readAll(conn);
+  conn.close();
+  return out;
 }
 
 /** A fake agent behind a real tunnel Session (client and server over an in-memory transport). */

@@ -10,8 +10,8 @@ import { StreamRejectedError } from "../../src/tunnel/session.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
 import {
+  assertEchoed,
   curl,
-  ECHO_EOF_TRAILER,
   patternBytes,
   readAll,
   readN,
@@ -19,6 +19,7 @@ import {
   type SessionAgent,
   sessionAgent,
   sha256Hex,
+  socksExchange,
   startEchoServer,
   startHttpServer,
   startUdpResponder,
@@ -126,14 +127,8 @@ Deno.test("proxy over Session: half-close and 8 MiB echo through the tunnel (SHA
       );
       assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
       const data = patternBytes(8 * 1024 * 1024);
-      const reading = readAll(conn);
-      await writeFull(conn, data);
-      await conn.closeWrite();
-      const back = await reading;
+      await assertEchoed(conn, data);
       conn.close();
-      assert.equal(back.length, data.length + ECHO_EOF_TRAILER.length);
-      assert.equal(await sha256Hex(back.subarray(0, data.length)), await sha256Hex(data));
-      assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
     }, { "echo.test": "127.0.0.1" });
   } finally {
     await echo.close();
@@ -145,20 +140,13 @@ Deno.test("proxy over Session: statuses map to SOCKS replies and HTTP 502", asyn
     const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const refused = (l.addr as Deno.NetAddr).port;
     l.close();
-    const socks = async (req: number[]): Promise<Uint8Array> => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeFull(conn, new Uint8Array([5, 1, 0, ...req]));
-      const out = await readAll(conn);
-      conn.close();
-      return out;
-    };
     const name = new TextEncoder().encode("nosuch.test");
     assert.deepEqual(
-      await socks([5, 1, 0, 3, name.length, ...name, 0, 80]),
+      await socksExchange(port, [5, 1, 0, 3, name.length, ...name, 0, 80]),
       new Uint8Array([5, 0, 5, 4, 0, 1, 0, 0, 0, 0, 0, 0]),
     );
     assert.deepEqual(
-      await socks([5, 1, 0, 1, 127, 0, 0, 1, refused >> 8, refused & 0xff]),
+      await socksExchange(port, [5, 1, 0, 1, 127, 0, 0, 1, refused >> 8, refused & 0xff]),
       new Uint8Array([5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0]),
     );
     assert.ok(logs.includes("error: dial tcp nosuch.test:80: no such host"), logs.join("\n"));
@@ -223,16 +211,7 @@ Deno.test("proxy over Session: 64 concurrent SOCKS connections each echo their o
             new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
           );
           const data = patternBytes(64 * 1024 + i).subarray(i);
-          const reading = readAll(conn);
-          await writeFull(conn, data);
-          await conn.closeWrite();
-          const back = await reading;
-          assert.equal(
-            await sha256Hex(back.subarray(0, data.length)),
-            await sha256Hex(data),
-            `conn ${i}`,
-          );
-          assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
+          await assertEchoed(conn, data, `conn ${i}`);
         } finally {
           conn.close();
         }
@@ -296,13 +275,8 @@ Deno.test("proxy over Session: a client that stops reading does not stall anothe
       );
       assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
       const data = patternBytes(4 * 1024 * 1024);
-      const reading = readAll(conn);
-      await writeFull(conn, data);
-      await conn.closeWrite();
-      const back = await reading;
+      await assertEchoed(conn, data);
       conn.close();
-      assert.equal(await sha256Hex(back.subarray(0, data.length)), await sha256Hex(data));
-      assert.deepEqual(back.subarray(data.length), ECHO_EOF_TRAILER);
       stalled.close();
     });
   } finally {
