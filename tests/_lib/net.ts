@@ -56,3 +56,30 @@ export function randomLoopback(): string {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * Runs curl with `args` (at most `maxTimeS` seconds), ignoring any proxy settings of the
+ * environment so that nothing redirects or bypasses the proxy under test.
+ */
+export async function curlNoProxy(
+  args: string[],
+  maxTimeS: number,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const out = await new Deno.Command("curl", {
+    args: ["--silent", "--show-error", "--max-time", String(maxTimeS), ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: {
+      http_proxy: "",
+      https_proxy: "",
+      HTTP_PROXY: "",
+      HTTPS_PROXY: "",
+      ALL_PROXY: "",
+      all_proxy: "",
+      NO_PROXY: "",
+      no_proxy: "",
+    },
+  }).output();
+  return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+}

@@ -11,39 +11,15 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { NS, podIP, podNames, setup } from "./fixtures.ts";
 import { agentJobs, type RelayProcess, startRelay } from "../_lib/relay.ts";
+import { curlNoProxy, readExactly, writeAll } from "../_lib/net.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const WEB_SVC = `web.${NS}.svc.cluster.local`;
 
 /** curl through a proxy; returns exit code, body and stderr. */
 async function curlVia(args: string[]): Promise<{ code: number; body: string; stderr: string }> {
-  const out = await new Deno.Command("curl", {
-    args: ["--silent", "--show-error", "--max-time", "30", ...args],
-    stdin: "null",
-    env: {
-      http_proxy: "",
-      https_proxy: "",
-      HTTP_PROXY: "",
-      HTTPS_PROXY: "",
-      ALL_PROXY: "",
-      all_proxy: "",
-      NO_PROXY: "",
-      no_proxy: "",
-    },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, body: dec.decode(out.stdout).trim(), stderr: dec.decode(out.stderr) };
-}
-
-async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
-  const out = new Uint8Array(n);
-  let off = 0;
-  while (off < n) {
-    const got = await conn.read(out.subarray(off));
-    if (got === null) throw new Error(`EOF after ${off} of ${n} bytes`);
-    off += got;
-  }
-  return out;
+  const out = await curlNoProxy(args, 30);
+  return { code: out.code, body: new TextDecoder().decode(out.stdout).trim(), stderr: out.stderr };
 }
 
 async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
@@ -60,11 +36,6 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
     parts.push(...buf.subarray(0, n));
   }
   return new Uint8Array(parts);
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
 /** Runs `kubectl relay proxy`, gives its port to `fn`, then Ctrl-C: exit 0, no agent left. */
@@ -159,7 +130,7 @@ Deno.test({
     const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
     try {
       await writeAll(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
-      const reply = await readN(ctl, 12);
+      const reply = await readExactly(ctl, 12);
       assert.deepEqual(reply.subarray(0, 6), new Uint8Array([5, 0, 5, 0, 0, 1]));
       const relay: Deno.NetAddr = {
         transport: "udp",

@@ -20,6 +20,7 @@ import {
   type Transport,
 } from "../../src/tunnel/transport.ts";
 import { PREFACE } from "../../src/protocol/mux.ts";
+import { curlNoProxy, writeAll } from "../_lib/net.ts";
 
 /** What the fake agent's `openStream` rejects with (like `StreamRejectedError`). */
 export class FakeRejectedError extends Error {
@@ -327,27 +328,9 @@ export async function sha256Hex(data: Uint8Array): Promise<string> {
   return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Runs curl with args; returns exit code, stdout bytes and stderr text. */
-export async function curl(
-  args: string[],
-): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
-  const out = await new Deno.Command("curl", {
-    args: ["--silent", "--show-error", "--max-time", "20", ...args],
-    stdout: "piped",
-    stderr: "piped",
-    // Proxy variables from the environment must not redirect or bypass our proxy.
-    env: {
-      http_proxy: "",
-      https_proxy: "",
-      HTTP_PROXY: "",
-      HTTPS_PROXY: "",
-      ALL_PROXY: "",
-      all_proxy: "",
-      NO_PROXY: "",
-      no_proxy: "",
-    },
-  }).output();
-  return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+/** Runs curl with args (20 s at most, environment proxies ignored). */
+export function curl(args: string[]): ReturnType<typeof curlNoProxy> {
+  return curlNoProxy(args, 20);
 }
 
 /** Reads from `conn` until EOF (or `max` bytes). */
@@ -377,23 +360,7 @@ export async function readAll(conn: Deno.Conn, max = 1 << 26): Promise<Uint8Arra
   return out;
 }
 
-/** Reads exactly n bytes or throws on EOF. */
-export async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
-  const out = new Uint8Array(n);
-  let off = 0;
-  while (off < n) {
-    const got = await conn.read(out.subarray(off));
-    if (got === null) throw new Error(`EOF after ${off} of ${n} bytes`);
-    off += got;
-  }
-  return out;
-}
-
-/** Writes all bytes. */
-export async function writeFull(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
-}
+export { readExactly as readN, writeAll as writeFull } from "../_lib/net.ts";
 
 /**
  * Sends `data` through `conn` to a {@link startEchoServer} echo, half-closes, and asserts that
@@ -401,7 +368,7 @@ export async function writeFull(conn: Deno.Conn, data: Uint8Array): Promise<void
  */
 export async function assertEchoed(conn: Deno.Conn, data: Uint8Array, label?: string) {
   const reading = readAll(conn);
-  await writeFull(conn, data);
+  await writeAll(conn, data);
   await conn.closeWrite();
   const back = await reading;
   assert.equal(back.length, data.length + ECHO_EOF_TRAILER.length, label);
@@ -415,7 +382,7 @@ export async function assertEchoed(conn: Deno.Conn, data: Uint8Array, label?: st
  */
 export async function socksExchange(port: number, request: number[]): Promise<Uint8Array> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await writeFull(conn, new Uint8Array([5, 1, 0, ...request]));
+  await writeAll(conn, new Uint8Array([5, 1, 0, ...request]));
   const out = await readAll(conn);
   conn.close();
   return out;
