@@ -20,6 +20,7 @@ import {
   startEchoServer,
   startHttpServer,
   startUdpResponder,
+  withWatchedProxy,
   writeFull,
 } from "./socks_fake.ts";
 
@@ -44,30 +45,19 @@ async function withProxy(
 ): Promise<void> {
   const { port: http, server } = startHttpServer();
   const agent = fakeAgent({ [WEB]: "127.0.0.1", ...opts.hosts }, { dialIps: opts.dialIps });
-  const logs: string[] = [];
-  const proxy = await startProxy({
-    hostname: opts.hostname ?? "127.0.0.1",
-    port: 0,
-    openStream: agent.openStream,
-    log: (l) => logs.push(l),
-    verbose: 1,
-    udpIdleMs: opts.udpIdleMs,
-    handshakeTimeoutMs: opts.handshakeTimeoutMs,
-  });
-  // Watchdog: if something hangs, tear everything down so blocked reads end and
-  // the test fails on its assertions instead of hanging the run.
-  let fired = false;
-  const watchdog = setTimeout(() => {
-    fired = true;
-    void proxy.close();
-    agent.closeAll();
-  }, 60_000);
   try {
-    await fn({ proxy, agent, logs, http });
-    assert.ok(!fired, "watchdog fired: the test hung and was torn down");
+    await withWatchedProxy(
+      {
+        hostname: opts.hostname,
+        openStream: agent.openStream,
+        udpIdleMs: opts.udpIdleMs,
+        handshakeTimeoutMs: opts.handshakeTimeoutMs,
+      },
+      60_000,
+      () => agent.closeAll(),
+      (proxy, logs) => fn({ proxy, agent, logs, http }),
+    );
   } finally {
-    await proxy.close();
-    clearTimeout(watchdog);
     agent.closeAll();
     await server.shutdown();
   }

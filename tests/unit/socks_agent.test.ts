@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type ProxyServer, startProxy } from "../../src/forward/socks.ts";
+import type { ProxyServer } from "../../src/forward/socks.ts";
 import { Session } from "../../src/tunnel/session.ts";
 import { connTransport } from "../../src/tunnel/transport.ts";
 import { type AgentProcess, canUnshareMount, startAgentProcess } from "../_lib/agent.ts";
@@ -25,6 +25,7 @@ import {
   socksExchange,
   startEchoServer,
   startHttpServer,
+  withWatchedProxy,
   writeFull,
 } from "./socks_fake.ts";
 
@@ -52,26 +53,14 @@ async function withAgentProxy(fn: (e: Env) => Promise<void>): Promise<void> {
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
   const session = new Session(connTransport(conn), { role: "client" });
-  const logs: string[] = [];
-  const proxy = await startProxy({
-    hostname: "127.0.0.1",
-    port: 0,
-    openStream: (h) => session.openStream(h),
-    log: (l) => logs.push(l),
-    verbose: 1,
-  });
-  let fired = false;
-  const watchdog = setTimeout(() => {
-    fired = true;
-    void proxy.close();
-    session.close("watchdog");
-  }, 90_000);
   try {
-    await fn({ proxy, agent, dns, logs, http, echo: echo.port });
-    assert.ok(!fired, "watchdog fired: the test hung and was torn down");
+    await withWatchedProxy(
+      { openStream: (h) => session.openStream(h) },
+      90_000,
+      () => session.close("watchdog"),
+      (proxy, logs) => fn({ proxy, agent, dns, logs, http, echo: echo.port }),
+    );
   } finally {
-    await proxy.close();
-    clearTimeout(watchdog);
     session.close("test done");
     await session.closed;
     await agent.stop();

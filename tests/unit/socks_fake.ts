@@ -13,6 +13,7 @@ import { decodeHeader } from "../../src/protocol/header.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
 import type { RelayStream } from "../../src/forward/relay.ts";
+import { type ProxyOptions, type ProxyServer, startProxy } from "../../src/forward/socks.ts";
 import { Session, type Stream } from "../../src/tunnel/session.ts";
 import {
   memoryTransportPair,
@@ -386,6 +387,41 @@ export async function socksExchange(port: number, request: number[]): Promise<Ui
   const out = await readAll(conn);
   conn.close();
   return out;
+}
+
+/**
+ * Starts a proxy on a random port (of 127.0.0.1 unless `opts.hostname` says otherwise) that
+ * collects its log lines, and runs `fn` with both. A watchdog closes the proxy and calls `abort`
+ * (which tears down the agent side) after `watchdogMs`, so a hang ends blocked reads and fails
+ * the test instead of hanging the run.
+ */
+export async function withWatchedProxy(
+  opts: Omit<ProxyOptions, "hostname" | "port" | "log" | "verbose"> & { hostname?: string },
+  watchdogMs: number,
+  abort: () => void,
+  fn: (proxy: ProxyServer, logs: string[]) => Promise<void>,
+): Promise<void> {
+  const logs: string[] = [];
+  const proxy = await startProxy({
+    ...opts,
+    hostname: opts.hostname ?? "127.0.0.1",
+    port: 0,
+    log: (l) => logs.push(l),
+    verbose: 1,
+  });
+  let fired = false;
+  const watchdog = setTimeout(() => {
+    fired = true;
+    void proxy.close();
+    abort();
+  }, watchdogMs);
+  try {
+    await fn(proxy, logs);
+    assert.ok(!fired, "watchdog fired: the test hung and was torn down");
+  } finally {
+    await proxy.close();
+    clearTimeout(watchdog);
+  }
 }
 
 /** A fake agent behind a real tunnel Session (client and server over an in-memory transport). */

@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { startProxy } from "../../src/forward/socks.ts";
 import { StreamRejectedError } from "../../src/tunnel/session.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
@@ -23,6 +22,7 @@ import {
   startEchoServer,
   startHttpServer,
   startUdpResponder,
+  withWatchedProxy,
   writeFull,
 } from "./socks_fake.ts";
 
@@ -33,26 +33,14 @@ async function withTunnelProxy(
   hosts: Record<string, string> = {},
 ): Promise<void> {
   const agent = sessionAgent({ [WEB]: "127.0.0.1", ...hosts });
-  const logs: string[] = [];
-  const proxy = await startProxy({
-    hostname: "127.0.0.1",
-    port: 0,
-    openStream: agent.openStream,
-    log: (l) => logs.push(l),
-    verbose: 1,
-  });
-  let fired = false;
-  const watchdog = setTimeout(() => {
-    fired = true;
-    void proxy.close();
-    void agent.close();
-  }, 60_000);
   try {
-    await fn(proxy.addr.port, agent, logs);
-    assert.ok(!fired, "watchdog fired: the test hung and was torn down");
+    await withWatchedProxy(
+      { openStream: agent.openStream },
+      60_000,
+      () => void agent.close(),
+      (proxy, logs) => fn(proxy.addr.port, agent, logs),
+    );
   } finally {
-    await proxy.close();
-    clearTimeout(watchdog);
     await agent.close();
   }
 }
