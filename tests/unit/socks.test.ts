@@ -12,6 +12,7 @@ import {
   curl,
   type FakeAgent,
   fakeAgent,
+  httpExchange,
   patternBytes,
   readAll,
   readN,
@@ -339,13 +340,10 @@ Deno.test("proxy: HTTP CONNECT failures answer 502 with the dial error", async (
         ["nosuch.test:80", "dial tcp nosuch.test:80: no such host\n"],
       ]
     ) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.addr.port });
-      await writeFull(
-        conn,
-        new TextEncoder().encode(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`),
+      const text = await httpExchange(
+        proxy.addr.port,
+        `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`,
       );
-      const text = new TextDecoder().decode(await readAll(conn));
-      conn.close();
       assert.ok(text.startsWith("HTTP/1.1 502 Bad Gateway\r\n"), text);
       assert.ok(text.endsWith(`\r\n\r\n${body}`), text);
     }

@@ -17,8 +17,8 @@ import { closedPort, randomLoopback } from "../_lib/net.ts";
 import {
   assertEchoed,
   curl,
+  httpExchange,
   patternBytes,
-  readAll,
   readN,
   receiveOrFail,
   sha256Hex,
@@ -147,10 +147,7 @@ Deno.test({
         logs.includes(`error: dial tcp 127.0.0.1:${refused}: connection refused`),
         logs.join("\n"),
       );
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeFull(conn, new TextEncoder().encode("CONNECT nosuch:443 HTTP/1.1\r\n\r\n"));
-      const text = new TextDecoder().decode(await readAll(conn));
-      conn.close();
+      const text = await httpExchange(port, "CONNECT nosuch:443 HTTP/1.1\r\n\r\n");
       assert.ok(text.startsWith("HTTP/1.1 502 Bad Gateway\r\n"), text);
       assert.ok(text.endsWith("\r\n\r\ndial tcp nosuch:443: no such host\n"), text);
     });

@@ -378,15 +378,25 @@ export async function assertEchoed(conn: Deno.Conn, data: Uint8Array, label?: st
 }
 
 /**
- * Sends a SOCKS5 greeting (no authentication) and `request` in one write to the proxy on `port`;
- * returns everything the proxy sends back until it closes the connection.
+ * Sends `bytes` in one write to the proxy on `port` (127.0.0.1); returns everything it sends
+ * back until it closes the connection.
  */
-export async function socksExchange(port: number, request: number[]): Promise<Uint8Array> {
+export async function proxyExchange(port: number, bytes: Uint8Array): Promise<Uint8Array> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await writeAll(conn, new Uint8Array([5, 1, 0, ...request]));
+  await writeAll(conn, bytes);
   const out = await readAll(conn);
   conn.close();
   return out;
+}
+
+/** {@link proxyExchange} of a SOCKS5 greeting (no authentication) followed by `request`. */
+export function socksExchange(port: number, request: number[]): Promise<Uint8Array> {
+  return proxyExchange(port, new Uint8Array([5, 1, 0, ...request]));
+}
+
+/** {@link proxyExchange} of an HTTP request given as text; returns the answer as text. */
+export async function httpExchange(port: number, request: string): Promise<string> {
+  return new TextDecoder().decode(await proxyExchange(port, new TextEncoder().encode(request)));
 }
 
 /**

@@ -11,8 +11,8 @@ import { encodeHeader } from "../../src/protocol/header.ts";
 import {
   assertEchoed,
   curl,
+  httpExchange,
   patternBytes,
-  readAll,
   readN,
   receiveOrFail,
   type SessionAgent,
@@ -215,18 +215,15 @@ Deno.test("proxy over Session: 64 concurrent SOCKS connections each echo their o
 Deno.test("proxy over Session: a dead tunnel answers 0x01 / 502 and the proxy keeps serving", async () => {
   await withTunnelProxy(async (port, agent, logs) => {
     await agent.close(); // the tunnel is gone: openStream rejects with SessionClosedError
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    await writeFull(conn, new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80]));
-    assert.deepEqual(await readAll(conn), new Uint8Array([5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0]));
-    conn.close();
+    assert.deepEqual(
+      await socksExchange(port, [5, 1, 0, 1, 127, 0, 0, 1, 0, 80]),
+      new Uint8Array([5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0]),
+    );
     assert.ok(
       logs.some((l) => /^error: dial tcp 127\.0\.0\.1:80: .*session closed/.test(l)),
       logs.join("\n"),
     );
-    const http = await Deno.connect({ hostname: "127.0.0.1", port });
-    await writeFull(http, new TextEncoder().encode("CONNECT web:80 HTTP/1.1\r\n\r\n"));
-    const text = new TextDecoder().decode(await readAll(http));
-    http.close();
+    const text = await httpExchange(port, "CONNECT web:80 HTTP/1.1\r\n\r\n");
     assert.ok(text.startsWith("HTTP/1.1 502 Bad Gateway\r\n"), text);
   });
 });
