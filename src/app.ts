@@ -9,7 +9,7 @@ import { type ResolvedTarget, resolveTarget } from "./kube/resolve.ts";
 import { encodeHeader, formatDestination, type Header } from "./protocol/header.ts";
 import { Status, statusMessage } from "./protocol/status.ts";
 import { openPortForward } from "./tunnel/portforward.ts";
-import { StreamRejectedError, StreamResetError } from "./tunnel/session.ts";
+import { isGoAwayRefusal, StreamRejectedError } from "./mux/mod.ts";
 import { Tunnel } from "./tunnel/tunnel.ts";
 import {
   type ForwardContext,
@@ -242,9 +242,7 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
             }); trying another pod`,
           );
           target.reportFailure(dest);
-        } else if (
-          !(again && e instanceof StreamResetError && e.byPeer && e.reason === "going away")
-        ) {
+        } else if (!(again && isGoAwayRefusal(e))) {
           throw e;
         }
         current = await open();

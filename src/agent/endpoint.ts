@@ -6,7 +6,7 @@
  */
 
 import type { Status } from "../protocol/status.ts";
-import type { Stream } from "../tunnel/session.ts";
+import type { Stream } from "../mux/mod.ts";
 
 /** Size of relay read buffers. */
 export const RELAY_BUFFER = 64 * 1024;

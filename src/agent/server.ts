@@ -10,8 +10,8 @@
 import { decodeHeader, MAX_HEADER_LENGTH } from "../protocol/header.ts";
 import { PREFACE } from "../protocol/mux.ts";
 import { Status } from "../protocol/status.ts";
-import { Session, type Stream } from "../tunnel/session.ts";
-import { connTransport, prefixedTransport } from "../tunnel/transport.ts";
+import { Session, type Stream } from "../mux/mod.ts";
+import { connTransport, prefixedTransport } from "../mux/mod.ts";
 import { connEndpoint, streamEndpoint } from "./endpoint.ts";
 import { handleHeaderBytes, type HandlerContext, handleRequest } from "./handler.ts";
 import type { AgentLogger } from "./log.ts";

@@ -12,7 +12,7 @@
 export const RELAY_BUFFER_SIZE = 64 * 1024;
 
 /**
- * The part of a tunnel stream the relay uses; `Stream` from src/tunnel/session.ts satisfies it.
+ * The part of a tunnel stream the relay uses; `Stream` from src/mux/session.ts satisfies it.
  * `write()` must be done with its bytes when it resolves (the relay reuses its read buffer).
  */
 export interface RelayStream {

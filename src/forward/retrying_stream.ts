@@ -3,7 +3,7 @@ import type { RelayStream } from "./relay.ts";
 
 /**
  * A stream opened with early data: it takes writes at once, and `opened` says later whether the
- * agent accepted it. `Stream` from src/tunnel/session.ts satisfies it.
+ * agent accepted it. `Stream` from src/mux/session.ts satisfies it.
  */
 export interface EarlyStream extends RelayStream {
   /** Resolves when the agent accepted the stream; rejects with its refusal. */

@@ -50,7 +50,7 @@ export interface ProxyOptions {
    * Opens a tunnel stream for a Header (raw Header bytes). Resolves once the
    * agent accepted it; rejects with an error carrying a numeric `status`
    * (`StreamRejectedError`) when the agent refused, or any other error when the
-   * tunnel failed. `Stream` from src/tunnel/session.ts fits {@link RelayStream}.
+   * tunnel failed. `Stream` from src/mux/session.ts fits {@link RelayStream}.
    */
   openStream: (header: Uint8Array) => Promise<RelayStream>;
   /** Log sink for progress lines (one line per call, no newline). Default: `console.log`. */

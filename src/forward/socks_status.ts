@@ -11,7 +11,7 @@ import { Reply } from "./socks_wire.ts";
 /**
  * Extracts the agent status from an `openStream` rejection, if it is one.
  * Duck-typed on a numeric `status` property so that both `StreamRejectedError`
- * from src/tunnel/session.ts and equivalent errors are recognised.
+ * from src/mux/session.ts and equivalent errors are recognised.
  */
 export function rejectionStatus(err: unknown): number | undefined {
   if (typeof err !== "object" || err === null) return undefined;

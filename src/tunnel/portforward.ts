@@ -1,5 +1,5 @@
 import { KubeApiError, type KubeClient } from "../kube/client.ts";
-import type { Transport } from "./transport.ts";
+import type { Transport } from "../mux/mod.ts";
 
 /** The apiserver refused or broke the pod port-forward. */
 export class PortForwardError extends Error {

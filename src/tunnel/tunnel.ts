@@ -1,5 +1,5 @@
-import { Session, SessionClosedError, type Stream } from "./session.ts";
-import type { Transport } from "./transport.ts";
+import { Session, SessionClosedError, type Stream } from "../mux/mod.ts";
+import type { Transport } from "../mux/mod.ts";
 
 /** How long a re-established session must stay up before it counts as reconnected. */
 const PROBATION_MS = 1000;

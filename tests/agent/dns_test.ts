@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import { encodeHeader, type Header } from "../../src/protocol/header.ts";
 import { Status } from "../../src/protocol/status.ts";
-import { Session, StreamRejectedError } from "../../src/tunnel/session.ts";
-import { connTransport } from "../../src/tunnel/transport.ts";
+import { Session, StreamRejectedError } from "../../src/mux/mod.ts";
+import { connTransport } from "../../src/mux/mod.ts";
 import { canUnshareMount, startAgentProcess } from "../_lib/agent.ts";
 import { startFakeDns } from "../_lib/dns.ts";
 import { startTcpEcho, startUdpEcho } from "../_lib/echo.ts";

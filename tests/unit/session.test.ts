@@ -15,8 +15,9 @@ import {
   type Stream,
   StreamRejectedError,
   StreamResetError,
-} from "../../src/tunnel/session.ts";
-import { connTransport, memoryTransportPair, type Transport } from "../../src/tunnel/transport.ts";
+} from "../../src/mux/mod.ts";
+import { connTransport, type Transport } from "../../src/mux/mod.ts";
+import { memoryTransportPair } from "../_lib/memory_transport.ts";
 import {
   acceptPreface,
   drain,

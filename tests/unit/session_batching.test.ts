@@ -6,8 +6,9 @@
 
 import assert from "node:assert/strict";
 import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
-import { Session, type Stream } from "../../src/tunnel/session.ts";
-import { memoryTransportPair, type Transport } from "../../src/tunnel/transport.ts";
+import { Session, type Stream } from "../../src/mux/mod.ts";
+import { type Transport } from "../../src/mux/mod.ts";
+import { memoryTransportPair } from "../_lib/memory_transport.ts";
 import { acceptPreface, Queue } from "./session_helpers.ts";
 
 /** Wraps a transport, counting writes (and keeping its `coalesceWrites` hint). */

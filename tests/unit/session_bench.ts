@@ -10,8 +10,8 @@
  */
 
 import { PREFACE } from "../../src/protocol/mux.ts";
-import { Session, type Stream } from "../../src/tunnel/session.ts";
-import { connTransport, prefixedTransport } from "../../src/tunnel/transport.ts";
+import { Session, type Stream } from "../../src/mux/mod.ts";
+import { connTransport, prefixedTransport } from "../../src/mux/mod.ts";
 
 async function readExact(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const buf = new Uint8Array(n);

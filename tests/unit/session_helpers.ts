@@ -2,13 +2,9 @@
 
 import { createHash } from "node:crypto";
 import { PREFACE } from "../../src/protocol/mux.ts";
-import { Session, type SessionOptions, type Stream } from "../../src/tunnel/session.ts";
-import {
-  connTransport,
-  memoryTransportPair,
-  prefixedTransport,
-  type Transport,
-} from "../../src/tunnel/transport.ts";
+import { Session, type SessionOptions, type Stream } from "../../src/mux/mod.ts";
+import { connTransport, prefixedTransport, type Transport } from "../../src/mux/mod.ts";
+import { memoryTransportPair } from "../_lib/memory_transport.ts";
 
 /** A FIFO of values with an awaitable `next()`. */
 export class Queue<T> {

@@ -3,8 +3,9 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { encodeFrame, type Frame } from "../../src/protocol/mux.ts";
-import { Session, type Stream } from "../../src/tunnel/session.ts";
-import { memoryTransportPair, type Transport } from "../../src/tunnel/transport.ts";
+import { Session, type Stream } from "../../src/mux/mod.ts";
+import { type Transport } from "../../src/mux/mod.ts";
+import { memoryTransportPair } from "../_lib/memory_transport.ts";
 import { arbFrame } from "./mux_arbitrary.ts";
 import { acceptPreface, pseudoRandom, Queue, readAll, sha256 } from "./session_helpers.ts";
 

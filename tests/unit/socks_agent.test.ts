@@ -9,8 +9,8 @@
 
 import assert from "node:assert/strict";
 import type { ProxyServer } from "../../src/forward/socks.ts";
-import { Session } from "../../src/tunnel/session.ts";
-import { connTransport } from "../../src/tunnel/transport.ts";
+import { Session } from "../../src/mux/mod.ts";
+import { connTransport } from "../../src/mux/mod.ts";
 import { type AgentProcess, canUnshareMount, startAgentProcess } from "../_lib/agent.ts";
 import { type FakeDns, startFakeDns } from "../_lib/dns.ts";
 import { closedPort, randomLoopback } from "../_lib/net.ts";

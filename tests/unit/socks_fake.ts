@@ -14,12 +14,9 @@ import { Status } from "../../src/protocol/status.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
 import type { RelayStream } from "../../src/forward/relay.ts";
 import { type ProxyOptions, type ProxyServer, startProxy } from "../../src/forward/socks.ts";
-import { Session, type Stream } from "../../src/tunnel/session.ts";
-import {
-  memoryTransportPair,
-  prefixedTransport,
-  type Transport,
-} from "../../src/tunnel/transport.ts";
+import { Session, type Stream } from "../../src/mux/mod.ts";
+import { prefixedTransport, type Transport } from "../../src/mux/mod.ts";
+import { memoryTransportPair } from "../_lib/memory_transport.ts";
 import { PREFACE } from "../../src/protocol/mux.ts";
 import { curlNoProxy, writeAll } from "../_lib/net.ts";
 

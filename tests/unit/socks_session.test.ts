@@ -1,11 +1,11 @@
 /**
- * The proxy over the real tunnel Session (src/tunnel/session.ts): streams,
+ * The proxy over the real tunnel Session (src/mux/session.ts): streams,
  * flow control, half-close and `StreamRejectedError` statuses as the client
  * will see them from the agent. The agent side is the loopback-only fake.
  */
 
 import assert from "node:assert/strict";
-import { StreamRejectedError } from "../../src/tunnel/session.ts";
+import { StreamRejectedError } from "../../src/mux/mod.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
 import {

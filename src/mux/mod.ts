@@ -1,0 +1,26 @@
+/**
+ * The stream multiplexer shared by the client and the agent (PROTOCOL.md §5): a Session runs
+ * many Streams over one Transport.
+ *
+ * - `session.ts`: Session (stream table, read loop, heartbeats, go-away)
+ * - `stream.ts`: Stream (flow control, half-close, reset)
+ * - `_frame_writer.ts`: the batching frame writer (private)
+ * - `errors.ts`: error classes and the RESET / GO_AWAY reasons
+ * - `options.ts`: SessionOptions and defaults
+ * - `transport.ts`: the byte pipe a Session runs over
+ *
+ * @module
+ */
+
+export { Session } from "./session.ts";
+export { Stream } from "./stream.ts";
+export type { SessionOptions } from "./options.ts";
+export {
+  GoAwayReason,
+  isGoAwayRefusal,
+  ResetReason,
+  SessionClosedError,
+  StreamRejectedError,
+  StreamResetError,
+} from "./errors.ts";
+export { connTransport, prefixedTransport, type Transport } from "./transport.ts";

@@ -1,0 +1,114 @@
+/**
+ * Session options, their defaults and the fixed limits of this implementation.
+ *
+ * @module
+ */
+
+import { EARLY_WINDOW, MAX_WINDOW } from "../protocol/mux.ts";
+import type { Stream } from "./stream.ts";
+
+/** Options of a Session. */
+export interface SessionOptions {
+  /** "client" opens streams (and sends the PREFACE); "server" accepts them. */
+  role: "client" | "server";
+  /** Server: a peer opened a stream (`stream.header` = raw Header bytes from the OPEN frame). */
+  onStream?: (stream: Stream) => void;
+  /** Interval between PINGs; default 5000. */
+  pingIntervalMs?: number;
+  /** The session is declared dead if nothing arrives from the peer for this long; default 15000. */
+  pingTimeoutMs?: number;
+  /** Concurrently open streams accepted from the peer; default 4096. */
+  maxStreams?: number;
+  /**
+   * Per-stream receive window in bytes; default 256 KiB. The server role never uses less than
+   * EARLY_WINDOW (64 KiB), the credit clients have for early data before STATUS.
+   */
+  initialWindow?: number;
+  /**
+   * Largest receive window auto-tuning may grow a fast-read stream to; default
+   * max(initialWindow, 4 MiB). Set equal to initialWindow to disable growth. Growth across all
+   * streams of a session is capped at 64 MiB in total, so receive buffers stay bounded by
+   * streams × initialWindow + 64 MiB.
+   */
+  maxWindow?: number;
+  /**
+   * Called once when the peer sends GO_AWAY: this session accepts no new streams any more
+   * (open ones continue), so a client should start using a new session for new streams.
+   */
+  onGoAway?: (reason: string) => void;
+  /** Debug log, one line per event. */
+  log?: (line: string) => void;
+}
+/** Default interval between PINGs. */
+export const DEFAULT_PING_INTERVAL_MS = 5000;
+/** Default time without anything from the peer after which the session is declared dead. */
+export const DEFAULT_PING_TIMEOUT_MS = 15000;
+/** Default number of concurrently open streams a server accepts. */
+export const DEFAULT_MAX_STREAMS = 4096;
+/** Default per-stream receive window. */
+export const DEFAULT_INITIAL_WINDOW = 256 * 1024;
+/** Default largest window auto-tuning may grow a stream to. */
+export const DEFAULT_MAX_WINDOW = 4 * 1024 * 1024;
+/** Total extra window auto-tuning may hand out across all streams of a session. */
+export const SESSION_GROWTH_BUDGET = 64 * 1024 * 1024;
+
+/** Size of one coalescing write buffer. */
+export const BATCH_SIZE = 256 * 1024;
+/** DATA producers wait while this many bytes are queued for the transport. */
+export const QUEUE_HIGH_WATER = 1024 * 1024;
+/** Control frames queued beyond this end the session (the peer does not read). */
+export const QUEUE_OVERFLOW = 8 * 1024 * 1024;
+/** `Stream.read()` merges buffered chunks into one array up to this size. */
+export const MAX_READ_CHUNK = 1024 * 1024;
+/**
+ * How long an early OPEN waits for the stream's first DATA to share its transport write (a
+ * client's first bytes usually follow its connect within tens of microseconds).
+ */
+export const EARLY_DATA_WAIT_MS = 0.25;
+/** How long a draining close (after go-away) waits for queued frames to be written. */
+export const DRAIN_GRACE_MS = 5000;
+
+/** The numeric options of a Session, validated, with defaults filled in. */
+export interface SessionLimits {
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  maxStreams: number;
+  initialWindow: number;
+  maxWindow: number;
+}
+
+/**
+ * Validates the numeric options and fills in defaults (TypeError for a bad value). The server
+ * role never uses a receive window below EARLY_WINDOW; windows never exceed MAX_WINDOW.
+ */
+export function sessionLimits(opts: SessionOptions): SessionLimits {
+  const pingIntervalMs = option(
+    opts.pingIntervalMs,
+    DEFAULT_PING_INTERVAL_MS,
+    1,
+    "pingIntervalMs",
+  );
+  const pingTimeoutMs = option(opts.pingTimeoutMs, DEFAULT_PING_TIMEOUT_MS, 1, "pingTimeoutMs");
+  const maxStreams = option(opts.maxStreams, DEFAULT_MAX_STREAMS, 0, "maxStreams");
+  const initialWindow = Math.min(
+    Math.max(
+      option(opts.initialWindow, DEFAULT_INITIAL_WINDOW, 1, "initialWindow"),
+      opts.role === "server" ? EARLY_WINDOW : 1,
+    ),
+    MAX_WINDOW,
+  );
+  const maxWindow = Math.min(
+    Math.max(option(opts.maxWindow, DEFAULT_MAX_WINDOW, 1, "maxWindow"), initialWindow),
+    MAX_WINDOW,
+  );
+  return { pingIntervalMs, pingTimeoutMs, maxStreams, initialWindow, maxWindow };
+}
+
+/** A numeric option: `fallback` when absent; TypeError when not a number ≥ `min`. */
+function option(value: number | undefined, fallback: number, min: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value) || value < min) {
+    throw new TypeError(`SessionOptions.${name} must be a number >= ${min}, got ${value}`);
+  }
+  return Math.floor(value);
+}

@@ -1,0 +1,413 @@
+/**
+ * One bidirectional byte stream inside a Session: receive buffer and window (with auto-tuning),
+ * send credit, half-close and reset (PROTOCOL.md §5.5, §5.6).
+ *
+ * @module
+ */
+
+import { EARLY_WINDOW, type Frame, MAX_DATA_PAYLOAD, MAX_WINDOW } from "../protocol/mux.ts";
+import type { FrameWriter } from "./_frame_writer.ts";
+import {
+  ProtocolError,
+  type SessionClosedError,
+  StreamRejectedError,
+  StreamResetError,
+} from "./errors.ts";
+import { MAX_READ_CHUNK } from "./options.ts";
+
+/** @internal Session internals a Stream talks to. */
+export interface StreamHost {
+  readonly writer: FrameWriter;
+  readonly initialWindow: number;
+  /** Largest receive window auto-tuning may grow a stream to. */
+  readonly maxWindow: number;
+  /** Smoothed round-trip time in ms measured with PING/PONG; 0 = not known yet. */
+  rtt(): number;
+  /** Takes `n` bytes from the session-wide window-growth budget; false if not available. */
+  reserveGrowth(n: number): boolean;
+  /** Returns window growth to the session-wide budget. */
+  releaseGrowth(n: number): void;
+  send(frame: Frame): void;
+  remove(stream: Stream): void;
+  log(line: string): void;
+}
+/**
+ * One bidirectional byte stream inside a Session.
+ *
+ * At most one `read()` and one `write()` should be outstanding at a time (concurrent writes are
+ * serialized, in call order).
+ */
+export class Stream {
+  /** Stream id (odd, chosen by the client). */
+  readonly id: number;
+  /** The raw Header bytes carried by the OPEN frame. */
+  readonly header: Uint8Array;
+  /**
+   * Client: resolves when the agent accepts the stream (STATUS 0); rejects with
+   * StreamRejectedError (nonzero STATUS), StreamResetError or SessionClosedError. Until then the
+   * stream already takes writes (early data, up to EARLY_WINDOW bytes) and reads wait. Server:
+   * resolved. Never an unhandled rejection.
+   */
+  readonly opened: Promise<void>;
+
+  #host: StreamHost;
+  // Receive side.
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  #recvAvailable: number; // bytes the peer may still send
+  #unannounced = 0; // consumed bytes not yet returned to the peer via WINDOW_UPDATE
+  #window: number; // current receive window: buffered + recvAvailable + unannounced
+  #bytesRead = 0;
+  #epochStart = performance.now();
+  #epochOffset = 0;
+  #remoteFin = false;
+  #readWaiters: (() => void)[] = [];
+  // Send side.
+  #sendCredit = 0;
+  #localFin = false;
+  #writeLocked = false;
+  #writeQueue: (() => void)[] = [];
+  #sendWaiters: (() => void)[] = [];
+  // Lifecycle.
+  #resetError: StreamResetError | StreamRejectedError | null = null;
+  #sessionError: SessionClosedError | null = null;
+  #removed = false;
+  #answered: boolean; // server: STATUS sent; client: always true
+  /** Client: settles `opened`; set until STATUS (or the stream's end) arrives. */
+  #settleOpen: ((error?: Error) => void) | null = null;
+
+  /** @internal Created by Session only. */
+  constructor(host: StreamHost, id: number, header: Uint8Array, server: boolean) {
+    this.#host = host;
+    this.id = id;
+    this.header = header;
+    this.#recvAvailable = host.initialWindow;
+    this.#window = host.initialWindow;
+    this.#answered = !server;
+    if (server) {
+      this.opened = Promise.resolve();
+    } else {
+      this.#sendCredit = EARLY_WINDOW;
+      this.opened = new Promise<void>((resolve, reject) => {
+        this.#settleOpen = (error) => (error ? reject(error) : resolve());
+      });
+      this.opened.catch(() => {});
+    }
+  }
+
+  /** Client: settles `opened` once (no error = accepted). */
+  #settle(error?: Error): void {
+    const settle = this.#settleOpen;
+    this.#settleOpen = null;
+    settle?.(error);
+  }
+
+  /** Bytes received and not yet read (never more than `receiveWindow`). */
+  get bufferedAmount(): number {
+    return this.#buffered;
+  }
+
+  /** Current receive window (starts at `initialWindow`; auto-tuning may grow it). */
+  get receiveWindow(): number {
+    return this.#window;
+  }
+
+  /**
+   * Next chunk of data from the peer; `null` once the peer half-closed and everything was read.
+   * Throws StreamResetError if the stream was reset (buffered data is discarded), or
+   * SessionClosedError (after buffered data is read) if the session ended first.
+   */
+  async read(): Promise<Uint8Array | null> {
+    while (true) {
+      if (this.#resetError) throw this.#resetError;
+      if (this.#chunks.length > 0) return this.#take();
+      if (this.#remoteFin) return null;
+      if (this.#sessionError) throw this.#sessionError;
+      await new Promise<void>((resolve) => this.#readWaiters.push(resolve));
+    }
+  }
+
+  #take(): Uint8Array {
+    let out: Uint8Array;
+    if (this.#chunks.length === 1 || this.#chunks[0].length >= MAX_READ_CHUNK) {
+      out = this.#chunks.shift()!;
+    } else {
+      // Hand out several small chunks as one (fewer writes for the consumer), up to 1 MiB.
+      let n = 0;
+      let count = 0;
+      while (count < this.#chunks.length && n + this.#chunks[count].length <= MAX_READ_CHUNK) {
+        n += this.#chunks[count++].length;
+      }
+      out = new Uint8Array(n);
+      let off = 0;
+      for (const c of this.#chunks.splice(0, count)) {
+        out.set(c, off);
+        off += c.length;
+      }
+    }
+    this.#buffered -= out.length;
+    this.#bytesRead += out.length;
+    if (!this.#remoteFin && !this.#removed) {
+      this.#unannounced += out.length;
+      if (this.#unannounced >= Math.max(1, this.#window >>> 2)) {
+        const increment = this.#unannounced + this.#autoTune();
+        this.#unannounced = 0;
+        this.#recvAvailable += increment;
+        this.#host.send({ type: "window_update", streamId: this.id, increment });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Receive-window auto-tuning: when the reader consumed more than half the window in less
+   * than ~4 round trips' worth of time, the window (not the reader) limits throughput, so it
+   * doubles, up to `maxWindow`. Returns the growth (extra credit to grant the peer).
+   */
+  #autoTune(): number {
+    const readInEpoch = this.#bytesRead - this.#epochOffset;
+    if (readInEpoch <= this.#window / 2) return 0;
+    const now = performance.now();
+    const rtt = this.#host.rtt();
+    let grow = 0;
+    const fast = now - this.#epochStart < 4 * (readInEpoch / this.#window) * rtt;
+    if (rtt > 0 && fast && this.#window < this.#host.maxWindow) {
+      grow = Math.min(this.#window * 2, this.#host.maxWindow) - this.#window;
+      if (this.#host.reserveGrowth(grow)) this.#window += grow;
+      else grow = 0;
+    }
+    this.#epochStart = now;
+    this.#epochOffset = this.#bytesRead;
+    return grow;
+  }
+
+  /**
+   * Writes `data` to the peer. Resolves once all of it is queued for the transport within the
+   * peer's credit (backpressure: waits for WINDOW_UPDATE and transport queue space). The caller
+   * may reuse `data` afterwards. Throws StreamResetError / SessionClosedError if the stream
+   * ends, or Error after closeWrite(). On the server side, writing implies `accept()`.
+   */
+  async write(data: Uint8Array): Promise<void> {
+    await this.#lock();
+    try {
+      if (!this.#answered) this.accept();
+      let off = 0;
+      while (true) {
+        this.#checkWritable();
+        if (off >= data.length) return;
+        if (this.#sendCredit === 0) {
+          await new Promise<void>((resolve) => this.#sendWaiters.push(resolve));
+          continue;
+        }
+        const writer = this.#host.writer;
+        if (!writer.hasSpace) {
+          await writer.waitSpace();
+          continue;
+        }
+        const n = Math.min(this.#sendCredit, data.length - off, MAX_DATA_PAYLOAD);
+        writer.data(this.id, data.subarray(off, off + n));
+        this.#sendCredit -= n;
+        off += n;
+      }
+    } finally {
+      this.#unlock();
+    }
+  }
+
+  #checkWritable(): void {
+    if (this.#resetError) throw this.#resetError;
+    if (this.#sessionError) throw this.#sessionError;
+    if (this.#localFin) throw new Error("write after closeWrite");
+  }
+
+  async #lock(): Promise<void> {
+    if (!this.#writeLocked) {
+      this.#writeLocked = true;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#writeQueue.push(resolve));
+  }
+
+  #unlock(): void {
+    const next = this.#writeQueue.shift();
+    if (next) next();
+    else this.#writeLocked = false;
+  }
+
+  /**
+   * Half-closes our side (sends HALF_CLOSE after all earlier writes). Reads continue until the
+   * peer half-closes too. A no-op if already half-closed, reset or the session ended.
+   */
+  async closeWrite(): Promise<void> {
+    await this.#lock();
+    try {
+      if (this.#localFin || this.#resetError || this.#sessionError || this.#removed) return;
+      if (!this.#answered) this.accept();
+      this.#localFin = true;
+      this.#host.send({ type: "half_close", streamId: this.id });
+      if (this.#remoteFin) this.#finish();
+    } finally {
+      this.#unlock();
+    }
+  }
+
+  /** Aborts the stream both ways and tells the peer why (RESET). Idempotent. */
+  reset(reason: string): void {
+    if (this.#resetError) return;
+    this.#resetError = new StreamResetError(reason);
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#settle(this.#resetError);
+    if (!this.#removed) {
+      this.#host.send({ type: "reset", streamId: this.id, reason });
+      this.#host.log(`stream ${this.id}: reset (${reason})`);
+      this.#finish();
+    }
+    this.#wakeAll();
+  }
+
+  /** Server side: accepts the stream (STATUS 0). Idempotent. */
+  accept(): void {
+    if (this.#answered || this.#removed) return;
+    this.#answered = true;
+    this.#host.send({
+      type: "status",
+      streamId: this.id,
+      status: 0,
+      window: this.#host.initialWindow,
+    });
+  }
+
+  /** Server side: refuses the stream with a nonzero status and ends it. */
+  reject(status: number): void {
+    if (!Number.isInteger(status) || status < 1 || status > 255) {
+      throw new TypeError(`reject() needs a status 1..255, got ${status}`);
+    }
+    if (this.#answered || this.#removed) return;
+    this.#answered = true;
+    this.#host.send({ type: "status", streamId: this.id, status, window: 0 });
+    this.#resetError = new StreamResetError(`rejected with status ${status}`);
+    this.#finish();
+    this.#wakeAll();
+  }
+
+  // ---- called by Session ----
+
+  /** @internal */
+  onData(data: Uint8Array): void {
+    if (this.#settleOpen) throw new ProtocolError(`DATA on stream ${this.id} before its STATUS`);
+    if (this.#remoteFin) throw new ProtocolError(`DATA on stream ${this.id} after HALF_CLOSE`);
+    if (data.length > this.#recvAvailable) {
+      throw new ProtocolError(
+        `stream ${this.id}: DATA of ${data.length} bytes exceeds credit ${this.#recvAvailable}`,
+      );
+    }
+    this.#recvAvailable -= data.length;
+    if (data.length === 0 || this.#resetError) return;
+    // Do not pin a large transport chunk for a small payload.
+    const owned = data.length * 8 < data.buffer.byteLength ? data.slice() : data;
+    this.#chunks.push(owned);
+    this.#buffered += owned.length;
+    this.#wakeReaders();
+  }
+
+  /** @internal */
+  onWindowUpdate(increment: number): void {
+    if (this.#sendCredit + increment > MAX_WINDOW) {
+      throw new ProtocolError(`stream ${this.id}: window overflow`);
+    }
+    this.#sendCredit += increment;
+    this.#wakeSenders();
+  }
+
+  /** @internal */
+  onHalfClose(): void {
+    if (this.#settleOpen) {
+      throw new ProtocolError(`HALF_CLOSE on stream ${this.id} before its STATUS`);
+    }
+    if (this.#remoteFin) return;
+    this.#remoteFin = true;
+    if (this.#localFin) this.#finish();
+    this.#wakeReaders();
+  }
+
+  /** @internal */
+  onReset(reason: string): void {
+    this.#host.log(`stream ${this.id}: reset by peer (${reason})`);
+    this.#removed = true;
+    this.#releaseGrowth();
+    if (!this.#resetError) {
+      this.#resetError = new StreamResetError(reason, true);
+      this.#chunks = [];
+      this.#buffered = 0;
+    }
+    this.#settle(this.#resetError);
+    this.#wakeAll();
+  }
+
+  /**
+   * @internal Client: STATUS arrived. The agent's window counts from the start of the stream,
+   * so the early-data credit already spent comes out of it.
+   */
+  onStatus(status: number, window: number): void {
+    if (!this.#settleOpen) return; // duplicate STATUS: ignored
+    if (status === 0) {
+      if (window < EARLY_WINDOW) {
+        throw new ProtocolError(`stream ${this.id}: STATUS window ${window} below early window`);
+      }
+      this.#sendCredit += window - EARLY_WINDOW;
+      this.#settle();
+      this.#wakeSenders();
+    } else {
+      this.#removed = true;
+      this.#resetError ??= new StreamRejectedError(status);
+      this.#settle(this.#resetError);
+      this.#wakeAll();
+    }
+  }
+
+  /** @internal Server: OPEN arrived with the peer's receive window. */
+  setInitialCredit(window: number): void {
+    this.#sendCredit = window;
+  }
+
+  /** @internal The session ended. */
+  onSessionClosed(error: SessionClosedError): void {
+    this.#removed = true;
+    this.#settle(error);
+    this.#sessionError ??= error;
+    this.#wakeAll();
+  }
+
+  #finish(): void {
+    if (this.#removed) return;
+    this.#removed = true;
+    this.#releaseGrowth();
+    this.#host.remove(this);
+  }
+
+  #releaseGrowth(): void {
+    const grown = this.#window - this.#host.initialWindow;
+    if (grown > 0) this.#host.releaseGrowth(grown);
+    this.#window = this.#host.initialWindow;
+  }
+
+  #wakeReaders(): void {
+    if (this.#readWaiters.length === 0) return;
+    const ws = this.#readWaiters;
+    this.#readWaiters = [];
+    for (const w of ws) w();
+  }
+
+  #wakeSenders(): void {
+    if (this.#sendWaiters.length === 0) return;
+    const ws = this.#sendWaiters;
+    this.#sendWaiters = [];
+    for (const w of ws) w();
+  }
+
+  #wakeAll(): void {
+    this.#wakeReaders();
+    this.#wakeSenders();
+  }
+}
