@@ -1,8 +1,12 @@
-import { UsageError } from "./errors.ts";
+import { UsageError } from "../errors.ts";
 import { parseDuration } from "./duration.ts";
+import { defaultKubeFlags, type KubeFlags } from "../kube/flags.ts";
 
-/** Every flag `kubectl relay` understands, after parsing. */
-export interface Flags {
+/**
+ * Every flag `kubectl relay` understands, after parsing. The kubectl connection flags are
+ * src/kube's (KubeFlags); the others configure the relay itself.
+ */
+export interface Flags extends KubeFlags {
   address?: string[];
   serverImage?: string;
   serverNamespace: string;
@@ -12,20 +16,6 @@ export interface Flags {
   verbosity: number;
   version: boolean;
   help: boolean;
-  kubeconfig?: string;
-  context?: string;
-  cluster?: string;
-  user?: string;
-  namespace?: string;
-  requestTimeoutMs: number;
-  insecureSkipTlsVerify: boolean;
-  as?: string;
-  asGroups: string[];
-  token?: string;
-  server?: string;
-  certificateAuthority?: string;
-  clientCertificate?: string;
-  clientKey?: string;
   podRunningTimeoutMs: number;
   heartbeatTimeoutMs: number;
   /** `kubectl relay proxy` only: local port of the SOCKS5/HTTP proxy. */
@@ -98,13 +88,11 @@ export const FLAG_HELP: [string, string][] = [
 /** Default flag values. */
 export function defaultFlags(): Flags {
   return {
+    ...defaultKubeFlags(),
     serverNamespace: "default",
     verbosity: 0,
     version: false,
     help: false,
-    requestTimeoutMs: 0,
-    insecureSkipTlsVerify: false,
-    asGroups: [],
     podRunningTimeoutMs: 60_000,
     heartbeatTimeoutMs: 15_000,
   };

@@ -1,9 +1,27 @@
-import { parseCommand } from "./command.ts";
-import { UsageError } from "./errors.ts";
+import { type Command, parseCommand } from "./command.ts";
+import { consoleIo, formatError } from "./format.ts";
 import { helpText, HINT } from "./help.ts";
-import { consoleIo, formatError, type Io, startRelay } from "../app.ts";
-import { DEFAULT_AGENT_IMAGE, VERSION } from "../version.ts";
+import type { ClientOptions, Io } from "../client/options.ts";
+import { startRelay } from "../client/relay.ts";
+import { UsageError } from "../errors.ts";
+import { kubeFlagsOf } from "../kube/flags.ts";
 import { InsecureTlsRequired, rerunInsecure } from "../kube/insecure.ts";
+import { DEFAULT_AGENT_IMAGE, VERSION } from "../version.ts";
+
+/** The settings of a relay or proxy run, from the parsed flags. */
+function clientOptions(cmd: Command): ClientOptions {
+  const f = cmd.flags;
+  return {
+    kube: kubeFlagsOf(f),
+    verbosity: f.verbosity,
+    agentNamespace: f.serverNamespace,
+    agentImage: f.serverImage,
+    patch: f.patch,
+    patchFile: f.patchFile,
+    podRunningTimeoutMs: f.podRunningTimeoutMs,
+    heartbeatTimeoutMs: f.heartbeatTimeoutMs,
+  };
+}
 
 /** Waits for SIGINT or SIGTERM (the first one). */
 function nextSignal(): Promise<Deno.Signal> {
@@ -45,9 +63,10 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
   }
   const signal = nextSignal();
   try {
+    const opts = clientOptions(cmd);
     const start = cmd.kind === "proxy"
-      ? (await import("./proxy.ts")).startProxyCommand(cmd, io)
-      : startRelay(cmd, io);
+      ? (await import("../client/proxy.ts")).startProxyRelay(opts, cmd.flags, io)
+      : startRelay(opts, cmd.requests, io);
     const raced = await Promise.race([
       start.then((r) => ({ relay: r })),
       signal.then((s) => ({ signal: s })),

@@ -1,5 +1,5 @@
-import type { PortSpec } from "../cli/ports.ts";
-import type { RelayStream } from "./relay.ts";
+import type { PortSpec } from "../spec/ports.ts";
+import type { RelayStream } from "./pipe.ts";
 
 /**
  * A relayed stream as a listener gets it: it takes writes at once (early data), before the

@@ -1,6 +1,6 @@
-import type { PortSpec } from "../cli/ports.ts";
+import type { PortSpec } from "../spec/ports.ts";
 import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
-import { relay, RELAY_BUFFER_SIZE } from "./relay.ts";
+import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
 import { StreamResetError } from "../mux/mod.ts";
 
 /** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */

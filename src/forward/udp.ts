@@ -1,4 +1,4 @@
-import type { PortSpec } from "../cli/ports.ts";
+import type { PortSpec } from "../spec/ports.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../protocol/udp.ts";
 import type { ForwardContext, Listener, OpenedStream } from "./listener.ts";
 

@@ -1,5 +1,5 @@
 import yaml from "npm:js-yaml@4.1.0";
-import { UsageError } from "../cli/errors.ts";
+import { UsageError } from "../errors.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
 import { type Json, mergePatch } from "./merge_patch.ts";
 import { PodTracker } from "./pods.ts";

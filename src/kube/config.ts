@@ -1,7 +1,7 @@
-import type { Flags } from "../cli/flags.ts";
-import { UsageError } from "../cli/errors.ts";
+import { UsageError } from "../errors.ts";
 import type { Credentials } from "./credentials.ts";
-import { selfCommand } from "../cli/self.ts";
+import { type KubeFlags, kubeFlagsOf } from "./flags.ts";
+import { selfCommand } from "./self.ts";
 import { InsecureTlsRequired, tlsVerificationDisabled } from "./insecure.ts";
 
 /** Everything needed to talk to the apiserver of the chosen context. */
@@ -26,15 +26,18 @@ export interface KubeAccess {
 /** Exec-plugin and OIDC tokens are fetched again after this long. */
 const REFRESH_AFTER_MS = 4 * 60_000;
 
-/** The command that runs this program's credentials helper (`main.ts __credentials …`). */
-function helperCommand(argv: string[]): Deno.Command {
-  const { cmd, args } = selfCommand([], ["__credentials", ...argv]);
+/**
+ * The command that runs this program's credentials helper (`main.ts __credentials JSON`, the
+ * connection flags as one JSON argument).
+ */
+function helperCommand(flags: KubeFlags): Deno.Command {
+  const { cmd, args } = selfCommand([], ["__credentials", JSON.stringify(kubeFlagsOf(flags))]);
   return new Deno.Command(cmd, { args, stdin: "inherit", stdout: "piped", stderr: "inherit" });
 }
 
 /** Runs the credentials helper process (stdin/stderr stay the user's, for interactive exec plugins). */
-export async function fetchCredentials(argv: string[]): Promise<Credentials> {
-  const out = await helperCommand(argv).output();
+export async function fetchCredentials(flags: KubeFlags): Promise<Credentials> {
+  const out = await helperCommand(flags).output();
   const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
   let parsed: { credentials?: Credentials; error?: string; usage?: boolean };
   try {
@@ -50,7 +53,7 @@ export async function fetchCredentials(argv: string[]): Promise<Credentials> {
 /** Builds the apiserver access from credentials; `load` fetches fresh ones when tokens expire. */
 export function accessFrom(
   first: Credentials,
-  flags: Flags,
+  flags: KubeFlags,
   load: () => Promise<Credentials>,
 ): KubeAccess {
   if (first.insecure && !tlsVerificationDisabled()) {
@@ -99,6 +102,6 @@ export function accessFrom(
 }
 
 /** Resolves credentials in the helper process and builds the apiserver access. */
-export async function kubeAccess(flags: Flags, argv: string[]): Promise<KubeAccess> {
-  return accessFrom(await fetchCredentials(argv), flags, () => fetchCredentials(argv));
+export async function kubeAccess(flags: KubeFlags): Promise<KubeAccess> {
+  return accessFrom(await fetchCredentials(flags), flags, () => fetchCredentials(flags));
 }

@@ -8,8 +8,8 @@
  * @module
  */
 import { KubeConfig } from "npm:@kubernetes/client-node@1.4.0";
-import { type Flags, parseArgs } from "../cli/flags.ts";
-import { UsageError } from "../cli/errors.ts";
+import { UsageError } from "../errors.ts";
+import { defaultKubeFlags, type KubeFlags } from "./flags.ts";
 
 /** What the relay needs to reach the apiserver as the user. */
 export interface Credentials {
@@ -41,7 +41,7 @@ function firstByName<T extends Named>(lists: T[][]): T[] {
 }
 
 /** Loads kubeconfig files as kubectl does: `--kubeconfig`, else every file in `KUBECONFIG` (first wins), else ~/.kube/config. */
-export function loadKubeConfig(flags: Flags): KubeConfig {
+export function loadKubeConfig(flags: KubeFlags): KubeConfig {
   const files: string[] = [];
   if (flags.kubeconfig) {
     files.push(flags.kubeconfig);
@@ -82,7 +82,7 @@ export function loadKubeConfig(flags: Flags): KubeConfig {
 }
 
 /** Applies `--context`, `--cluster`, `--user`, `--server`, `--token`, TLS flags to a loaded config. */
-function applyOverrides(kc: KubeConfig, flags: Flags): KubeConfig {
+function applyOverrides(kc: KubeConfig, flags: KubeFlags): KubeConfig {
   const contextName = flags.context ?? kc.getCurrentContext();
   if (flags.context && !kc.getContextObject(flags.context)) {
     throw new UsageError(`context "${flags.context}" does not exist`);
@@ -138,7 +138,7 @@ function toText(v: unknown): string | undefined {
 }
 
 /** Loads the kubeconfig and resolves the user's credentials (runs exec plugins, refreshes OIDC). */
-export async function loadCredentials(flags: Flags): Promise<Credentials> {
+export async function loadCredentials(flags: KubeFlags): Promise<Credentials> {
   const kc = loadKubeConfig(flags);
   const cluster = kc.getCurrentCluster()!;
   const user = kc.getCurrentUser();
@@ -164,11 +164,15 @@ export async function loadCredentials(flags: Flags): Promise<Credentials> {
   };
 }
 
-/** The helper process: prints `{"credentials": …}` or `{"error": …}` as one JSON line. */
-export async function credentialsMain(argv: string[]): Promise<void> {
+/**
+ * The helper process: `args[0]` is the connection flags as JSON (see `fetchCredentials`); prints
+ * `{"credentials": …}` or `{"error": …}` as one JSON line.
+ */
+export async function credentialsMain(args: string[]): Promise<void> {
   let out: { credentials?: Credentials; error?: string; usage?: boolean };
   try {
-    out = { credentials: await loadCredentials(parseArgs(argv).flags) };
+    const flags: KubeFlags = { ...defaultKubeFlags(), ...JSON.parse(args[0] ?? "{}") };
+    out = { credentials: await loadCredentials(flags) };
   } catch (e) {
     out = { error: (e as Error).message, usage: e instanceof UsageError };
   }

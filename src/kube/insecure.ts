@@ -7,7 +7,7 @@
  * flag, limited to the apiserver's host. A compiled binary cannot add runtime flags and says so.
  */
 
-import { selfCommand } from "../cli/self.ts";
+import { selfCommand } from "./self.ts";
 
 /** Marks the re-executed child so it does not re-execute again. */
 const CHILD_ENV = "KUBECTL_RELAY_INSECURE_CHILD";

@@ -1,6 +1,6 @@
-import { UsageError } from "../cli/errors.ts";
-import type { ForwardRequest } from "../cli/command.ts";
-import type { PortSpec } from "../cli/ports.ts";
+import { UsageError } from "../errors.ts";
+import type { ForwardRequest } from "../spec/request.ts";
+import type { PortSpec } from "../spec/ports.ts";
 import type { Address } from "../protocol/header.ts";
 import type { KubeClient } from "./client.ts";
 import { PodTracker } from "./pods.ts";

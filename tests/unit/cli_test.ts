@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { parseCommand } from "../../src/cli/command.ts";
-import { UsageError } from "../../src/cli/errors.ts";
-import { parsePortSpec } from "../../src/cli/ports.ts";
-import { parseTarget } from "../../src/cli/target.ts";
+import { UsageError } from "../../src/errors.ts";
+import { parsePortSpec } from "../../src/spec/ports.ts";
+import { parseTarget } from "../../src/spec/target.ts";
 import { parseDuration } from "../../src/cli/duration.ts";
 
 function usageError(fn: () => unknown, re: RegExp): void {

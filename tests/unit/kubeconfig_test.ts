@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { defaultFlags, parseArgs } from "../../src/cli/flags.ts";
-import { UsageError } from "../../src/cli/errors.ts";
+import { UsageError } from "../../src/errors.ts";
 import { accessFrom } from "../../src/kube/config.ts";
 import { type Credentials, loadCredentials, loadKubeConfig } from "../../src/kube/credentials.ts";
 import type { Flags } from "../../src/cli/flags.ts";

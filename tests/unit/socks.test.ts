@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { proxyListeningMessage, type ProxyServer, startProxy } from "../../src/forward/socks.ts";
+import { proxyListeningMessage, type ProxyServer, startProxy } from "../../src/proxy/server.ts";
 import {
   assertEchoed,
   curl,

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { ProxyServer } from "../../src/forward/socks.ts";
+import type { ProxyServer } from "../../src/proxy/server.ts";
 import { Session } from "../../src/mux/mod.ts";
 import { connTransport } from "../../src/mux/mod.ts";
 import { type AgentProcess, canUnshareMount, startAgentProcess } from "../_lib/agent.ts";

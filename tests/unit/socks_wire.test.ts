@@ -9,8 +9,8 @@ import {
   encodeSocksAddress,
   encodeUdpPacket,
   type SocksDestination,
-} from "../../src/forward/socks_wire.ts";
-import { parseHttpProxyRequest, splitHostPort } from "../../src/forward/socks_http.ts";
+} from "../../src/proxy/wire.ts";
+import { parseHttpProxyRequest, splitHostPort } from "../../src/proxy/http.ts";
 import { formatIpv6 } from "../../src/protocol/header.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);

@@ -1,6 +1,6 @@
 /**
  * Byte-level helpers for the proxy's handshakes: a buffered reader with exact
- * and delimited reads. (The relay loop itself is src/forward/relay.ts.)
+ * and delimited reads. (The relay loop itself is src/forward/pipe.ts.)
  *
  * @module
  */

@@ -1,4 +1,4 @@
-import { KubeApiError, type KubeClient } from "../kube/client.ts";
+import { KubeApiError, type KubeClient } from "./client.ts";
 import type { Transport } from "../mux/mod.ts";
 
 /** The apiserver refused or broke the pod port-forward. */

@@ -6,12 +6,12 @@
  */
 
 import { Status, statusMessage } from "../protocol/status.ts";
-import { Reply } from "./socks_wire.ts";
+import { Reply } from "./wire.ts";
 
 /**
  * Extracts the agent status from an `openStream` rejection, if it is one.
  * Duck-typed on a numeric `status` property so that both `StreamRejectedError`
- * from src/mux/session.ts and equivalent errors are recognised.
+ * from src/mux and equivalent errors are recognised.
  */
 export function rejectionStatus(err: unknown): number | undefined {
   if (typeof err !== "object" || err === null) return undefined;

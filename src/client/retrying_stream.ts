@@ -1,9 +1,9 @@
 import { EARLY_WINDOW } from "../protocol/mux.ts";
-import type { RelayStream } from "./relay.ts";
+import type { RelayStream } from "../forward/pipe.ts";
 
 /**
  * A stream opened with early data: it takes writes at once, and `opened` says later whether the
- * agent accepted it. `Stream` from src/mux/session.ts satisfies it.
+ * agent accepted it. `Stream` from src/mux satisfies it.
  */
 export interface EarlyStream extends RelayStream {
   /** Resolves when the agent accepted the stream; rejects with its refusal. */

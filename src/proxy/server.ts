@@ -7,7 +7,7 @@
  *
  * For each CONNECT the proxy builds a Header and calls the injected
  * `openStream`; the agent's status becomes the SOCKS reply code or HTTP
- * status. UDP ASSOCIATE is supported (see socks_udp.ts).
+ * status. UDP ASSOCIATE is supported (see udp.ts).
  *
  * @module
  */
@@ -19,16 +19,17 @@ import {
   type Header,
   parseAddress,
 } from "../protocol/header.ts";
-import { ByteReader, LimitExceededError } from "./socks_io.ts";
-import { errorText, relay, type RelayStream, writeAll } from "./relay.ts";
+import { ByteReader, LimitExceededError } from "./io.ts";
+import { errorText } from "../errors.ts";
+import { relay, type RelayStream, writeAll } from "../forward/pipe.ts";
 import {
   HTTP_CONNECT_OK,
   httpErrorResponse,
   MAX_HTTP_HEAD,
   parseHttpProxyRequest,
-} from "./socks_http.ts";
-import { dialErrorMessage, httpStatusFor, socksReplyFor } from "./socks_status.ts";
-import { UdpAssociation } from "./socks_udp.ts";
+} from "./http.ts";
+import { dialErrorMessage, httpStatusFor, socksReplyFor } from "./status.ts";
+import { UdpAssociation } from "./udp.ts";
 import {
   Command,
   decodeSocksAddress,
@@ -38,7 +39,7 @@ import {
   SOCKS_VERSION,
   socksAddressFromIp,
   type SocksDestination,
-} from "./socks_wire.ts";
+} from "./wire.ts";
 
 /** Options for {@link startProxy}. */
 export interface ProxyOptions {
@@ -50,7 +51,7 @@ export interface ProxyOptions {
    * Opens a tunnel stream for a Header (raw Header bytes). Resolves once the
    * agent accepted it; rejects with an error carrying a numeric `status`
    * (`StreamRejectedError`) when the agent refused, or any other error when the
-   * tunnel failed. `Stream` from src/mux/session.ts fits {@link RelayStream}.
+   * tunnel failed. `Stream` from src/mux fits {@link RelayStream}.
    */
   openStream: (header: Uint8Array) => Promise<RelayStream>;
   /** Log sink for progress lines (one line per call, no newline). Default: `console.log`. */

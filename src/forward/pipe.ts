@@ -8,11 +8,13 @@
  * @module
  */
 
+import { errorText } from "../errors.ts";
+
 /** Relay buffer size (a 64 KiB manual loop is the fast path). */
 export const RELAY_BUFFER_SIZE = 64 * 1024;
 
 /**
- * The part of a tunnel stream the relay uses; `Stream` from src/mux/session.ts satisfies it.
+ * The part of a tunnel stream the relay uses; `Stream` from src/mux satisfies it.
  * `write()` must be done with its bytes when it resolves (the relay reuses its read buffer).
  */
 export interface RelayStream {
@@ -43,11 +45,6 @@ export interface ByteSink {
 export async function writeAll(sink: ByteSink, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await sink.write(data.subarray(off));
-}
-
-/** Best-effort message of an unknown error. */
-export function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { UsageError } from "./errors.ts";
+import { UsageError } from "../errors.ts";
 import type { Protocol } from "../protocol/header.ts";
 
 /** One `[LOCAL:]REMOTE[@tcp|@udp]` argument. */

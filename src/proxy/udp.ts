@@ -9,9 +9,10 @@
  */
 
 import { encodeUdpFrame, MAX_DATAGRAM, UdpFrameDecoder } from "../protocol/udp.ts";
-import { errorText, type RelayStream } from "./relay.ts";
-import { dialErrorMessage } from "./socks_status.ts";
-import { decodeUdpPacket, encodeUdpPacket, type SocksDestination } from "./socks_wire.ts";
+import { errorText } from "../errors.ts";
+import type { RelayStream } from "../forward/pipe.ts";
+import { dialErrorMessage } from "./status.ts";
+import { decodeUdpPacket, encodeUdpPacket, type SocksDestination } from "./wire.ts";
 
 /** Datagrams buffered per flow while its stream opens or writes are pending; more are dropped. */
 export const MAX_PENDING_DATAGRAMS = 256;

@@ -1,0 +1,84 @@
+/**
+ * Reaching the agent: credentials → API client → agent Job → pod port-forward → tunnel session.
+ *
+ * @module
+ */
+
+import { KubeClient } from "../kube/client.ts";
+import { kubeAccess } from "../kube/config.ts";
+import type { KubeFlags } from "../kube/flags.ts";
+import { AGENT_PORT, type AgentHandle, AgentManager, type parsePatch } from "../kube/agent.ts";
+import { openPortForward } from "../kube/portforward.ts";
+import { DEFAULT_AGENT_IMAGE } from "../version.ts";
+import { type ClientOptions, type Io, logger } from "./options.ts";
+import { Tunnel } from "./tunnel.ts";
+
+/** An agent and the tunnel to it, reconnecting (and recreating the agent) when lost. */
+export interface AgentConnection {
+  agents: AgentManager;
+  tunnel: Tunnel;
+  agent(): AgentHandle;
+}
+
+/** Resolves the user's credentials and builds an API client (user errors become UsageError). */
+export async function kubeClient(kube: KubeFlags): Promise<KubeClient> {
+  return new KubeClient(await kubeAccess(kube));
+}
+
+/** Creates the agent Job, waits for it, and connects the tunnel through the pod port-forward. */
+export async function connectAgent(
+  client: KubeClient,
+  opts: ClientOptions,
+  io: Io,
+  patch: ReturnType<typeof parsePatch>,
+): Promise<AgentConnection> {
+  const log = logger(opts.verbosity, io);
+  const note = (line: string) => io.err(line);
+  const agents = new AgentManager(client, {
+    namespace: opts.agentNamespace,
+    image: opts.agentImage ?? DEFAULT_AGENT_IMAGE,
+    patch,
+    args: Deno.env.get("KUBECTL_RELAY_AGENT_ARGS")?.split(" ").filter((a) => a),
+    readyTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
+    log: note,
+  });
+  await agents.preflight();
+  let agent = await agents.start();
+  const connect = async () => {
+    if (!(await agents.alive(agent))) {
+      note(`Agent pod ${agent.pod} is gone; starting a new agent`);
+      await agents.delete(agent.job).catch(() => {});
+      agent = await agents.start();
+    }
+    // A pod that just became ready may not accept port-forwards for a moment: retry briefly,
+    // but not when the apiserver has said no (forbidden, not found).
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
+      } catch (e) {
+        if (
+          attempt >= 5 ||
+          /^Error from server \((NotFound|Forbidden|Unauthorized)\)/.test((e as Error).message)
+        ) {
+          throw e;
+        }
+        log(4, `port-forward attempt ${attempt} failed: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
+    }
+  };
+  const tunnel = new Tunnel({
+    connect,
+    heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
+    waitForSessionMs: 60_000,
+    note,
+    log: (l) => log(4, l),
+  });
+  try {
+    await tunnel.start();
+  } catch (e) {
+    await agents.deleteAll().catch(() => {});
+    throw e;
+  }
+  return { agents, tunnel, agent: () => agent };
+}

@@ -1,0 +1,43 @@
+/**
+ * What one relay or proxy run needs from the command line, and where it writes.
+ *
+ * @module
+ */
+
+import type { KubeFlags } from "../kube/flags.ts";
+
+/** Output sinks (injected so tests and the demo can capture them). */
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+/** The settings of one run (the CLI builds them from its flags). */
+export interface ClientOptions {
+  /** How to reach the apiserver. */
+  kube: KubeFlags;
+  /** `-v`: debug lines up to this level go to stderr. */
+  verbosity: number;
+  /** `--server.namespace`: where the agent Job is created. */
+  agentNamespace: string;
+  /** `--server.image`; default DEFAULT_AGENT_IMAGE. */
+  agentImage?: string;
+  /** `--patch`: a JSON merge patch for the agent's pod spec. */
+  patch?: string;
+  /** `--patch-file`: a file holding that patch. */
+  patchFile?: string;
+  /** `--pod-running-timeout`. */
+  podRunningTimeoutMs: number;
+  /** `--heartbeat-timeout`. */
+  heartbeatTimeoutMs: number;
+}
+
+/** A leveled debug log line sink (`-v N` shows levels ≤ N). */
+export type Log = (level: number, line: string) => void;
+
+/** Debug lines kubectl-style (`I12:34:56.789 …`) on stderr, up to the `-v` level. */
+export function logger(verbosity: number, io: Io): Log {
+  return (level, line) => {
+    if (verbosity >= level) io.err(`I${new Date().toISOString().slice(11, 23)} ${line}`);
+  };
+}
