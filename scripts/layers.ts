@@ -5,7 +5,8 @@
  * may import from its own folder, from a lower layer, or from another folder of the same layer as
  * long as folders do not import each other in a cycle. The agent may import only `protocol/` and
  * `mux/` (and the root files of the lowest layer). A file whose name starts with `_` is private
- * to its folder. Tests (`*_test.ts`) are not product code and are skipped.
+ * to its folder. Tests (`*_test.ts`) are not product code and are skipped. `deno.json` (read for the
+ * version) counts as a root file of the lowest layer.
  *
  * Prints the layer table and every violation; exits 1 if there is one.
  *
@@ -19,7 +20,7 @@ export const LAYERS: readonly { name: string; folders: readonly string[] }[] = [
   { name: "client", folders: ["client"] },
   { name: "local + cluster", folders: ["proxy", "forward", "kube", "agent"] },
   { name: "session + request", folders: ["mux", "spec"] },
-  { name: "codecs", folders: ["protocol", "errors.ts", "version.ts"] },
+  { name: "codecs", folders: ["protocol", "errors.ts", "version.ts", "deno.json"] },
 ];
 
 /** What the agent may import besides itself. */
@@ -34,7 +35,7 @@ export interface Violation {
 
 /** The unit a file belongs to: `cli`, `mux`, `errors.ts`, `main.ts`, … (null: not product code). */
 export function unitOf(path: string): string | null {
-  if (path === "main.ts" || path === "agent.ts") return path;
+  if (path === "main.ts" || path === "agent.ts" || path === "deno.json") return path;
   const m = /^src\/([^/]+)(\/.*)?$/.exec(path);
   return m === null ? null : m[1];
 }
