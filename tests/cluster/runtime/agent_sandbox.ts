@@ -15,7 +15,7 @@ import {
   type MemoryController,
   type MemoryStats,
   parseMemoryQuantity,
-  type PodCgroup,
+  PodCgroup,
   runtimeCgroupId,
 } from "./cgroup.ts";
 import type { V1Pod } from "./kube.ts";
@@ -246,4 +246,59 @@ export class AgentSandbox {
   async close(): Promise<string[]> {
     return this.cgroups ? await this.cgroups.removeAll() : [];
   }
+}
+
+/**
+ * What the runtime of `stateDir` left behind after it stopped: its agent cgroups (with the pids
+ * still in them) and agent processes named by `<state-dir>/agents/*.pid`. Empty cgroups are
+ * removed on the way (they are reported all the same). For the cluster's leak check.
+ */
+export async function agentLeftovers(stateDir: string): Promise<string[]> {
+  const out: string[] = [];
+  const controller = (() => {
+    try {
+      return detectMemoryController();
+    } catch {
+      return undefined;
+    }
+  })();
+  if (controller) {
+    const cgroups = new MemoryCgroups(controller, await runtimeCgroupId(stateDir));
+    const pods = cgroups.list();
+    let present = pods.length > 0;
+    try {
+      Deno.statSync(cgroups.dir);
+      present = true;
+    } catch {
+      // gone: fine
+    }
+    if (present) {
+      const desc = pods.map((p) => {
+        const pids = new PodCgroup(controller, `${cgroups.dir}/${p}`).pids();
+        return pids.length ? `${p} (pids ${pids.join(",")})` : p;
+      });
+      out.push(`agent cgroup ${cgroups.dir} remains${desc.length ? `: ${desc.join(", ")}` : ""}`);
+      await cgroups.removeAll();
+    }
+  }
+  let entries: Deno.DirEntry[] = [];
+  try {
+    entries = [...Deno.readDirSync(`${stateDir}/agents`)];
+  } catch {
+    // no agents dir
+  }
+  for (const e of entries) {
+    if (!e.name.endsWith(".pid")) continue;
+    const pid = Number(Deno.readTextFileSync(`${stateDir}/agents/${e.name}`).trim());
+    let cmdline = "";
+    try {
+      cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    } catch {
+      continue; // gone
+    }
+    if (cmdline.includes("--listen")) {
+      out.push(`agent process ${pid} (${e.name}) still running`);
+    }
+  }
+  return out;
 }
