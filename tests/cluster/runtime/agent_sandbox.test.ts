@@ -70,7 +70,11 @@ async function harness(): Promise<Harness> {
   await Deno.chmod(dir, 0o755);
   await Deno.writeTextFile(`${dir}/fake_agent.ts`, FAKE_AGENT);
   const lines: string[] = [];
-  const sandbox = await AgentSandbox.create({ stateDir: dir, log: (l) => lines.push(l) });
+  const sandbox = await AgentSandbox.create({
+    stateDir: dir,
+    log: (l) => lines.push(l),
+    denoDirRoot: `${dir}/deno`, // not the shared cache: uids of these tests only
+  });
   let finish!: (v: { code: number; reason?: string }) => void;
   const finished = new Promise<{ code: number; reason?: string }>((r) => finish = r);
   const env: PlayerEnv = {

@@ -177,6 +177,11 @@ export class Runtime {
     await this.#dns?.close();
   }
 
+  /** This runtime's agent memory cgroups dir (pods in `<dir>/<ns>_<pod>`), once started. */
+  get agentCgroupDir(): string | undefined {
+    return this.#sandbox?.cgroups?.dir;
+  }
+
   /** Pid of the agent process of a pod (for tests). */
   agentPid(namespace: string, name: string): number | undefined {
     return this.#players.get(`${namespace}/${name}`)?.agentPid;
