@@ -88,9 +88,12 @@ export async function connectAgent(
     args: Deno.env.get("KUBECTL_RELAY_AGENT_ARGS")?.split(" ").filter((a) => a),
     readyTimeoutMs: Math.max(flags.podRunningTimeoutMs, 60_000),
     log: note,
+    debug: (line) => log(1, `startup: ${line}`),
   });
   await agents.preflight();
+  log(1, "startup: access checked");
   let agent = await agents.start();
+  log(1, `startup: agent pod ${agent.pod} ready`);
   const connect = async () => {
     if (!(await agents.alive(agent))) {
       note(`Agent pod ${agent.pod} is gone; starting a new agent`);
@@ -127,6 +130,7 @@ export async function connectAgent(
     await agents.deleteAll().catch(() => {});
     throw e;
   }
+  log(1, "startup: tunnel up");
   return { agents, tunnel, agent: () => agent };
 }
 
@@ -139,6 +143,8 @@ export async function kubeClient(cmd: Command): Promise<KubeClient> {
 export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Relay> {
   const flags = cmd.flags;
   const log = logger(flags, io);
+  // `startup:` lines (-v=1) time each phase of the start; bench/ reads them.
+  log(1, "startup: started");
   const patch = parsePatch(flags.patch, flags.patchFile);
 
   // Bind every local port first, so a port clash fails before anything is created in the cluster.
@@ -191,6 +197,7 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
   };
   try {
     const client = await kubeClient(cmd);
+    log(1, "startup: credentials loaded");
     const access = client.access;
     const note = (line: string) => io.err(line);
     for (const r of cmd.requests) {
@@ -201,6 +208,7 @@ export async function startRelay(cmd: Command, io: Io = consoleIo): Promise<Rela
         }),
       );
     }
+    log(1, "startup: targets resolved");
     const conn = await connectAgent(client, flags, io, patch);
     agents = conn.agents;
     tunnel = conn.tunnel;
