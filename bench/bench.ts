@@ -7,16 +7,40 @@
  */
 import { startCluster } from "../tests/cluster/cluster.ts";
 import { kubectl, relayEnv, type RelayProcess, startRelay } from "../tests/_lib/relay.ts";
-import { dnsQueryLoop, latency, manyConnections, throughput } from "./measure.ts";
+import {
+  dnsQueryLoop,
+  echoIdle,
+  echoUnderLoad,
+  latency,
+  manyConnections,
+  throughput,
+} from "./measure.ts";
+import { cpuSeconds } from "./cpu.ts";
+import {
+  firstByte,
+  type FirstByteRun,
+  median,
+  RELAY_PHASES,
+  relayPhases,
+  type StartedForward,
+} from "./first_byte.ts";
 import { PeakRss, rssMiB } from "../tests/_lib/rss.ts";
 
 const quick = Deno.args.includes("--quick");
 const NS = "relay-bench";
 const ECHO_PORT = 7000;
 const DNS_PORT = 5353;
-const SIZES = quick
-  ? { bytes: 128 << 20, conns: 200, concurrent: 200, perConn: 256 << 10, dnsQueries: 2000 }
-  : { bytes: 1 << 30, conns: 1000, concurrent: 1000, perConn: 1 << 20, dnsQueries: 10000 };
+const SIZES = {
+  ...(quick
+    ? { bytes: 128 << 20, conns: 200, concurrent: 200, perConn: 256 << 10, dnsQueries: 2000 }
+    : { bytes: 1 << 30, conns: 1000, concurrent: 1000, perConn: 1 << 20, dnsQueries: 10000 }),
+  /** 1-byte echoes per latency-under-load measurement (and its idle reference). */
+  echoSamples: 2000,
+  /** Bound on one latency-under-load measurement (the bulk transfer stops after it). */
+  loadTimeoutMs: quick ? 60_000 : 180_000,
+  /** Spawns per time-to-first-byte measurement. */
+  firstByteRuns: 5,
+};
 
 const MANIFEST = `apiVersion: v1
 kind: Namespace
@@ -48,6 +72,31 @@ interface PathResult {
   agentIdleRssMiB?: number;
   clientPeakRssMiB?: number;
   agentPeakRssMiB?: number;
+  /** User + system CPU seconds of the client per GiB echoed in the throughput run. */
+  clientCpuSPerGiB?: number;
+  /** The same for the agent. */
+  agentCpuSPerGiB?: number;
+  /** The same for the cluster's processes (kube-apiserver, kwok, the pod runtime's echo server). */
+  clusterCpuSPerGiB?: Record<string, number>;
+  /** 1-byte echo round trips on an established connection, nothing else moving (ms). */
+  echoIdleP50Ms?: number;
+  echoIdleP99Ms?: number;
+  echoIdleMaxMs?: number;
+  echoIdleSamples?: number;
+  /** The same while a second connection echoes bulk data through the same forward (ms). */
+  echoLoadedP50Ms?: number;
+  echoLoadedP99Ms?: number;
+  echoLoadedMaxMs?: number;
+  echoLoadedSamples?: number;
+  /** What that bulk connection moved meanwhile (MiB echoed) and at what rate (MiB/s). */
+  loadBulkMiB?: number;
+  loadBulkMiBs?: number;
+  /** Spawn to first echoed byte on a new local connection: median and every run (s). */
+  firstByteMedianS?: number;
+  firstByteRunsS?: number[];
+  /** The relay's startup phases: median over the runs (ms), and every run. */
+  firstBytePhasesMs?: Record<string, number>;
+  firstBytePhaseRunsMs?: Record<string, number>[];
 }
 
 async function kubectlPortForward(
@@ -63,18 +112,23 @@ async function kubectlPortForward(
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
-    const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(text);
-    if (m) {
-      (async () => {
-        while (!(await reader.read()).done) { /* drain */ }
-      })();
-      return { child, port: Number(m[1]) };
+  // A kubectl that prints nothing is killed, so the read below ends.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+      const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(text);
+      if (m) {
+        (async () => {
+          while (!(await reader.read()).done) { /* drain */ }
+        })();
+        return { child, port: Number(m[1]) };
+      }
     }
+  } finally {
+    clearTimeout(timer);
   }
   throw new Error(`kubectl port-forward did not start: ${text}`);
 }
@@ -96,27 +150,123 @@ async function measurePath(
     clientIdleRssMiB: rssMiB(pids()[0]),
     agentIdleRssMiB: rssMiB(agentPid?.()),
   };
-  console.error(`[${name}] throughput (${SIZES.bytes >> 20} MiB echoed, SHA-256 checked)…`);
+  progress(name, `throughput (${SIZES.bytes >> 20} MiB echoed, SHA-256 checked)…`);
+  const cpuOf = (): Record<string, number | undefined> => ({
+    client: cpuSeconds(pids()[0]),
+    agent: cpuSeconds(agentPid?.()),
+    ...Object.fromEntries(
+      // Without descendants: the agent is a child of the runtime that plays the pods.
+      Object.entries(clusterPids).map(([proc, pid]) => [proc, cpuSeconds(pid, false)]),
+    ),
+  });
+  const cpu0 = cpuOf();
   r.throughputMiBs = await throughput(host, port, SIZES.bytes);
-  console.error(`[${name}] latency (${SIZES.conns} sequential connections)…`);
+  const cpu1 = cpuOf();
+  const perGiB: Record<string, number> = {};
+  for (const [proc, before] of Object.entries(cpu0)) {
+    const after = cpu1[proc];
+    if (before !== undefined && after !== undefined) {
+      perGiB[proc] = (after - before) / (SIZES.bytes / (1 << 30));
+    }
+  }
+  ({ client: r.clientCpuSPerGiB, agent: r.agentCpuSPerGiB } = perGiB);
+  delete perGiB.client;
+  delete perGiB.agent;
+  r.clusterCpuSPerGiB = perGiB;
+  progress(name, `latency (${SIZES.conns} sequential connections)…`);
   const lat = await latency(host, port, SIZES.conns);
   r.latencyP50Ms = lat.p50;
   r.latencyP99Ms = lat.p99;
-  console.error(
-    `[${name}] ${SIZES.concurrent} concurrent connections × ${SIZES.perConn >> 10} KiB…`,
+  progress(
+    name,
+    `${SIZES.concurrent} concurrent connections × ${SIZES.perConn >> 10} KiB…`,
   );
   const many = await manyConnections(host, port, SIZES.concurrent, SIZES.perConn);
   r.concurrentWallS = many.wallS;
   r.concurrentErrors = many.errors;
   if (dnsPort !== undefined) {
-    console.error(`[${name}] DNS over UDP (${SIZES.dnsQueries} queries)…`);
+    progress(name, `DNS over UDP (${SIZES.dnsQueries} queries)…`);
     const dns = await dnsQueryLoop(host, dnsPort, SIZES.dnsQueries);
     r.dnsQps = dns.qps;
     r.dnsLossPct = dns.lossPct;
   }
   r.clientPeakRssMiB = rss.stop();
   if (agentRss) r.agentPeakRssMiB = agentRss.stop();
+  progress(name, `${SIZES.echoSamples} 1-byte echoes on one connection, idle…`);
+  const idle = await echoIdle(host, port, SIZES.echoSamples);
+  r.echoIdleP50Ms = idle.p50;
+  r.echoIdleP99Ms = idle.p99;
+  r.echoIdleMaxMs = idle.max;
+  r.echoIdleSamples = idle.samples;
+  progress(
+    name,
+    `≥ ${SIZES.echoSamples} 1-byte echoes while another connection echoes ≥ ${
+      SIZES.bytes >> 20
+    } MiB…`,
+  );
+  const loaded = await echoUnderLoad(
+    host,
+    port,
+    SIZES.bytes,
+    SIZES.echoSamples,
+    SIZES.loadTimeoutMs,
+  );
+  r.echoLoadedP50Ms = loaded.p50;
+  r.echoLoadedP99Ms = loaded.p99;
+  r.echoLoadedMaxMs = loaded.max;
+  r.echoLoadedSamples = loaded.samples;
+  r.loadBulkMiB = loaded.bulkBytes / (1 << 20);
+  r.loadBulkMiBs = loaded.bulkMiBs;
   return r;
+}
+
+/** Time to first byte over `SIZES.firstByteRuns` spawns of `start`, into `r`. */
+async function measureFirstByte(
+  r: PathResult,
+  start: () => Promise<StartedForward>,
+  phases?: typeof relayPhases,
+  settle?: () => Promise<void>,
+): Promise<void> {
+  progress(r.path, `time to first byte (${SIZES.firstByteRuns} spawns)…`);
+  const runs: FirstByteRun[] = [];
+  for (let i = 0; i < SIZES.firstByteRuns; i++) {
+    runs.push(await firstByte(start, phases));
+    await settle?.();
+  }
+  r.firstByteRunsS = runs.map((x) => x.totalMs / 1000);
+  r.firstByteMedianS = median(r.firstByteRunsS);
+  const withPhases = runs.flatMap((x) => x.phases ? [x.phases] : []);
+  if (withPhases.length) {
+    r.firstBytePhaseRunsMs = withPhases;
+    r.firstBytePhasesMs = Object.fromEntries(
+      RELAY_PHASES.map((p) => [p, median(withPhases.map((x) => x[p]))]),
+    );
+  }
+}
+
+/** Waits (bounded) until no agent process of the harness is left, so runs do not overlap. */
+async function agentsGone(clusterDir: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    let left = 0;
+    try {
+      for (const e of Deno.readDirSync(`${clusterDir}/agents`)) if (e.name.endsWith(".pid")) left++;
+    } catch {
+      // no agents directory yet
+    }
+    if (left === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The cluster's processes whose CPU time is recorded beside the client's, by name. */
+let clusterPids: Record<string, number> = {};
+
+const started = performance.now();
+
+/** A progress line on stderr, with the seconds since the start. */
+function progress(path: string, what: string): void {
+  console.error(`[${((performance.now() - started) / 1000).toFixed(0)} s] [${path}] ${what}`);
 }
 
 function fmt(n: number | undefined, digits = 1): string {
@@ -129,6 +279,10 @@ function ratio(a: number | undefined, b: number | undefined): string {
 
 function table(results: PathResult[]): string {
   const [direct, kpf, relay] = results;
+  const loadedOverIdle = (r: PathResult) =>
+    r.echoLoadedP99Ms === undefined || !r.echoIdleP99Ms
+      ? undefined
+      : r.echoLoadedP99Ms / r.echoIdleP99Ms;
   const rows: [string, (r: PathResult) => number | undefined, number][] = [
     ["TCP throughput (MiB/s)", (r) => r.throughputMiBs, 0],
     ["new connection p50 (ms)", (r) => r.latencyP50Ms, 2],
@@ -141,6 +295,26 @@ function table(results: PathResult[]): string {
     ["agent idle RSS (MiB)", (r) => r.agentIdleRssMiB, 0],
     ["client peak RSS (MiB)", (r) => r.clientPeakRssMiB, 0],
     ["agent peak RSS (MiB)", (r) => r.agentPeakRssMiB, 0],
+    ["client CPU s per GiB echoed", (r) => r.clientCpuSPerGiB, 2],
+    ["agent CPU s per GiB echoed", (r) => r.agentCpuSPerGiB, 2],
+    ["kube-apiserver CPU s per GiB echoed", (r) => r.clusterCpuSPerGiB?.["kube-apiserver"], 2],
+    ["kwok (node) CPU s per GiB echoed", (r) => r.clusterCpuSPerGiB?.kwok, 2],
+    ["1-byte echo, idle p50 (ms)", (r) => r.echoIdleP50Ms, 2],
+    ["1-byte echo, idle p99 (ms)", (r) => r.echoIdleP99Ms, 2],
+    ["1-byte echo, idle max (ms)", (r) => r.echoIdleMaxMs, 2],
+    ["1-byte echo under load p50 (ms)", (r) => r.echoLoadedP50Ms, 2],
+    ["1-byte echo under load p99 (ms)", (r) => r.echoLoadedP99Ms, 2],
+    ["1-byte echo under load max (ms)", (r) => r.echoLoadedMaxMs, 2],
+    ["echo under load, samples", (r) => r.echoLoadedSamples, 0],
+    ["under load p99 / idle p99", loadedOverIdle, 1],
+    ["bulk beside the echo (MiB)", (r) => r.loadBulkMiB, 0],
+    ["bulk beside the echo (MiB/s)", (r) => r.loadBulkMiBs, 0],
+    [`time to first byte, median of ${SIZES.firstByteRuns} (s)`, (r) => r.firstByteMedianS, 2],
+    [
+      `time to first byte, slowest of ${SIZES.firstByteRuns} (s)`,
+      (r) => r.firstByteRunsS && Math.max(...r.firstByteRunsS),
+      2,
+    ],
   ];
   const head =
     `| metric | direct | kubectl port-forward | kubectl relay | relay / kubectl | relay / direct |\n|---|---|---|---|---|---|`;
@@ -152,8 +326,33 @@ function table(results: PathResult[]): string {
   return [head, ...lines].join("\n");
 }
 
+/** The relay's startup breakdown: median milliseconds per phase over the runs, and the range. */
+function phaseTable(r: PathResult): string {
+  const runs = r.firstBytePhaseRunsMs;
+  if (!runs?.length || !r.firstBytePhasesMs) return "";
+  const head =
+    `| relay startup phase (${runs.length} runs) | median (ms) | min–max (ms) |\n|---|---|---|`;
+  const lines = RELAY_PHASES.map((p) => {
+    const xs = runs.map((x) => x[p]);
+    return `| ${p} | ${r.firstBytePhasesMs![p].toFixed(0)} | ${Math.min(...xs).toFixed(0)}–${
+      Math.max(...xs).toFixed(0)
+    } |`;
+  });
+  return [head, ...lines].join("\n");
+}
+
+/** The 1-, 5- and 15-minute load averages (other work on the machine makes numbers noisy). */
+function loadAvg(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
 async function main(): Promise<void> {
   const t0 = performance.now();
+  const loadBefore = loadAvg();
   const cluster = await startCluster({ log: (l) => console.error(`  ${l}`) });
   const kc = cluster.kubeconfig;
   let relay: RelayProcess | undefined;
@@ -168,6 +367,13 @@ async function main(): Promise<void> {
     const podIP =
       (await kubectl(kc, "-n", NS, "get", "pod", "echo", "-o", "jsonpath={.status.podIP}")).trim();
 
+    const state = JSON.parse(await Deno.readTextFile(`${cluster.dir}/state.json`)) as {
+      procs: { spec: { name: string }; pid: number }[];
+    };
+    clusterPids = Object.fromEntries(
+      state.procs.filter((p) => ["kube-apiserver", "kwok", "runtime"].includes(p.spec.name))
+        .map((p) => [p.spec.name, p.pid]),
+    );
     const results: PathResult[] = [];
     results.push(await measurePath("direct", podIP, ECHO_PORT, DNS_PORT, () => []));
 
@@ -185,6 +391,17 @@ async function main(): Promise<void> {
     kpf.kill("SIGINT");
     await kpf.status;
     kpf = undefined;
+    await measureFirstByte(results[1], async () => {
+      const f = await kubectlPortForward(kc, "echo", ECHO_PORT);
+      return {
+        port: f.port,
+        stderr: () => [],
+        stop: async () => {
+          f.child.kill("SIGINT");
+          await f.child.status;
+        },
+      };
+    });
 
     relay = await startRelay(kc, ["-n", NS, "pod/echo", `:${ECHO_PORT}`, `:${DNS_PORT}@udp`], {
       forwardLines: 2,
@@ -212,11 +429,32 @@ async function main(): Promise<void> {
       ),
     );
 
-    const text = table(results);
+    await relay.stop("SIGINT");
+    relay = undefined;
+    await agentsGone(cluster.dir);
+    await measureFirstByte(
+      results[2],
+      async () => {
+        const p = await startRelay(kc, ["-v=1", "-n", NS, "pod/echo", `:${ECHO_PORT}`], {
+          forwardLines: 1,
+        });
+        return {
+          port: p.ports[0],
+          stderr: () => p.err,
+          stop: async () => {
+            await p.stop("SIGINT");
+          },
+        };
+      },
+      relayPhases,
+      () => agentsGone(cluster.dir),
+    );
+
+    const text = [table(results), phaseTable(results[2])].join("\n\n");
     console.log(
       `\nkubectl-relay benchmark (${quick ? "quick" : "full"}), ${
         new Date().toISOString()
-      }, ${Deno.build.target}, ${navigator.hardwareConcurrency} cores\n`,
+      }, ${Deno.build.target}, ${navigator.hardwareConcurrency} cores, load average ${loadBefore} before, ${loadAvg()} after\n`,
     );
     console.log(text);
     const out = new URL(
@@ -232,7 +470,12 @@ async function main(): Promise<void> {
           date: new Date().toISOString(),
           quick,
           sizes: SIZES,
-          machine: { target: Deno.build.target, cores: navigator.hardwareConcurrency },
+          machine: {
+            target: Deno.build.target,
+            cores: navigator.hardwareConcurrency,
+            loadAvgBefore: loadBefore,
+            loadAvgAfter: loadAvg(),
+          },
           results,
         },
         null,
