@@ -7,7 +7,6 @@
 
 import { UsageError } from "../errors.ts";
 import type { AgentHandle, AgentManager } from "../kube/agent.ts";
-import { parsePatch } from "../kube/agent.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
 import {
   type ForwardContext,
@@ -42,7 +41,7 @@ export async function startRelay(
   io: Io,
 ): Promise<Relay> {
   const log = logger(opts.verbosity, io);
-  const patch = parsePatch(opts.patch, opts.patchFile);
+  const patch = opts.agentPatch;
 
   // Bind every local port first, so a port clash fails before anything is created in the cluster.
   const bound: { listener: Listener; spec: PortSpec; req: number }[] = [];
