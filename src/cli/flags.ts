@@ -127,7 +127,7 @@ const NO_EFFECT: Readonly<Record<string, string>> = {
 /** Flag names and their meaning, for `--help`. */
 export const FLAG_HELP: [string, string][] = [
   [
-    "--address",
+    "-l, --address",
     "Addresses to listen on (comma separated). Only accepts IP addresses or localhost. Default 127.0.0.1",
   ],
   ["--server.image", "The agent image to use"],
