@@ -58,13 +58,17 @@ export class PortForwardStream implements EarlyStream {
   #confirm!: () => void;
   #refuse!: (e: unknown) => void;
 
-  constructor(transport: Transport) {
+  #lingerMs: number;
+
+  /** `opts` are for tests: CONFIRM_MS and LINGER_MS otherwise. */
+  constructor(transport: Transport, opts: { confirmMs?: number; lingerMs?: number } = {}) {
     this.#transport = transport;
+    this.#lingerMs = opts.lingerMs ?? LINGER_MS;
     this.opened = new Promise<void>((resolve, reject) => {
       this.#confirm = resolve;
       this.#refuse = reject;
     });
-    const timer = setTimeout(() => this.#confirm(), CONFIRM_MS);
+    const timer = setTimeout(() => this.#confirm(), opts.confirmMs ?? CONFIRM_MS);
     const clear = () => clearTimeout(timer);
     this.opened.then(clear, clear);
     this.#pump();
@@ -115,8 +119,8 @@ export class PortForwardStream implements EarlyStream {
     if (this.#linger === undefined && !this.#ended && this.#error === undefined) {
       this.#quietSince = Date.now();
       this.#linger = setInterval(() => {
-        if (Date.now() - this.#quietSince >= LINGER_MS) this.reset("local side done");
-      }, 250);
+        if (Date.now() - this.#quietSince >= this.#lingerMs) this.reset("local side done");
+      }, Math.min(250, this.#lingerMs));
     }
     return Promise.resolve();
   }
