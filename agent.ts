@@ -4,6 +4,7 @@
  *
  * `deno run -A agent.ts [--listen HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
  * [--connect-timeout DURATION] [--resolve-timeout DURATION] [--ping-timeout DURATION] [-v N]`
+ * (`--idle-timeout` is krelay's name for `--idle-exit`).
  *
  * Needs the unstable net API for UDP (`--unstable-net`, or `"unstable": ["net"]` in
  * deno.json). Prints `listening on HOST:PORT` on stdout once ready; logs on stderr.

@@ -2,6 +2,7 @@
  * Command-line options of the agent:
  * `agent.ts [--listen HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
  * [--connect-timeout DURATION] [--resolve-timeout DURATION] [--ping-timeout DURATION] [-v N]`.
+ * `--idle-timeout` (krelay's server flag) is another name for `--idle-exit`; 0 disables both.
  *
  * @module
  */
@@ -101,6 +102,7 @@ export function parseAgentArgs(args: readonly string[]): AgentOptions {
         break;
       }
       case "-idle-exit":
+      case "-idle-timeout": // krelay's server flag, so patches written for krelay work
         o.idleExitMs = parseAgentDuration(next(), flag);
         break;
       case "-udp-idle":

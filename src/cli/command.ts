@@ -11,6 +11,8 @@ export interface Command {
   /** The arguments as given (to run this program again with them, see src/kube/insecure.ts). */
   argv: string[];
   requests: ForwardRequest[];
+  /** Lines for stderr before anything else (deprecated flags). */
+  warnings: string[];
 }
 
 function toRequest(positionals: string[], flags: Flags, where: string): ForwardRequest {
@@ -61,15 +63,38 @@ export function parseCommand(
   argv: string[],
   readFile: (path: string) => string = Deno.readTextFileSync,
 ): Command {
-  const { flags, positionals } = parseArgs(argv);
-  if (flags.help) return { kind: "help", flags, argv, requests: [] };
-  if (flags.version) return { kind: "version", flags, argv, requests: [] };
+  // `proxy` has flags of its own (`-l` is krelay's `--listen HOST:PORT` there): parse as proxy
+  // when the first argument that is not a flag is `proxy`.
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs(argv, undefined, false, "proxy");
+    if (parsed.positionals[0] !== "proxy") parsed = parseArgs(argv);
+  } catch (e) {
+    parsed = parseArgs(argv);
+    if (parsed.positionals[0] === "proxy") throw e;
+  }
+  let { flags } = parsed;
+  const { positionals, warnings } = parsed;
+  if (flags.help) return { kind: "help", flags, argv, requests: [], warnings };
+  if (flags.version) return { kind: "version", flags, argv, requests: [], warnings };
   if (positionals[0] === "proxy") {
     if (positionals.length > 1) {
       throw new UsageError(`proxy takes no arguments, got "${positionals[1]}"`, true);
     }
+    if (flags.direct) {
+      throw new UsageError(
+        "proxy needs the agent (its connections are dialled inside the cluster); --direct cannot be used with it",
+      );
+    }
+    if (flags.listen !== undefined) {
+      if (flags.address !== undefined || flags.port !== undefined) {
+        throw new UsageError("give either -l/--listen HOST:PORT or --address/--port, not both");
+      }
+      const { address, port } = parseListen(flags.listen);
+      flags = { ...flags, address: [address], port };
+    }
     expandAddresses(flags.address);
-    return { kind: "proxy", flags, argv, requests: [] };
+    return { kind: "proxy", flags, argv, requests: [], warnings };
   }
   const requests: ForwardRequest[] = [];
   if (flags.file) {
@@ -84,5 +109,19 @@ export function parseCommand(
   if (positionals.length > 0 || requests.length === 0) {
     requests.push(toRequest(positionals, flags, ""));
   }
-  return { kind: "forward", flags, argv, requests };
+  return { kind: "forward", flags, argv, requests, warnings };
+}
+
+/**
+ * Parses `HOST:PORT` / `[V6]:PORT` / `:PORT` (krelay's `proxy --listen`). As there (Go's
+ * `net.Listen`), an empty host means every address (0.0.0.0).
+ */
+export function parseListen(text: string): { address: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new UsageError(`invalid argument "${text}" for "--listen" flag: expected HOST:PORT`);
+  }
+  const host = m[1] ?? m[2];
+  return { address: host === "" ? "0.0.0.0" : host, port };
 }

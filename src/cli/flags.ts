@@ -9,7 +9,8 @@ import { defaultKubeFlags, type KubeFlags } from "../kube/flags.ts";
 export interface Flags extends KubeFlags {
   address?: string[];
   serverImage?: string;
-  serverNamespace: string;
+  /** `--server.namespace`; unset = the patch's metadata.namespace, else `default`. */
+  serverNamespace?: string;
   file?: string;
   patch?: string;
   patchFile?: string;
@@ -20,7 +21,20 @@ export interface Flags extends KubeFlags {
   heartbeatTimeoutMs: number;
   /** `kubectl relay proxy` only: local port of the SOCKS5/HTTP proxy. */
   port?: number;
+  /** `kubectl relay proxy` only: `-l/--listen HOST:PORT` (krelay's form of address + port). */
+  listen?: string;
+  /** `--direct`: no agent; each connection is a port-forward to the target pod itself. */
+  direct: boolean;
+  /** krelay's deprecated `--rm` (always the case here): accepted, no effect. */
+  rm?: boolean;
+  /** kubectl's `--cache-dir`: accepted, no effect (no discovery cache here). */
+  cacheDir?: string;
+  /** kubectl's `--disable-compression`: accepted, no effect. */
+  disableCompression?: boolean;
 }
+
+/** Which command a flag belongs to: `proxy` reads `-l` as `--listen`, forwarding as `--address`. */
+export type CommandMode = "forward" | "proxy";
 
 type Kind = "string" | "bool" | "int" | "duration" | "list";
 
@@ -30,9 +44,12 @@ interface FlagDef {
   key: keyof Flags;
   /** Only accepted on lines of a `-f` file (and the command line). */
   perTarget?: boolean;
+  /** Only for this command (a name may mean another flag elsewhere, as `-l`). */
+  mode?: CommandMode;
 }
 
 const DEFS: FlagDef[] = [
+  { names: ["--listen", "-l"], kind: "string", key: "listen", mode: "proxy" },
   { names: ["--address", "-l"], kind: "list", key: "address", perTarget: true },
   { names: ["--server.image"], kind: "string", key: "serverImage" },
   { names: ["--server.namespace"], kind: "string", key: "serverNamespace" },
@@ -59,19 +76,73 @@ const DEFS: FlagDef[] = [
   { names: ["--pod-running-timeout"], kind: "duration", key: "podRunningTimeoutMs" },
   { names: ["--heartbeat-timeout"], kind: "duration", key: "heartbeatTimeoutMs" },
   { names: ["--port"], kind: "int", key: "port" },
+  { names: ["--direct"], kind: "bool", key: "direct" },
+  { names: ["--rm"], kind: "bool", key: "rm" },
+  { names: ["--cache-dir"], kind: "string", key: "cacheDir" },
+  { names: ["--disable-compression"], kind: "bool", key: "disableCompression" },
 ];
+
+/** krelay's klog flags (hidden in its help, but accepted there). */
+const KLOG_FLAGS = [
+  "--add_dir_header",
+  "--alsologtostderr",
+  "--log_backtrace_at",
+  "--log_dir",
+  "--log_file",
+  "--log_file_max_size",
+  "--log_flush_frequency",
+  "--logtostderr",
+  "--one_output",
+  "--skip_headers",
+  "--skip_log_headers",
+  "--stderrthreshold",
+  "--vmodule",
+];
+
+/**
+ * Flags of krelay (or of kubectl's connection flags, which krelay takes) that kubectl relay does
+ * not support, and what to do instead: an error naming both beats "unknown flag".
+ */
+export const UNSUPPORTED_FLAGS: Readonly<Record<string, string>> = {
+  ...Object.fromEntries(
+    KLOG_FLAGS.map((f) => [f, "kubectl relay logs to stderr only; use -v N for more detail"]),
+  ),
+  "--server.pull-policy":
+    `set it with --patch '{"spec":{"containers":[{"name":"agent","imagePullPolicy":"Always"}]}}'`,
+  "--derp-map-url":
+    "kubectl relay reaches its agent through the apiserver's port-forward; there is no DERP relay to choose",
+  "--tls-server-name": "set tls-server-name on the cluster in your kubeconfig",
+  "--username": "basic authentication is not supported; use --token or your kubeconfig's user",
+  "--password": "basic authentication is not supported; use --token or your kubeconfig's user",
+  "--as-uid": "impersonating a UID is not supported; use --as and --as-group",
+};
+
+/** Flags that are accepted but mean nothing here; the value is the warning printed (or ""). */
+const NO_EFFECT: Readonly<Record<string, string>> = {
+  "--rm": "Flag --rm has been deprecated, the agent is always removed when kubectl relay exits",
+  "--cache-dir": "",
+  "--disable-compression": "",
+};
 
 /** Flag names and their meaning, for `--help`. */
 export const FLAG_HELP: [string, string][] = [
   [
-    "--address",
+    "-l, --address",
     "Addresses to listen on (comma separated). Only accepts IP addresses or localhost. Default 127.0.0.1",
   ],
   ["--server.image", "The agent image to use"],
   ["--server.namespace", 'The namespace in which the agent runs (default "default")'],
   ["-f, --file", "Forward to the targets listed in a file, one per line"],
-  ["-p, --patch", "A JSON merge patch applied to the agent's pod spec"],
-  ["--patch-file", "A file holding that JSON merge patch"],
+  [
+    "-p, --patch",
+    "A merge patch (JSON or YAML) of the agent's Pod: metadata.namespace/labels/annotations, spec",
+  ],
+  ["--patch-file", "A file holding that merge patch"],
+  [
+    "--direct",
+    "No agent: each connection is a port-forward to the target pod itself (TCP to pods, workloads, services)",
+  ],
+  ["-l, --listen", "proxy only: HOST:PORT to listen on (default 127.0.0.1:1080; :0 = random port)"],
   ["--pod-running-timeout", "How long to wait until a ready pod is found (default 1m0s)"],
   [
     "--heartbeat-timeout",
@@ -89,17 +160,35 @@ export const FLAG_HELP: [string, string][] = [
 export function defaultFlags(): Flags {
   return {
     ...defaultKubeFlags(),
-    serverNamespace: "default",
     verbosity: 0,
     version: false,
     help: false,
     podRunningTimeoutMs: 60_000,
     heartbeatTimeoutMs: 15_000,
+    direct: false,
   };
 }
 
-function lookup(name: string): FlagDef | undefined {
-  return DEFS.find((d) => d.names.includes(name));
+function lookup(name: string, mode: CommandMode): FlagDef | undefined {
+  return DEFS.find((d) => d.names.includes(name) && (d.mode === undefined || d.mode === mode));
+}
+
+/** The error for a flag that is not (or not here) a flag of ours, with advice when we have some. */
+function unknownFlag(name: string, arg: string, mode: CommandMode): UsageError {
+  const advice = UNSUPPORTED_FLAGS[name];
+  if (advice) return new UsageError(`flag ${name} is not supported by kubectl relay: ${advice}`);
+  if (name === "--listen" && mode === "forward") {
+    return new UsageError(
+      "--listen is a flag of `kubectl relay proxy`; to forward ports, listen with --address (-l) and give LOCAL_PORT:REMOTE_PORT",
+      true,
+    );
+  }
+  return new UsageError(
+    name.startsWith("--")
+      ? `unknown flag: ${name}`
+      : `unknown shorthand flag: '${name.slice(1)}' in ${arg}`,
+    true,
+  );
 }
 
 function setValue(flags: Flags, def: FlagDef, name: string, value: string): void {
@@ -140,21 +229,26 @@ function setValue(flags: Flags, def: FlagDef, name: string, value: string): void
 export interface ParsedArgs {
   flags: Flags;
   positionals: string[];
+  /** Lines to print on stderr (deprecated flags). */
+  warnings: string[];
 }
 
 /**
  * Parses a kubectl-style command line: flags may appear anywhere, as `--name value`,
  * `--name=value`, `-n value`, `-nvalue`; `--` ends flags. Unknown flags are an error.
- * With `perTargetOnly`, only flags allowed on `-f` file lines are accepted.
+ * With `perTargetOnly`, only flags allowed on `-f` file lines are accepted. `mode` says which
+ * command the flags are for (`-l` is `--listen` for `proxy`, `--address` otherwise).
  */
 export function parseArgs(
   argv: string[],
   base = defaultFlags(),
   perTargetOnly = false,
+  mode: CommandMode = "forward",
 ): ParsedArgs {
   const flags: Flags = { ...base, asGroups: [...base.asGroups] };
   if (perTargetOnly) delete flags.address;
   const positionals: string[] = [];
+  const warnings: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--") {
@@ -175,15 +269,10 @@ export function parseArgs(
       name = arg.slice(0, 2);
       inline = arg.slice(2).replace(/^=/, "");
     }
-    const def = lookup(name);
-    if (!def || (perTargetOnly && !def.perTarget)) {
-      throw new UsageError(
-        name.startsWith("--")
-          ? `unknown flag: ${name}`
-          : `unknown shorthand flag: '${name.slice(1)}' in ${arg}`,
-        true,
-      );
-    }
+    const def = lookup(name, mode);
+    if (!def || (perTargetOnly && !def.perTarget)) throw unknownFlag(name, arg, mode);
+    const warning = NO_EFFECT[name];
+    if (warning && !warnings.includes(warning)) warnings.push(warning);
     let value = inline;
     if (value === undefined) {
       if (def.kind === "bool") {
@@ -195,5 +284,5 @@ export function parseArgs(
     }
     setValue(flags, def, name, value);
   }
-  return { flags, positionals };
+  return { flags, positionals, warnings };
 }

@@ -16,7 +16,9 @@ Examples:
   kubectl relay host/redis.example.internal 6379
   kubectl relay ip/1.2.3.4 5000@tcp 6000@udp
   kubectl relay -f targets.txt
+  kubectl relay --direct deploy/web 8080   # no agent: port-forward to the pod itself (TCP)
   kubectl relay proxy                      # SOCKS5 + HTTP CONNECT proxy on 127.0.0.1:1080
+  kubectl relay proxy -l 127.0.0.1:0       # on a free port (printed)
 
 Targets:
   pod/NAME (or NAME), svc/NAME, deploy/NAME, sts/NAME, rs/NAME, ds/NAME, job/NAME, host/HOSTNAME, ip/IP
@@ -30,7 +32,7 @@ ${flags}
 Usage:
   kubectl relay [flags] TYPE/NAME [LOCAL_PORT:]REMOTE_PORT[@tcp|@udp] [...]
   kubectl relay [flags] -f FILE
-  kubectl relay proxy [--address ADDR] [--port PORT]`;
+  kubectl relay proxy [-l HOST:PORT | --address ADDR --port PORT]`;
 }
 
 /** The hint kubectl prints after an argument error. */

@@ -4,20 +4,26 @@ import { helpText, HINT } from "./help.ts";
 import type { ClientOptions, Io } from "../client/options.ts";
 import { startRelay } from "../client/relay.ts";
 import { UsageError } from "../errors.ts";
+import { agentNamespaceOf, LEGACY_PATCH_WARNING, readAgentPatch } from "../kube/agent_patch.ts";
 import { kubeFlagsOf } from "../kube/flags.ts";
 import { InsecureTlsRequired, rerunInsecure } from "../kube/insecure.ts";
 import { DEFAULT_AGENT_IMAGE, VERSION } from "../version.ts";
 
-/** The settings of a relay or proxy run, from the parsed flags. */
-function clientOptions(cmd: Command): ClientOptions {
+/**
+ * The settings of a relay or proxy run, from the parsed flags: reads and checks the patch
+ * (a contradiction with `--server.namespace` is a UsageError, before anything is created).
+ */
+function clientOptions(cmd: Command, io: Io): ClientOptions {
   const f = cmd.flags;
+  const agentPatch = readAgentPatch(f.patch, f.patchFile);
+  if (agentPatch?.legacy) io.err(LEGACY_PATCH_WARNING);
   return {
     kube: kubeFlagsOf(f),
     verbosity: f.verbosity,
-    agentNamespace: f.serverNamespace,
+    agentNamespace: agentNamespaceOf(f.serverNamespace, agentPatch),
     agentImage: f.serverImage,
-    patch: f.patch,
-    patchFile: f.patchFile,
+    agentPatch,
+    direct: f.direct,
     podRunningTimeoutMs: f.podRunningTimeoutMs,
     heartbeatTimeoutMs: f.heartbeatTimeoutMs,
   };
@@ -48,6 +54,7 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
     if (e instanceof UsageError && e.showHint) io.err(HINT);
     return 1;
   }
+  cmd.warnings.forEach((w) => io.err(w));
   if (cmd.kind === "help") {
     io.out(helpText());
     return 0;
@@ -61,9 +68,15 @@ export async function run(argv: string[], io: Io = consoleIo): Promise<number> {
     );
     return 0;
   }
+  let opts: ClientOptions;
+  try {
+    opts = clientOptions(cmd, io);
+  } catch (e) {
+    io.err(formatError(e));
+    return 1;
+  }
   const signal = nextSignal();
   try {
-    const opts = clientOptions(cmd);
     const start = cmd.kind === "proxy"
       ? (await import("../client/proxy.ts")).startProxyRelay(opts, cmd.flags, io)
       : startRelay(opts, cmd.requests, io);

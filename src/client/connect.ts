@@ -7,7 +7,8 @@
 import { KubeClient } from "../kube/client.ts";
 import { kubeAccess } from "../kube/config.ts";
 import type { KubeFlags } from "../kube/flags.ts";
-import { AGENT_PORT, type AgentHandle, AgentManager, type parsePatch } from "../kube/agent.ts";
+import { AGENT_PORT, type AgentHandle, AgentManager } from "../kube/agent.ts";
+import type { AgentPatch } from "../kube/agent_patch.ts";
 import { openPortForward } from "../kube/portforward.ts";
 import { DEFAULT_AGENT_IMAGE } from "../version.ts";
 import { type ClientOptions, type Io, logger } from "./options.ts";
@@ -30,7 +31,7 @@ export async function connectAgent(
   client: KubeClient,
   opts: ClientOptions,
   io: Io,
-  patch: ReturnType<typeof parsePatch>,
+  patch: AgentPatch | undefined,
 ): Promise<AgentConnection> {
   const log = logger(opts.verbosity, io);
   const note = (line: string) => io.err(line);
@@ -38,7 +39,6 @@ export async function connectAgent(
     namespace: opts.agentNamespace,
     image: opts.agentImage ?? DEFAULT_AGENT_IMAGE,
     patch,
-    args: Deno.env.get("KUBECTL_RELAY_AGENT_ARGS")?.split(" ").filter((a) => a),
     readyTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
     log: note,
     debug: (line) => log(1, `startup: ${line}`),

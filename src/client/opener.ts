@@ -6,7 +6,7 @@
  */
 
 import type { OpenedStream } from "../forward/listener.ts";
-import type { ResolvedTarget } from "../kube/resolve.ts";
+import type { Destination, ResolvedTarget } from "../kube/resolve.ts";
 import { isGoAwayRefusal, StreamRejectedError } from "../mux/mod.ts";
 import { encodeHeader, formatDestination, type Header } from "../protocol/header.ts";
 import { Status, statusMessage } from "../protocol/status.ts";
@@ -33,11 +33,27 @@ export interface StreamSource {
 /** Opens a relayed stream for one new local connection to a target's port. */
 export type Opener = (target: ResolvedTarget, spec: PortSpec) => Promise<OpenedStream>;
 
-/** Maps a rejected stream to the line a user expects: `dial tcp 1.2.3.4:80: connection refused`. */
-export function dialError(header: Header, status: number): Error {
+/**
+ * Maps a rejected stream to the line a user expects: `dial tcp 1.2.3.4:80: connection refused`,
+ * with a `hint` in parentheses after it when there is one.
+ */
+export function dialError(header: Header, status: number, hint?: string): Error {
   return new Error(
-    `dial ${header.protocol} ${formatDestination(header)}: ${statusMessage(status)}`,
+    `dial ${header.protocol} ${formatDestination(header)}: ${statusMessage(status)}${
+      hint ? ` (${hint})` : ""
+    }`,
   );
+}
+
+/**
+ * The hint for a pod that refused a port it declares: its server most likely listens only on
+ * the pod's localhost, which the agent (dialling the pod IP) cannot reach but `--direct` can.
+ */
+export function refusedHint(target: ResolvedTarget, dest: Destination, spec: PortSpec): string {
+  if (spec.protocol !== "tcp" || !dest.pod || !target.declaresPort?.(dest, spec.protocol)) {
+    return "";
+  }
+  return `pod ${dest.pod} declares port ${dest.port}: if its server listens only on localhost, use --direct`;
 }
 
 /**
@@ -73,7 +89,10 @@ export function streamOpener(source: StreamSource, log: Log): Opener {
       const again = attempt < MAX_OPEN_ATTEMPTS;
       if (e instanceof StreamRejectedError) {
         // A pod that refuses is usually one being replaced: try another ready pod.
-        if (!again || !dest.pod || !RETRYABLE.has(e.status)) throw dialError(header, e.status);
+        if (!again || !dest.pod || !RETRYABLE.has(e.status)) {
+          const hint = e.status === Status.ConnectionRefused ? refusedHint(target, dest, spec) : "";
+          throw dialError(header, e.status, hint);
+        }
         log(
           2,
           `${header.requestId} pod ${dest.pod} refused (${

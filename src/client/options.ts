@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { AgentPatch } from "../kube/agent_patch.ts";
 import type { KubeFlags } from "../kube/flags.ts";
 
 /** Output sinks (injected so tests and the demo can capture them). */
@@ -18,14 +19,14 @@ export interface ClientOptions {
   kube: KubeFlags;
   /** `-v`: debug lines up to this level go to stderr. */
   verbosity: number;
-  /** `--server.namespace`: where the agent Job is created. */
+  /** Where the agent Job is created: `--server.namespace` or the patch's metadata.namespace. */
   agentNamespace: string;
   /** `--server.image`; default DEFAULT_AGENT_IMAGE. */
   agentImage?: string;
-  /** `--patch`: a JSON merge patch for the agent's pod spec. */
-  patch?: string;
-  /** `--patch-file`: a file holding that patch. */
-  patchFile?: string;
+  /** `--patch` / `--patch-file`, parsed: a merge patch of the agent's Pod. */
+  agentPatch?: AgentPatch;
+  /** `--direct`: no agent; each connection is a port-forward to the target pod itself. */
+  direct?: boolean;
   /** `--pod-running-timeout`. */
   podRunningTimeoutMs: number;
   /** `--heartbeat-timeout`. */

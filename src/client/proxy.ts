@@ -6,7 +6,6 @@
  */
 
 import { UsageError } from "../errors.ts";
-import { parsePatch } from "../kube/agent.ts";
 import { proxyListeningMessage, type ProxyServer, startProxy } from "../proxy/server.ts";
 import { expandAddresses } from "../spec/request.ts";
 import { connectAgent, kubeClient } from "./connect.ts";
@@ -25,7 +24,7 @@ export async function startProxyRelay(
   listen: ProxyListen,
   io: Io,
 ): Promise<Relay> {
-  const patch = parsePatch(opts.patch, opts.patchFile);
+  const patch = opts.agentPatch;
   const port = listen.port ?? 1080;
   if (port > 65535) throw new UsageError(`invalid port ${port}`);
   const addresses = expandAddresses(listen.address);

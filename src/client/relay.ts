@@ -1,13 +1,14 @@
 /**
  * One port-forwarding run: bind the local ports, resolve the targets, start the agent and its
- * tunnel, then relay each local connection through a stream.
+ * tunnel, then relay each local connection through a stream. In direct mode (`--direct`, or a
+ * user who may not create the agent's Job) there is no agent: each connection is a port-forward
+ * to the target pod (src/client/direct.ts).
  *
  * @module
  */
 
 import { UsageError } from "../errors.ts";
 import type { AgentHandle, AgentManager } from "../kube/agent.ts";
-import { parsePatch } from "../kube/agent.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
 import {
   type ForwardContext,
@@ -19,7 +20,9 @@ import { forwardingLine, listenTcp } from "../forward/tcp.ts";
 import { listenUdp } from "../forward/udp.ts";
 import type { PortSpec } from "../spec/ports.ts";
 import type { ForwardRequest } from "../spec/request.ts";
+import { accessAllowed, forbiddenMessage } from "../kube/access_review.ts";
 import { connectAgent, kubeClient } from "./connect.ts";
+import { directOpener, directProblem } from "./direct.ts";
 import { streamOpener } from "./opener.ts";
 import { type ClientOptions, type Io, logger } from "./options.ts";
 import type { Tunnel } from "./tunnel.ts";
@@ -27,7 +30,8 @@ import type { Tunnel } from "./tunnel.ts";
 /** A running relay (or proxy): its agent, tunnel and listeners. */
 export interface Relay {
   listeners: { listener: Listener; remote: string }[];
-  agent: AgentHandle;
+  /** The agent; none in direct mode. */
+  agent: AgentHandle | undefined;
   /** Graceful stop: stop accepting, let streams finish (bounded), delete the agent. */
   shutdown(graceMs?: number): Promise<void>;
 }
@@ -44,7 +48,12 @@ export async function startRelay(
   const log = logger(opts.verbosity, io);
   // `startup:` lines (-v=1) time each phase of the start; bench/ reads them.
   log(1, "startup: started");
-  const patch = parsePatch(opts.patch, opts.patchFile);
+  const patch = opts.agentPatch;
+  let direct = opts.direct ?? false;
+  if (direct) {
+    const problem = directProblem(requests);
+    if (problem) throw new UsageError(problem);
+  }
 
   // Bind every local port first, so a port clash fails before anything is created in the cluster.
   const bound: { listener: Listener; spec: PortSpec; req: number }[] = [];
@@ -100,20 +109,56 @@ export async function startRelay(
     log(1, "startup: credentials loaded");
     const access = client.access;
     const note = (line: string) => io.err(line);
-    for (const r of requests) {
+    const namespaces = requests.map((r) => r.namespace || access.namespace);
+    if (!direct && directProblem(requests) === undefined) {
+      // Without the right to create the agent, go direct where kubectl port-forward would work.
+      const jobs = {
+        namespace: opts.agentNamespace,
+        verb: "create",
+        group: "batch",
+        resource: "jobs",
+      };
+      if (await accessAllowed(client, jobs) === false) {
+        direct = true;
+        note(
+          `Direct mode: you cannot create the agent's Job in namespace "${opts.agentNamespace}", so each connection is a port-forward to the target pod (as kubectl port-forward does)`,
+        );
+      }
+    }
+    if (direct) {
+      for (const namespace of new Set(namespaces)) {
+        const pf = {
+          namespace,
+          verb: "create",
+          group: "",
+          resource: "pods",
+          subresource: "portforward",
+        };
+        if (await accessAllowed(client, pf) === false) throw new UsageError(forbiddenMessage(pf));
+      }
+    }
+    for (const [i, r] of requests.entries()) {
       resolved.push(
-        await resolveTarget(client, r, r.namespace || access.namespace, {
+        await resolveTarget(client, r, namespaces[i], {
           podRunningTimeoutMs: opts.podRunningTimeoutMs,
           log: note,
+          direct,
         }),
       );
     }
     log(1, "startup: targets resolved");
-    const conn = await connectAgent(client, opts, io, patch);
-    agents = conn.agents;
-    tunnel = conn.tunnel;
-    const open = streamOpener(conn.tunnel, log);
-    setOpener((req, spec) => open(resolved[req], spec));
+    let agent: () => AgentHandle | undefined = () => undefined;
+    if (direct) {
+      const open = directOpener(client, log);
+      setOpener((req, spec) => open(resolved[req], namespaces[req], spec));
+    } else {
+      const conn = await connectAgent(client, opts, io, patch);
+      agents = conn.agents;
+      tunnel = conn.tunnel;
+      agent = conn.agent;
+      const open = streamOpener(conn.tunnel, log);
+      setOpener((req, spec) => open(resolved[req], spec));
+    }
     const listeners = bound.map((b) => ({
       listener: b.listener,
       remote: resolved[b.req].remoteLabel(b.spec),
@@ -123,7 +168,7 @@ export async function startRelay(
     return {
       listeners,
       get agent() {
-        return conn.agent();
+        return agent();
       },
       shutdown(graceMs = 2000) {
         stopping ??= (async () => {

@@ -1,7 +1,8 @@
 import yaml from "npm:js-yaml@4.1.0";
 import { UsageError } from "../errors.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
-import { type Json, mergePatch } from "./merge_patch.ts";
+import { type AgentPatch, applyAgentPatch } from "./agent_patch.ts";
+import type { Json } from "./merge_patch.ts";
 import { PodTracker } from "./pods.ts";
 import type { Pod } from "./types.ts";
 
@@ -14,10 +15,8 @@ export const AGENT_PORT = 9527;
 export interface AgentOptions {
   namespace: string;
   image: string;
-  /** JSON merge patch for the pod spec (`--patch`). */
-  patch?: Json;
-  /** Extra agent arguments (tests shorten the idle exit). */
-  args?: string[];
+  /** `--patch`: a merge patch of the agent's Pod. */
+  patch?: AgentPatch;
   readyTimeoutMs: number;
   log: (line: string) => void;
   /** Debug log (-v): the Job's creation, for startup timings. */
@@ -39,33 +38,6 @@ async function loadTemplate(): Promise<Record<string, Json>> {
   return yaml.load(text) as Record<string, Json>;
 }
 
-/** Parses `--patch` / `--patch-file` into a JSON merge patch. */
-export function parsePatch(
-  patch: string | undefined,
-  patchFile: string | undefined,
-): Json | undefined {
-  let text = patch;
-  let where = "--patch";
-  if (patchFile) {
-    try {
-      text = Deno.readTextFileSync(patchFile);
-      where = `--patch-file ${patchFile}`;
-    } catch (e) {
-      throw new UsageError(`cannot read ${patchFile}: ${(e as Error).message}`);
-    }
-  }
-  if (text === undefined) return undefined;
-  try {
-    const v = JSON.parse(text) as Json;
-    if (typeof v !== "object" || v === null || Array.isArray(v)) {
-      throw new Error("expected a JSON object");
-    }
-    return v;
-  } catch (e) {
-    throw new UsageError(`${where} is not a valid JSON merge patch: ${(e as Error).message}`);
-  }
-}
-
 /** Builds the agent Job object from manifests/agent-job.yaml. */
 export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>> {
   const job = await loadTemplate();
@@ -76,8 +48,7 @@ export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>
   const podSpec = template.spec as { containers: Record<string, Json>[] };
   const container = podSpec.containers[0];
   container.image = opts.image;
-  if (opts.args?.length) container.args = [...(container.args as string[]), ...opts.args];
-  if (opts.patch) template.spec = mergePatch(template.spec, opts.patch);
+  if (opts.patch) applyAgentPatch(job, opts.patch);
   return job;
 }
 

@@ -29,6 +29,11 @@ export interface ResolvedTarget {
   destination(spec: PortSpec): Promise<Destination>;
   /** A connection to `dest` was refused: prefer other pods for a while. */
   reportFailure(dest: Destination): void;
+  /**
+   * True if the pod of `dest` declares that port (a container port of that protocol): a refused
+   * connection then usually means a server listening only on the pod's localhost.
+   */
+  declaresPort?(dest: Destination, protocol: "tcp" | "udp"): boolean;
   /** Stops watching pods. */
   stop(): void;
 }
@@ -37,6 +42,11 @@ export interface ResolvedTarget {
 export interface ResolveOptions {
   podRunningTimeoutMs: number;
   log: (line: string) => void;
+  /**
+   * `--direct`: every destination is a pod (its name given), also for a Service with a cluster
+   * IP (a pod of its selector, on the target port, as `kubectl port-forward svc/x` does).
+   */
+  direct?: boolean;
 }
 
 const WORKLOAD_PATHS: Record<string, [string, string]> = {
@@ -113,6 +123,14 @@ function podTarget(
     reportFailure: (dest) => {
       if (dest.pod) tracker.avoid(dest.pod, 5000);
     },
+    declaresPort: (dest, protocol) => {
+      const pod = tracker.pods.find((p) => p.metadata.name === dest.pod);
+      return (pod?.spec.containers ?? []).some((c) =>
+        (c.ports ?? []).some((p) =>
+          p.containerPort === dest.port && (p.protocol ?? "TCP") === protocol.toUpperCase()
+        )
+      );
+    },
     stop: () => tracker.stop(),
   };
 }
@@ -184,6 +202,9 @@ export async function resolveTarget(
       stop() {},
     };
   };
+  if (opts.direct && (kind === "ip" || kind === "host")) {
+    throw new UsageError(`--direct reaches pods only; ${kind}/ targets need the agent`);
+  }
   switch (kind) {
     case "ip":
       return fixed(ipAddress(name), "ip/ targets");
@@ -211,7 +232,12 @@ export async function resolveTarget(
       );
       req.ports.forEach((p) => servicePort(svc, p));
       const clusterIP = svc.spec.clusterIP;
-      if (clusterIP && clusterIP !== "None") {
+      if (opts.direct && (!svc.spec.selector || Object.keys(svc.spec.selector).length === 0)) {
+        throw new UsageError(
+          `Service ${name} has no selector, so there is no pod to forward to: --direct cannot reach it (without --direct the agent can)`,
+        );
+      }
+      if (clusterIP && clusterIP !== "None" && !opts.direct) {
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),
           destination: (spec) =>
@@ -220,7 +246,7 @@ export async function resolveTarget(
           stop() {},
         };
       }
-      if (svc.spec.type === "ExternalName" && svc.spec.externalName) {
+      if (svc.spec.type === "ExternalName" && svc.spec.externalName && !opts.direct) {
         const host = svc.spec.externalName.replace(/\.$/, "");
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),

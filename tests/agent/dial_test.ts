@@ -140,4 +140,7 @@ Deno.test("agent options: defaults, flags, durations", () => {
   assert.throws(() => parseAgentArgs(["--listen", "nope"]));
   assert.throws(() => parseAgentArgs(["--idle-exit", "5 minutes"]));
   assert.throws(() => parseAgentArgs(["--idle-exit"]));
+  // krelay's server flag is an alias; 0 disables.
+  assert.equal(parseAgentArgs(["--idle-timeout=15s"]).idleExitMs, 15_000);
+  assert.equal(parseAgentArgs(["--idle-timeout", "0"]).idleExitMs, 0);
 });

@@ -165,7 +165,7 @@ Deno.test({ name: "e2e: -f file with two targets", ...opts }, async () => {
 });
 
 Deno.test({
-  name: "e2e: --patch is merged into the agent pod; --server.namespace kube-public",
+  name: "e2e: the old bare pod spec --patch still works (deprecated); --server.namespace",
   ...opts,
 }, async () => {
   const kc = await setup();
@@ -202,6 +202,10 @@ Deno.test({
     assert.deepEqual(agentPods[0].spec.nodeSelector, { "relay-test": "yes" });
     assert.ok(agentPods[0].spec.tolerations?.some((t) => JSON.stringify(t).includes("Exists")));
     assert.equal((await curl(`http://127.0.0.1:${r.ports[0]}/`)).trim(), pod);
+    assert.ok(
+      r.err.some((l) => /^Warning: a --patch without "metadata" or "spec" .*deprecated/.test(l)),
+      r.err.join("\n"),
+    );
   });
 });
 

@@ -196,9 +196,15 @@ Deno.test({
   }
   assert.deepEqual(await agentJobs(kc), [], term.err.join("\n"));
 
-  const killed = await startRelay(kc, ["-n", NS, "deploy/web", ":80"], {
-    env: { KUBECTL_RELAY_AGENT_ARGS: "--idle-exit 3s" },
-  });
+  // The agent's idle exit, shortened through --patch (container args merged by name).
+  const killed = await startRelay(kc, [
+    "-n",
+    NS,
+    "--patch",
+    '{"spec":{"containers":[{"name":"agent","args":["--idle-exit","3s"]}]}}',
+    "deploy/web",
+    ":80",
+  ]);
   const pid = await agentPid(cluster.dir, killed);
   assert.equal(await killed.stop("SIGKILL"), 137);
   const t0 = performance.now();

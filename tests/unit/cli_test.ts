@@ -85,7 +85,7 @@ Deno.test("command line: flags anywhere, kubectl forms, defaults", () => {
   assert.equal(c.kind, "forward");
   assert.equal(c.flags.namespace, "kube-system");
   assert.equal(c.flags.verbosity, 3);
-  assert.equal(c.flags.serverNamespace, "default");
+  assert.equal(c.flags.serverNamespace, undefined, "default decided with the patch");
   assert.equal(c.flags.podRunningTimeoutMs, 60_000);
   assert.deepEqual(c.requests[0].addresses, ["127.0.0.1", "::1"]);
   assert.equal(c.requests[0].target.kind, "deployment");
@@ -150,4 +150,40 @@ Deno.test("durations", () => {
   assert.equal(parseDuration("500ms", "--x"), 500);
   assert.equal(parseDuration("5", "--x"), 5000);
   usageError(() => parseDuration("5 minutes", "--x"), /invalid duration/);
+});
+
+Deno.test("command line: krelay's forms (-l on forward and proxy, -V, -v N, --rm)", () => {
+  const f = parseCommand(["-l", "0.0.0.0", "pod/x", "80", "-v", "4"]);
+  assert.deepEqual(f.requests[0].addresses, ["0.0.0.0"]);
+  assert.equal(f.flags.verbosity, 4);
+  assert.equal(parseCommand(["-v=2", "pod/x", "80"]).flags.verbosity, 2);
+  assert.equal(parseCommand(["--version"]).kind, "version");
+  const p = parseCommand(["proxy", "-l", "127.0.0.1:0"]);
+  assert.equal(p.kind, "proxy");
+  assert.deepEqual(p.flags.address, ["127.0.0.1"]);
+  assert.equal(p.flags.port, 0);
+  assert.equal(parseCommand(["proxy", "--listen=[::1]:1081"]).flags.port, 1081);
+  assert.deepEqual(parseCommand(["proxy", "--listen", ":1080"]).flags.address, ["0.0.0.0"]);
+  const d = parseCommand(["proxy"]);
+  assert.equal(d.flags.address, undefined);
+  assert.equal(d.flags.port, undefined);
+  const rm = parseCommand(["--rm", "pod/x", "80"]);
+  assert.match(rm.warnings[0], /^Flag --rm has been deprecated/);
+  assert.equal(parseCommand(["--direct", "pod/x", "80"]).flags.direct, true);
+});
+
+Deno.test("command line: krelay flags we do not support name what to use instead", () => {
+  usageError(
+    () => parseCommand(["--server.pull-policy", "Always", "pod/x", "80"]),
+    /^flag --server\.pull-policy is not supported by kubectl relay: set it with --patch/,
+  );
+  usageError(
+    () => parseCommand(["--log_dir=/tmp", "pod/x", "80"]),
+    /^flag --log_dir is not supported by kubectl relay: .*use -v N/,
+  );
+  usageError(() => parseCommand(["--derp-map-url", "x", "pod/x", "80"]), /no DERP relay/);
+  usageError(() => parseCommand(["--listen", "1.2.3.4:1", "pod/x", "80"]), /proxy.*--address/);
+  usageError(() => parseCommand(["proxy", "-l", "127.0.0.1"]), /expected HOST:PORT/);
+  usageError(() => parseCommand(["proxy", "-l", ":1", "--port", "2"]), /not both/);
+  usageError(() => parseCommand(["proxy", "--direct"]), /proxy needs the agent/);
 });

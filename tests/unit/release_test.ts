@@ -5,6 +5,7 @@ import { renderKrew } from "../../scripts/krew.ts";
 import { compileCommands } from "../../scripts/compile.ts";
 import { TARGETS } from "../../scripts/targets.ts";
 import { agentJob } from "../../src/kube/agent.ts";
+import { parseAgentPatch } from "../../src/kube/agent_patch.ts";
 import { DEFAULT_AGENT_IMAGE, VERSION } from "../../src/version.ts";
 
 const root = new URL("../../", import.meta.url);
@@ -77,13 +78,17 @@ Deno.test("agent Job: hardened as the spec says, image tagged with the version",
   const job: Yaml = await agentJob({
     namespace: "ns1",
     image: DEFAULT_AGENT_IMAGE,
-    patch: { tolerations: [{ operator: "Exists" }], securityContext: { runAsUser: 1000 } },
+    patch: parseAgentPatch(
+      '{"spec": {"tolerations": [{"operator": "Exists"}], "securityContext": {"runAsUser": 1000}}}',
+      "--patch",
+    ),
     readyTimeoutMs: 1,
     log: () => {},
   });
   assert.equal(job.metadata.namespace, "ns1");
   assert.equal(job.spec.backoffLimit, 0);
-  assert.ok(job.spec.ttlSecondsAfterFinished > 0);
+  // A finished Job (its agent exited after a client died) goes away soon, as krelay's does.
+  assert.equal(job.spec.ttlSecondsAfterFinished, 10);
   const pod = job.spec.template.spec;
   assert.equal(job.spec.template.metadata.labels["app.kubernetes.io/name"], "kubectl-relay-agent");
   assert.equal(pod.restartPolicy, "Never");

@@ -151,7 +151,16 @@ export interface PlannedServer {
   port: number;
   protocol: Proto;
   role: PortRole;
+  /**
+   * A TCP port named `local-*`: the server listens only on the pod's localhost. It is played on
+   * 127.0.0.1 (a random port) and the pod's port-forward goes there, as the kubelet's goes to the
+   * pod's localhost; nothing listens on podIP:port, so a connection to the pod IP is refused.
+   */
+  local?: boolean;
 }
+
+/** Port names starting with this are served on the pod's localhost only. */
+export const LOCAL_PORT_PREFIX = "local-";
 
 /**
  * How the runtime plays a non-agent pod, one entry per (port, protocol):
@@ -161,7 +170,9 @@ export interface PlannedServer {
  * - TCP in a container whose image contains "redis" → redis-server;
  * - TCP port named `dns*` → DNS over TCP; other TCP → HTTP;
  * - UDP → DNS (test zone), also served over TCP on the same port unless a TCP port is declared
- *   there. SCTP ports are ignored.
+ *   there. SCTP ports are ignored;
+ * - a TCP port named `local-<name>` is played as `<name>` would be, on the pod's localhost only
+ *   (see {@link PlannedServer.local}); redis ignores it.
  */
 export function portPlan(pod: V1Pod): PlannedServer[] {
   const images = new Map((pod.spec?.containers ?? []).map((c) => [c.name, c.image ?? ""]));
@@ -169,7 +180,8 @@ export function portPlan(pod: V1Pod): PlannedServer[] {
   const out = new Map<string, PlannedServer>();
   for (const p of ports) {
     if (p.protocol !== "TCP") continue;
-    const name = p.name ?? "";
+    const local = (p.name ?? "").startsWith(LOCAL_PORT_PREFIX);
+    const name = local ? p.name!.slice(LOCAL_PORT_PREFIX.length) : p.name ?? "";
     const image = images.get(p.container) ?? "";
     const role: PortRole = /^echo/i.test(name) ||
         (/echo/i.test(image) && !/^(dns|http)/i.test(name))
@@ -180,7 +192,7 @@ export function portPlan(pod: V1Pod): PlannedServer[] {
       ? "dns"
       : "http";
     if (!out.has(`${p.port}/TCP`)) {
-      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role });
+      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role, ...(local && { local }) });
     }
   }
   for (const p of ports) {

@@ -208,3 +208,77 @@ Deno.test({
     await Deno.remove(dir2, { recursive: true });
   }
 });
+
+Deno.test("portPlan: a TCP port named local-* is served on the pod's localhost only", () => {
+  const pod: V1Pod = {
+    spec: {
+      containers: [{
+        name: "a",
+        image: "relay-test/http",
+        ports: [
+          { name: "local-http", containerPort: 8080 },
+          { name: "local-echo", containerPort: 7000 },
+          { name: "local-dns", containerPort: 53, protocol: "UDP" },
+          { name: "http", containerPort: 80 },
+        ],
+      }],
+    },
+  };
+  assert.deepEqual(portPlan(pod).map((s) => JSON.stringify(s)).sort(), [
+    '{"port":53,"protocol":"TCP","role":"dns"}',
+    '{"port":53,"protocol":"UDP","role":"dns"}',
+    '{"port":7000,"protocol":"TCP","role":"echo","local":true}',
+    '{"port":80,"protocol":"TCP","role":"http"}',
+    '{"port":8080,"protocol":"TCP","role":"http","local":true}',
+  ]);
+});
+
+Deno.test("PodPlayer: a local-* port answers through its port-forward target, not on the pod IP", async () => {
+  const published: [number[], Map<number, { hostname: string; port: number }>][] = [];
+  const env: PlayerEnv = {
+    agentPath: "/nonexistent",
+    stateDir: "/nonexistent",
+    dnsServer: DNS_IP,
+    log: () => {},
+    publishPorts: (_pod, ports, targets) => {
+      published.push([ports, new Map(targets)]);
+      return Promise.resolve();
+    },
+    unpublish: () => Promise.resolve(),
+    markReady: () => Promise.resolve(),
+    markFinished: () => Promise.resolve(),
+  };
+  const pod: V1Pod = {
+    metadata: { name: "lonely", namespace: "team", uid: "u2" },
+    spec: {
+      nodeName: "n",
+      containers: [{
+        name: "a",
+        image: "relay-test/http",
+        ports: [{ name: "local-http", containerPort: 8080 }, { name: "web", containerPort: 8081 }],
+      }],
+    },
+    status: { phase: "Running", podIP: POD_IP },
+  };
+  const player = new PodPlayer(pod, env);
+  try {
+    await player.start();
+    assert.equal(published.length, 1);
+    const [ports, targets] = published[0];
+    assert.deepEqual(ports.sort(), [8080, 8081]);
+    assert.deepEqual([...targets.keys()], [8080], "only the local port has a target of its own");
+    const t = targets.get(8080)!;
+    assert.equal(t.hostname, "127.0.0.1");
+    const res = await fetch(`http://${t.hostname}:${t.port}/`);
+    assert.equal(await res.text(), "lonely\n");
+    await assert.rejects(
+      Deno.connect({ hostname: POD_IP, port: 8080 }),
+      Deno.errors.ConnectionRefused,
+      "nothing listens on podIP:8080",
+    );
+    const other = await fetch(`http://${POD_IP}:8081/`);
+    assert.equal(await other.text(), "lonely\n");
+  } finally {
+    await player.stop();
+  }
+});

@@ -32,8 +32,11 @@ export interface PlayerEnv {
    */
   agentSandbox?: AgentSandbox;
   log: (line: string) => void;
-  /** Publish forwards for these pod ports (kwok PortForward). */
-  publishPorts(pod: V1Pod, ports: number[]): Promise<void>;
+  /**
+   * Publish forwards for these pod ports (kwok PortForward), to podIP:port, or to the address in
+   * `targets` for a port served on the pod's localhost only.
+   */
+  publishPorts(pod: V1Pod, ports: number[], targets?: ReadonlyMap<number, HostPort>): Promise<void>;
   /** Resolve once the port-forward to `port` really works (kwok saw the PortForward). */
   confirmPublished?(pod: V1Pod, port: number, cancelled: () => boolean): Promise<void>;
   /** Remove the pod's PortForward (ignore not-found). */
@@ -45,6 +48,15 @@ export interface PlayerEnv {
 }
 
 type Closer = () => Promise<void>;
+
+/** Where a port-forward goes. */
+export interface HostPort {
+  hostname: string;
+  port: number;
+}
+
+/** Where the servers of `local-*` ports listen: the pod's "localhost" (a random port there). */
+const POD_LOCALHOST = "127.0.0.1";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -95,6 +107,8 @@ export class PodPlayer {
   #stopped = false;
   #stopping?: Promise<void>;
   #pidFile?: string;
+  /** Ports served on the pod's localhost only: pod port → where its server really listens. */
+  #localTargets = new Map<number, HostPort>();
 
   constructor(readonly pod: V1Pod, readonly env: PlayerEnv) {
     this.uid = pod.metadata?.uid ?? "";
@@ -120,7 +134,7 @@ export class PodPlayer {
       ? [await this.#startAgent()]
       : await this.#startServers();
     if (this.#stopped) return;
-    await this.env.publishPorts(this.pod, ports);
+    await this.env.publishPorts(this.pod, ports, this.#localTargets);
     this.#own(() => this.env.unpublish(this.namespace, this.name));
     if (ports.length && this.env.confirmPublished) {
       await this.env.confirmPublished(this.pod, ports[0], () => this.#stopped);
@@ -165,28 +179,37 @@ export class PodPlayer {
   }
 
   async #startServer(s: PlannedServer): Promise<void> {
-    const where = `${this.ip}:${s.port}/${s.protocol}`;
+    const local = s.local && s.role !== "redis";
+    const host = local ? POD_LOCALHOST : this.ip;
+    const port = local ? 0 : s.port;
+    let where = `${this.ip}:${s.port}/${s.protocol}`;
+    const bound = (actual: number) => {
+      if (!local) return;
+      this.#localTargets.set(s.port, { hostname: host, port: actual });
+      where = `localhost:${s.port}/${s.protocol} (played on ${host}:${actual})`;
+    };
     if (s.role === "echo") {
       const srv: EchoServer = await bindRetry(() =>
-        s.protocol === "TCP" ? startTcpEcho(this.ip, s.port) : startUdpEcho(this.ip, s.port)
+        s.protocol === "TCP" ? startTcpEcho(host, port) : startUdpEcho(host, port)
       );
       this.#own(() => srv.close());
+      bound(srv.port);
     } else if (s.role === "http") {
-      const srv: PodHttpServer = await bindRetry(() =>
-        startPodHttpServer(this.ip, s.port, this.name)
-      );
+      const srv: PodHttpServer = await bindRetry(() => startPodHttpServer(host, port, this.name));
       this.#own(() => srv.close());
+      bound(srv.port);
     } else if (s.role === "dns") {
       const srv: DnsServer = await bindRetry(() =>
         startDnsServer({
-          hostname: this.ip,
-          port: s.port,
+          hostname: host,
+          port,
           udp: s.protocol === "UDP",
           tcp: s.protocol === "TCP",
           answer: testZoneAnswerer(this.name),
         })
       );
       this.#own(() => srv.close());
+      bound(srv.port);
     } else {
       const dir = `${this.env.stateDir}/redis/${this.namespace}_${this.name}_${s.port}`;
       await Deno.mkdir(dir, { recursive: true });

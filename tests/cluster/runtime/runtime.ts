@@ -21,7 +21,7 @@ import {
   type V1Pod,
   type V1Service,
 } from "./kube.ts";
-import { type PlayerEnv, PodPlayer } from "./pod_player.ts";
+import { type HostPort, type PlayerEnv, PodPlayer } from "./pod_player.ts";
 import { clusterAnswerer } from "./zones.ts";
 import { waitKwokForward } from "./kwok_probe.ts";
 
@@ -240,7 +240,7 @@ export class Runtime {
       dnsServer: this.dnsIP,
       agentSandbox: this.#sandbox,
       log: this.#log,
-      publishPorts: (pod, ports) => this.#publish(pod, ports),
+      publishPorts: (pod, ports, targets) => this.#publish(pod, ports, targets),
       confirmPublished: (pod, port, cancelled) => this.#confirmPublished(pod, port, cancelled),
       unpublish: (ns, name) => this.#unpublish(ns, name),
       markReady: (pod) => this.#markReady(pod),
@@ -248,7 +248,11 @@ export class Runtime {
     };
   }
 
-  async #publish(pod: V1Pod, ports: number[]): Promise<void> {
+  async #publish(
+    pod: V1Pod,
+    ports: number[],
+    targets?: ReadonlyMap<number, HostPort>,
+  ): Promise<void> {
     const ns = pod.metadata!.namespace!;
     const name = pod.metadata!.name!;
     const body = {
@@ -263,7 +267,9 @@ export class Runtime {
       spec: {
         forwards: ports.map((p) => ({
           ports: [p],
-          target: { address: pod.status!.podIP!, port: p },
+          target: targets?.has(p)
+            ? { address: targets.get(p)!.hostname, port: targets.get(p)!.port }
+            : { address: pod.status!.podIP!, port: p },
         })),
       },
     };
