@@ -16,7 +16,7 @@
 
 import { lookup } from "node:dns/promises";
 import { Status } from "../protocol/status.ts";
-import type { Address } from "../protocol/header.ts";
+import type { Address } from "../protocol/addr.ts";
 
 /** A dial failure with its status and a detail for the log. */
 export class DialError extends Error {

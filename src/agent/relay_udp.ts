@@ -9,7 +9,7 @@
  * @module
  */
 
-import { formatIpv6, parseIpv4, parseIpv6 } from "../protocol/header.ts";
+import { formatIpv6, parseIpv4, parseIpv6 } from "../protocol/addr.ts";
 import { encodeUdpFrame, MAX_DATAGRAM, UdpFrameDecoder } from "../protocol/udp.ts";
 import type { Endpoint } from "./endpoint.ts";
 

@@ -9,12 +9,8 @@ import { UsageError } from "../errors.ts";
 import type { AgentHandle, AgentManager } from "../kube/agent.ts";
 import { parsePatch } from "../kube/agent.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
-import {
-  type ForwardContext,
-  hostPort,
-  type Listener,
-  type OpenedStream,
-} from "../forward/listener.ts";
+import type { ForwardContext, Listener, OpenedStream } from "../forward/listener.ts";
+import { hostPort } from "../protocol/addr.ts";
 import { forwardingLine, listenTcp } from "../forward/tcp.ts";
 import { listenUdp } from "../forward/udp.ts";
 import type { PortSpec } from "../spec/ports.ts";

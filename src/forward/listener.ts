@@ -36,8 +36,3 @@ export interface Listener {
   /** Closes everything. */
   close(): void;
 }
-
-/** `127.0.0.1:8080` or `[::1]:8080`. */
-export function hostPort(address: string, port: number): string {
-  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
-}

@@ -1,5 +1,6 @@
 import type { PortSpec } from "../spec/ports.ts";
-import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
+import { hostPort } from "../protocol/addr.ts";
+import type { ForwardContext, Listener } from "./listener.ts";
 import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
 import { StreamResetError } from "../mux/mod.ts";
 

@@ -1,7 +1,7 @@
 import { UsageError } from "../errors.ts";
 import type { ForwardRequest } from "../spec/request.ts";
 import type { PortSpec } from "../spec/ports.ts";
-import type { Address } from "../protocol/header.ts";
+import { type Address, parseAddress } from "../protocol/addr.ts";
 import type { KubeClient } from "./client.ts";
 import { PodTracker } from "./pods.ts";
 import {
@@ -46,10 +46,6 @@ const WORKLOAD_PATHS: Record<string, [string, string]> = {
   daemonset: ["apis/apps/v1", "daemonsets"],
   job: ["apis/batch/v1", "jobs"],
 };
-
-function ipAddress(ip: string): Address {
-  return ip.includes(":") ? { type: "ipv6", ip } : { type: "ipv4", ip };
-}
 
 function numericPort(spec: PortSpec, what: string): number {
   if (typeof spec.remote === "number") return spec.remote;
@@ -105,7 +101,7 @@ function podTarget(
         throw new Error(`timed out waiting for a ready pod of ${what} (--pod-running-timeout)`);
       }
       return {
-        address: ipAddress(pod.status!.podIP!),
+        address: parseAddress(pod.status!.podIP!),
         port: portOf(spec, pod),
         pod: pod.metadata.name,
       };
@@ -186,7 +182,7 @@ export async function resolveTarget(
   };
   switch (kind) {
     case "ip":
-      return fixed(ipAddress(name), "ip/ targets");
+      return fixed(parseAddress(name), "ip/ targets");
     case "host":
       return fixed({ type: "hostname", name }, "host/ targets");
     case "pod": {
@@ -215,7 +211,10 @@ export async function resolveTarget(
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),
           destination: (spec) =>
-            Promise.resolve({ address: ipAddress(clusterIP), port: servicePort(svc, spec).port }),
+            Promise.resolve({
+              address: parseAddress(clusterIP),
+              port: servicePort(svc, spec).port,
+            }),
           reportFailure() {},
           stop() {},
         };

@@ -12,13 +12,8 @@
  * @module
  */
 
-import {
-  type Address,
-  encodeHeader,
-  formatDestination,
-  type Header,
-  parseAddress,
-} from "../protocol/header.ts";
+import { type Address, formatAddress, hostPort, parseAddress } from "../protocol/addr.ts";
+import { encodeHeader, formatDestination, type Header } from "../protocol/header.ts";
 import { ByteReader, LimitExceededError } from "./io.ts";
 import { errorText } from "../errors.ts";
 import { relay, type RelayStream, writeAll } from "../forward/pipe.ts";
@@ -76,8 +71,7 @@ export interface ProxyServer {
 
 /** The startup line, kubectl style: `Proxy listening on 127.0.0.1:1080 (SOCKS5, HTTP CONNECT)`. */
 export function proxyListeningMessage(addr: Deno.NetAddr): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `Proxy listening on ${host}:${addr.port} (SOCKS5, HTTP CONNECT)`;
+  return `Proxy listening on ${hostPort(addr.hostname, addr.port)} (SOCKS5, HTTP CONNECT)`;
 }
 
 /**
@@ -385,7 +379,7 @@ class Proxy implements ProxyServer {
     protocol: "tcp" | "udp",
     dest: SocksDestination,
   ): { header: Header; bytes: Uint8Array } | null {
-    const address: Address = dest.address.type === "domain"
+    const address: Address = dest.address.type === "hostname"
       ? parseAddress(dest.address.name)
       : dest.address;
     const header: Header = {
@@ -426,7 +420,7 @@ class Proxy implements ProxyServer {
     }
     const stream = await this.#dial(
       conn,
-      { address: { type: "domain", name: req.host }, port: req.port },
+      { address: { type: "hostname", name: req.host }, port: req.port },
       () => httpErrorResponse(400, "Bad Request", `invalid host ${req.host}`),
       (err, msg) => {
         const st = httpStatusFor(err);
@@ -454,7 +448,5 @@ class Proxy implements ProxyServer {
 
 /** `host:port` for logs, IPv6 bracketed. */
 export function describeDestination(d: SocksDestination): string {
-  const a = d.address;
-  const host = a.type === "domain" ? a.name : a.type === "ipv6" ? `[${a.ip}]` : a.ip;
-  return `${host}:${d.port}`;
+  return hostPort(formatAddress(d.address), d.port);
 }

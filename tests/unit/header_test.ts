@@ -2,8 +2,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { type Address, parseAddress } from "../../src/protocol/addr.ts";
 import {
-  type Address,
   decodeHeader,
   encodeHeader,
   formatDestination,
@@ -11,7 +11,6 @@ import {
   HEADER_FIXED_LENGTH,
   type HeaderError,
   MAX_HEADER_LENGTH,
-  parseAddress,
 } from "../../src/protocol/header.ts";
 import { Status, statusMessage } from "../../src/protocol/status.ts";
 

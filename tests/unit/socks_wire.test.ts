@@ -11,7 +11,7 @@ import {
   type SocksDestination,
 } from "../../src/proxy/wire.ts";
 import { parseHttpProxyRequest, splitHostPort } from "../../src/proxy/http.ts";
-import { formatIpv6 } from "../../src/protocol/header.ts";
+import { formatIpv6 } from "../../src/protocol/addr.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -29,7 +29,7 @@ Deno.test("socks wire: address blocks decode to exact values", () => {
   });
   assert.deepEqual(decodeSocksAddress(new Uint8Array([3, 5, ...enc("redis"), 0x18, 0xeb])), {
     kind: "ok",
-    destination: { address: { type: "domain", name: "redis" }, port: 6379 },
+    destination: { address: { type: "hostname", name: "redis" }, port: 6379 },
     length: 9,
   });
   assert.deepEqual(decodeSocksAddress(new Uint8Array([3, 5, 1])), {
@@ -82,7 +82,7 @@ const destination: fc.Arbitrary<SocksDestination> = fc.record({
       type: "ipv6" as const,
       ip: formatIpv6(b),
     })),
-    fc.stringMatching(/^[a-z0-9.-]{1,255}$/).map((name) => ({ type: "domain" as const, name })),
+    fc.stringMatching(/^[a-z0-9.-]{1,255}$/).map((name) => ({ type: "hostname" as const, name })),
   ),
   port: fc.integer({ min: 0, max: 65535 }),
 });
