@@ -15,6 +15,7 @@
  */
 
 import { lookup } from "node:dns/promises";
+import { errorText } from "../errors.ts";
 import { Status } from "../protocol/status.ts";
 import type { Address } from "../protocol/addr.ts";
 
@@ -63,7 +64,7 @@ export function connectErrorStatus(e: unknown): Status {
   if (e instanceof Deno.errors.ConnectionRefused) return Status.ConnectionRefused;
   if (e instanceof Deno.errors.TimedOut) return Status.ConnectTimeout;
   if (e instanceof Deno.errors.NetworkUnreachable) return Status.NetworkUnreachable;
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = errorText(e);
   if (/connection refused/i.test(msg)) return Status.ConnectionRefused;
   if (/timed out/i.test(msg)) return Status.ConnectTimeout;
   if (/network is unreachable|no route to host|host is unreachable/i.test(msg)) {
@@ -71,10 +72,6 @@ export function connectErrorStatus(e: unknown): Status {
   }
   if (/failed to lookup address|name or service not known/i.test(msg)) return Status.NoSuchHost;
   return Status.UnknownError;
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
 /**

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { errorText } from "../errors.ts";
 import { decodeHeader, formatDestination, type Header } from "../protocol/header.ts";
 import { Status, statusMessage } from "../protocol/status.ts";
 import { DialError, dialTcp, resolveAddress, type Resolver } from "./dial.ts";
@@ -60,7 +61,7 @@ export async function handleRequest(
   ctx.log.log(1, id, `${dest}: request (${via})`);
   const refuse = async (e: unknown) => {
     const status = e instanceof DialError ? e.status : Status.UnknownError;
-    const detail = e instanceof Error ? e.message : String(e);
+    const detail = errorText(e);
     ctx.log.log(0, id, `${dest}: failed: ${statusMessage(status)} (${detail})`);
     await client.reject(status).catch(() => {});
   };
