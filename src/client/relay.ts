@@ -1,67 +1,47 @@
 /**
  * One port-forwarding run: bind the local ports, resolve the targets, start the agent and its
- * tunnel, then relay each local connection through a stream.
+ * tunnel, then serve each local port, one stream per connection.
  *
  * @module
  */
 
 import { UsageError } from "../errors.ts";
-import type { AgentHandle, AgentManager } from "../kube/agent.ts";
 import { parsePatch } from "../kube/agent.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
-import type { ForwardContext, Listener, OpenedStream } from "../forward/listener.ts";
+import type { BoundSocket } from "../forward/listener.ts";
+import { bindTcp, forwardingLine } from "../forward/tcp.ts";
+import { bindUdp } from "../forward/udp.ts";
 import { hostPort } from "../protocol/addr.ts";
-import { forwardingLine, listenTcp } from "../forward/tcp.ts";
-import { listenUdp } from "../forward/udp.ts";
 import type { PortSpec } from "../spec/ports.ts";
 import type { ForwardRequest } from "../spec/request.ts";
 import { connectAgent, kubeClient } from "./connect.ts";
 import { streamOpener } from "./opener.ts";
 import { type ClientOptions, type Io, logger } from "./options.ts";
-import type { Tunnel } from "./tunnel.ts";
+import { type Run, runOf } from "./run.ts";
 
-/** A running relay (or proxy): its agent, tunnel and listeners. */
-export interface Relay {
-  listeners: { listener: Listener; remote: string }[];
-  agent: AgentHandle;
-  /** Graceful stop: stop accepting, let streams finish (bounded), delete the agent. */
-  shutdown(graceMs?: number): Promise<void>;
+/** One bound local socket and what it forwards to. */
+export interface BoundPort {
+  socket: BoundSocket;
+  spec: PortSpec;
+  /** Index of its request (and of the request's resolved target). */
+  req: number;
 }
 
 /**
- * Starts a relay for the forwarding requests. Errors are thrown (UsageError for user mistakes);
- * whatever was created in the cluster is deleted first.
+ * Binds every local socket of the requests. The same port spec on several addresses gets the same
+ * port (the first one's, when the kernel chose it). A port that cannot be bound is a UsageError;
+ * the sockets bound so far are released.
  */
-export async function startRelay(
-  opts: ClientOptions,
-  requests: ForwardRequest[],
-  io: Io,
-): Promise<Relay> {
-  const log = logger(opts.verbosity, io);
-  const patch = parsePatch(opts.patch, opts.patchFile);
-
-  // Bind every local port first, so a port clash fails before anything is created in the cluster.
-  const bound: { listener: Listener; spec: PortSpec; req: number }[] = [];
-  // Listeners are bound before the tunnel exists: their first connections wait for the opener.
-  type RequestOpener = (req: number, spec: PortSpec) => Promise<OpenedStream>;
-  let setOpener!: (o: RequestOpener) => void;
-  const opener = new Promise<RequestOpener>((resolve) => (setOpener = resolve));
-  const ctxFor = (req: number): ForwardContext => ({
-    open: async (spec) => (await opener)(req, spec),
-    out: io.out,
-    err: io.err,
-    log,
-  });
+export function bindAll(requests: readonly ForwardRequest[]): BoundPort[] {
+  const bound: BoundPort[] = [];
   try {
-    requests.forEach((r, i) => {
+    requests.forEach((r, req) => {
       for (const spec of r.ports) {
         for (const addr of r.addresses) {
-          const port = bound.find((b) => b.spec === spec)?.listener.port ?? spec.local;
+          const port = bound.find((b) => b.spec === spec)?.socket.port ?? spec.local;
           try {
-            const l = spec.protocol === "udp"
-              ? listenUdp(addr, port, spec, ctxFor(i))
-              : listenTcp(addr, port, spec, ctxFor(i));
-            bound.push({ listener: l, spec, req: i });
+            const socket = spec.protocol === "udp" ? bindUdp(addr, port) : bindTcp(addr, port);
+            bound.push({ socket, spec, req });
           } catch (e) {
             if (
               !(e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.AddrNotAvailable ||
@@ -76,62 +56,50 @@ export async function startRelay(
       }
     });
   } catch (e) {
-    bound.forEach((b) => b.listener.close());
+    bound.forEach((b) => b.socket.close());
     throw e;
   }
+  return bound;
+}
 
+/**
+ * Starts a relay for the forwarding requests. Errors are thrown (UsageError for user mistakes);
+ * whatever was created in the cluster is deleted first.
+ */
+export async function startRelay(
+  opts: ClientOptions,
+  requests: ForwardRequest[],
+  io: Io,
+): Promise<Run> {
+  const log = logger(opts.verbosity, io);
+  const patch = parsePatch(opts.patch, opts.patchFile);
+  // Bind every local port first, so a port clash fails before anything is created in the cluster.
+  const bound = bindAll(requests);
   const resolved: ResolvedTarget[] = [];
-  let agents: AgentManager | undefined;
-  let tunnel: Tunnel | undefined;
-  const cleanup = async () => {
-    tunnel?.close();
-    bound.forEach((b) => b.listener.close());
-    resolved.forEach((r) => r.stop());
-    await agents?.deleteAll();
-  };
+  const release = () => resolved.forEach((r) => r.stop());
+  let conn;
   try {
     const client = await kubeClient(opts.kube);
-    const access = client.access;
-    const note = (line: string) => io.err(line);
     for (const r of requests) {
       resolved.push(
-        await resolveTarget(client, r, r.namespace || access.namespace, {
+        await resolveTarget(client, r, r.namespace || client.access.namespace, {
           podRunningTimeoutMs: opts.podRunningTimeoutMs,
-          log: note,
+          log: io.err,
         }),
       );
     }
-    const conn = await connectAgent(client, opts, io, patch);
-    agents = conn.agents;
-    tunnel = conn.tunnel;
-    const open = streamOpener(conn.tunnel, log);
-    setOpener((req, spec) => open(resolved[req], spec));
-    const listeners = bound.map((b) => ({
-      listener: b.listener,
-      remote: resolved[b.req].remoteLabel(b.spec),
-    }));
-    for (const { listener, remote } of listeners) io.out(forwardingLine(listener, remote));
-    let stopping: Promise<void> | undefined;
-    return {
-      listeners,
-      get agent() {
-        return conn.agent();
-      },
-      shutdown(graceMs = 2000) {
-        stopping ??= (async () => {
-          bound.forEach((b) => b.listener.stopAccepting());
-          tunnel?.goAway();
-          const deadline = Date.now() + graceMs;
-          while (Date.now() < deadline && bound.some((b) => b.listener.active > 0)) {
-            await new Promise((r) => setTimeout(r, 50));
-          }
-          await cleanup();
-        })();
-        return stopping;
-      },
-    };
+    conn = await connectAgent(client, opts, io, patch);
   } catch (e) {
-    await cleanup().catch(() => {});
+    bound.forEach((b) => b.socket.close());
+    release();
     throw e;
   }
+  const open = streamOpener(conn.tunnel, log);
+  for (const { socket, spec, req } of bound) {
+    io.out(forwardingLine(socket, resolved[req].remoteLabel(spec)));
+  }
+  const listeners = bound.map(({ socket, spec, req }) =>
+    socket.serve({ open: () => open(resolved[req], spec), out: io.out, err: io.err, log })
+  );
+  return runOf(conn, listeners, release);
 }

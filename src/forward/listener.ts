@@ -1,4 +1,10 @@
-import type { PortSpec } from "../spec/ports.ts";
+/**
+ * What a local listener is: bound first (`BoundSocket`), then served (`Listener`) with a
+ * `ForwardContext` that opens one relayed stream per local connection or UDP flow.
+ *
+ * @module
+ */
+
 import type { RelayStream } from "./pipe.ts";
 
 /**
@@ -13,10 +19,10 @@ export interface OpenedStream extends RelayStream {
 /** What a listener needs from the rest of the client. */
 export interface ForwardContext {
   /**
-   * Opens a relayed stream for one new local connection / UDP flow of this port. Resolves as soon
-   * as the open is sent; fails only if no stream can be opened at all (no tunnel).
+   * Opens a relayed stream for one new local connection / UDP flow of this socket. Resolves as
+   * soon as the open is sent; fails only if no stream can be opened at all (no tunnel).
    */
-  open(spec: PortSpec): Promise<OpenedStream>;
+  open(): Promise<OpenedStream>;
   /** `Handling connection for 8080` and similar lines (stdout). */
   out: (line: string) => void;
   /** Per-connection errors (stderr), e.g. `error: dial tcp 1.2.3.4:80: connection refused`. */
@@ -24,7 +30,23 @@ export interface ForwardContext {
   log: (level: number, line: string) => void;
 }
 
-/** A bound local listener. */
+/**
+ * A local socket that is bound but not served yet (`bindTcp`, `bindUdp`): connections and
+ * datagrams arriving now wait in the kernel until `serve`. Binding first lets a port clash fail
+ * before anything is created in the cluster.
+ */
+export interface BoundSocket {
+  readonly address: string;
+  /** The bound port (the kernel's choice when 0 was asked for). */
+  readonly port: number;
+  readonly protocol: "tcp" | "udp";
+  /** Starts accepting; each new connection / UDP flow gets a stream from `ctx.open`. Once. */
+  serve(ctx: ForwardContext): Listener;
+  /** Releases the socket without serving it. */
+  close(): void;
+}
+
+/** A serving local listener. */
 export interface Listener {
   readonly address: string;
   readonly port: number;

@@ -1,18 +1,44 @@
-import type { PortSpec } from "../spec/ports.ts";
-import { hostPort } from "../protocol/addr.ts";
-import type { ForwardContext, Listener } from "./listener.ts";
-import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
-import { StreamResetError } from "../mux/mod.ts";
+/**
+ * Forwarded TCP ports: each accepted local connection is relayed through its own stream.
+ *
+ * @module
+ */
 
-/** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */
-export function listenTcp(
-  address: string,
-  port: number,
-  spec: PortSpec,
-  ctx: ForwardContext,
-): Listener {
+import { StreamResetError } from "../mux/mod.ts";
+import { hostPort } from "../protocol/addr.ts";
+import type { BoundSocket, ForwardContext, Listener } from "./listener.ts";
+import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
+
+/** Binds a TCP socket (port 0 = random); `serve` then relays each connection through a stream. */
+export function bindTcp(address: string, port: number): BoundSocket {
   const listener = Deno.listen({ hostname: address, port, transport: "tcp" });
   const boundPort = (listener.addr as Deno.NetAddr).port;
+  let served = false;
+  return {
+    address,
+    port: boundPort,
+    protocol: "tcp",
+    serve(ctx) {
+      if (served) throw new Error(`${hostPort(address, boundPort)} is served already`);
+      served = true;
+      return serveTcp(listener, address, boundPort, ctx);
+    },
+    close() {
+      try {
+        listener.close();
+      } catch {
+        // closed
+      }
+    },
+  };
+}
+
+function serveTcp(
+  listener: Deno.TcpListener,
+  address: string,
+  boundPort: number,
+  ctx: ForwardContext,
+): Listener {
   const conns = new Set<Deno.TcpConn>();
   let accepting = true;
   (async () => {
@@ -39,7 +65,7 @@ export function listenTcp(
     ctx.out(`Handling connection for ${boundPort}`);
     let stream;
     try {
-      stream = await ctx.open(spec);
+      stream = await ctx.open();
     } catch (e) {
       ctx.err(`error: ${(e as Error).message}`);
       try {
@@ -85,8 +111,8 @@ export function listenTcp(
   };
 }
 
-/** Human label for the listener line. */
-export function forwardingLine(l: Listener, remote: string): string {
+/** The startup line of a forwarded port: `Forwarding from 127.0.0.1:8080 -> 80`. */
+export function forwardingLine(l: BoundSocket | Listener, remote: string): string {
   return `Forwarding from ${hostPort(l.address, l.port)} -> ${remote}${
     l.protocol === "udp" ? " (udp)" : ""
   }`;

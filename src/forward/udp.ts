@@ -1,6 +1,13 @@
-import type { PortSpec } from "../spec/ports.ts";
+/**
+ * Forwarded UDP ports: one relayed flow (a stream of length-prefixed datagrams) per local client
+ * address:port.
+ *
+ * @module
+ */
+
+import { hostPort } from "../protocol/addr.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../protocol/udp.ts";
-import type { ForwardContext, Listener, OpenedStream } from "./listener.ts";
+import type { BoundSocket, ForwardContext, Listener, OpenedStream } from "./listener.ts";
 
 /** Datagrams queued per flow while its stream is opening; more are dropped (as a network would). */
 const MAX_PENDING = 256;
@@ -28,18 +35,39 @@ function send(flow: Flow, stream: OpenedStream, dg: Uint8Array): void {
 }
 
 /**
- * Binds a UDP socket and keeps one relayed flow (one stream of length-prefixed datagrams) per
- * local client address:port. Flows idle for `idleMs` are closed.
+ * Binds a UDP socket (port 0 = random); `serve` then keeps one relayed flow per local client
+ * address:port. Flows idle for `idleMs` are closed.
  */
-export function listenUdp(
-  address: string,
-  port: number,
-  spec: PortSpec,
-  ctx: ForwardContext,
-  idleMs = 60_000,
-): Listener {
+export function bindUdp(address: string, port: number, idleMs = 60_000): BoundSocket {
   const socket = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
   const boundPort = (socket.addr as Deno.NetAddr).port;
+  let served = false;
+  return {
+    address,
+    port: boundPort,
+    protocol: "udp",
+    serve(ctx) {
+      if (served) throw new Error(`${hostPort(address, boundPort)} (udp) is served already`);
+      served = true;
+      return serveUdp(socket, address, boundPort, ctx, idleMs);
+    },
+    close() {
+      try {
+        socket.close();
+      } catch {
+        // closed
+      }
+    },
+  };
+}
+
+function serveUdp(
+  socket: Deno.DatagramConn,
+  address: string,
+  boundPort: number,
+  ctx: ForwardContext,
+  idleMs: number,
+): Listener {
   const flows = new Map<string, Flow>();
   let accepting = true;
   let closed = false;
@@ -64,7 +92,7 @@ export function listenUdp(
   async function startFlow(key: string, flow: Flow, client: Deno.NetAddr): Promise<void> {
     ctx.out(`Handling connection for ${boundPort}`);
     try {
-      const stream = await ctx.open(spec);
+      const stream = await ctx.open();
       await stream.ready;
       flow.stream = stream;
     } catch (e) {

@@ -36,12 +36,8 @@ import {
   type SocksDestination,
 } from "./wire.ts";
 
-/** Options for {@link startProxy}. */
-export interface ProxyOptions {
-  /** Address to listen on (TCP, and the UDP relay sockets). */
-  hostname: string;
-  /** TCP port to listen on (0 = any free port). */
-  port: number;
+/** How a proxy serves: where streams come from, where lines go. */
+export interface ProxyServeOptions {
   /**
    * Opens a tunnel stream for a Header (raw Header bytes). Resolves once the
    * agent accepted it; rejects with an error carrying a numeric `status`
@@ -61,10 +57,32 @@ export interface ProxyOptions {
   handshakeTimeoutMs?: number;
 }
 
+/** Options for {@link startProxy}: where to listen, and how to serve. */
+export interface ProxyOptions extends ProxyServeOptions {
+  /** Address to listen on (TCP, and the UDP relay sockets). */
+  hostname: string;
+  /** TCP port to listen on (0 = any free port). */
+  port: number;
+}
+
+/** A proxy's listening socket, bound but not served yet (connections wait in the kernel). */
+export interface BoundProxy {
+  /** The bound TCP address. */
+  readonly addr: Deno.NetAddr;
+  /** Starts accepting connections. Once. */
+  serve(opts: ProxyServeOptions): ProxyServer;
+  /** Releases the socket without serving it. */
+  close(): void;
+}
+
 /** A running proxy. */
 export interface ProxyServer {
   /** The bound TCP address. */
   readonly addr: Deno.NetAddr;
+  /** Stops accepting connections; open ones go on (until close()). */
+  stopAccepting(): void;
+  /** Client connections in progress (UDP associations count by their control connection). */
+  readonly active: number;
   /** Stops listening and ends every connection and UDP association; resolves when all ended. */
   close(): Promise<void>;
 }
@@ -75,26 +93,48 @@ export function proxyListeningMessage(addr: Deno.NetAddr): string {
 }
 
 /**
- * Starts the proxy. It does not print {@link proxyListeningMessage}; the
+ * Binds the proxy's TCP socket. Throws (like `Deno.listen`, e.g. `Deno.errors.AddrInUse`) if
+ * the address cannot be bound.
+ */
+export function bindProxy(hostname: string, port: number): BoundProxy {
+  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  let served = false;
+  return {
+    addr: listener.addr,
+    serve(opts) {
+      if (served) throw new Error(`${hostPort(hostname, listener.addr.port)} is served already`);
+      served = true;
+      return new Proxy(listener, opts);
+    },
+    close() {
+      try {
+        listener.close();
+      } catch { /* already closed */ }
+    },
+  };
+}
+
+/**
+ * Binds and serves a proxy. It does not print {@link proxyListeningMessage}; the
  * caller does, once every listener is up. Throws (like `Deno.listen`, e.g.
  * `Deno.errors.AddrInUse`) if the address cannot be bound.
  */
 export function startProxy(opts: ProxyOptions): Promise<ProxyServer> {
-  const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
-  return Promise.resolve(new Proxy(listener, opts));
+  return Promise.resolve(bindProxy(opts.hostname, opts.port).serve(opts));
 }
 
 class Proxy implements ProxyServer {
   readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
-  readonly #opts: ProxyOptions;
+  readonly #opts: ProxyServeOptions;
   readonly #conns = new Set<Deno.Conn>();
   readonly #udp = new Set<UdpAssociation>();
   readonly #streams = new Set<RelayStream>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #acceptLoop: Promise<void>;
+  #accepting = true;
   #closing = false;
 
-  constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, opts: ProxyOptions) {
+  constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, opts: ProxyServeOptions) {
     this.#listener = listener;
     this.#opts = opts;
     this.#acceptLoop = this.#accept();
@@ -116,12 +156,22 @@ class Proxy implements ProxyServer {
     return this.#opts.verbose ?? 0;
   }
 
+  get active(): number {
+    return this.#conns.size;
+  }
+
+  stopAccepting(): void {
+    if (!this.#accepting) return;
+    this.#accepting = false;
+    try {
+      this.#listener.close();
+    } catch { /* already closed */ }
+  }
+
   async close(): Promise<void> {
     if (!this.#closing) {
       this.#closing = true;
-      try {
-        this.#listener.close();
-      } catch { /* already closed */ }
+      this.stopAccepting();
       for (const c of this.#conns) {
         try {
           c.close();
@@ -144,13 +194,13 @@ class Proxy implements ProxyServer {
       try {
         conn = await this.#listener.accept();
       } catch (err) {
-        if (this.#closing || err instanceof Deno.errors.BadResource) return;
+        if (!this.#accepting || err instanceof Deno.errors.BadResource) return;
         // E.g. too many open files: keep the listener, back off a little.
         this.#error(`accept: ${errorText(err)}`);
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      if (this.#closing) {
+      if (!this.#accepting) {
         conn.close();
         return;
       }
