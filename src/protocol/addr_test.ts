@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  type Address,
   formatAddress,
   formatIpv4,
   formatIpv6,
@@ -110,10 +111,17 @@ Deno.test("isValidHostname: RFC 1123 labels plus _, ≤ 63 per label, ≤ 253 by
 });
 
 Deno.test("parseAddress classifies text; formatAddress gives it back", () => {
-  assert.deepEqual(parseAddress("10.0.0.1"), { type: "ipv4", ip: "10.0.0.1" });
-  assert.deepEqual(parseAddress("[0:0::1]"), { type: "ipv6", ip: "::1" });
-  assert.deepEqual(parseAddress("010.0.0.1"), { type: "hostname", name: "010.0.0.1" });
-  assert.deepEqual(parseAddress("redis"), { type: "hostname", name: "redis" });
+  const cases: [string, Address][] = [
+    ["1.2.3.4", { type: "ipv4", ip: "1.2.3.4" }],
+    ["::1", { type: "ipv6", ip: "::1" }],
+    ["[::1]", { type: "ipv6", ip: "::1" }],
+    ["2001:DB8::0:5", { type: "ipv6", ip: "2001:db8::5" }],
+    ["redis", { type: "hostname", name: "redis" }],
+    ["redis.default", { type: "hostname", name: "redis.default" }],
+    ["1.2.3", { type: "hostname", name: "1.2.3" }],
+    ["01.2.3.4", { type: "hostname", name: "01.2.3.4" }],
+  ];
+  for (const [text, want] of cases) assert.deepEqual(parseAddress(text), want, text);
   assert.equal(formatAddress(parseAddress("fe80::1")), "fe80::1");
   assert.equal(formatAddress({ type: "hostname", name: "redis" }), "redis");
 });

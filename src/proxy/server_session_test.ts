@@ -5,9 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { StreamRejectedError } from "../../src/mux/mod.ts";
-import { Status } from "../../src/protocol/status.ts";
-import { encodeHeader } from "../../src/protocol/header.ts";
+import { StreamRejectedError } from "../mux/mod.ts";
+import { Status } from "../protocol/status.ts";
+import { encodeHeader } from "../protocol/header.ts";
 import {
   assertEchoed,
   curl,
@@ -24,7 +24,7 @@ import {
   startUdpResponder,
   withWatchedProxy,
   writeFull,
-} from "./socks_fake.ts";
+} from "../../tests/_lib/socks.ts";
 
 const WEB = "web.default.svc.cluster.local";
 

@@ -2,16 +2,16 @@
  * Throughput measurement for the tunnel Session (not a test): one stream over loopback TCP
  * between two Deno processes.
  *
- *   deno run -A tests/unit/session_bench.ts [MiB=1024] [streams=1]
+ *   deno run -A bench/session.ts [MiB=1024] [streams=1]
  *   (env BENCH_CHUNK = write size, default 65536; BENCH_WINDOW = server initialWindow)
  *
  * The parent spawns a child (`--server`) that accepts one tunnel connection and, for each
  * stream, reads everything and answers with the byte count. Only 127.0.0.1 is used.
  */
 
-import { PREFACE } from "../../src/protocol/mux.ts";
-import { Session, type Stream } from "../../src/mux/mod.ts";
-import { connTransport, prefixedTransport } from "../../src/mux/mod.ts";
+import { PREFACE } from "../src/protocol/mux.ts";
+import { Session, type Stream } from "../src/mux/mod.ts";
+import { connTransport, prefixedTransport } from "../src/mux/mod.ts";
 
 async function readExact(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const buf = new Uint8Array(n);

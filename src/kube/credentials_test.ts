@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { defaultFlags, parseArgs } from "../../src/cli/flags.ts";
-import { UsageError } from "../../src/errors.ts";
-import { accessFrom } from "../../src/kube/config.ts";
-import { type Credentials, loadCredentials, loadKubeConfig } from "../../src/kube/credentials.ts";
-import type { Flags } from "../../src/cli/flags.ts";
+import { defaultFlags, parseArgs } from "../cli/flags.ts";
+import { UsageError } from "../errors.ts";
+import { accessFrom } from "./config.ts";
+import { type Credentials, loadCredentials, loadKubeConfig } from "./credentials.ts";
+import type { Flags } from "../cli/flags.ts";
 
 async function kubeAccess(flags: Flags) {
   const creds: Credentials = await loadCredentials(flags);
@@ -119,19 +119,4 @@ Deno.test("kubeconfig: missing context, missing file and no config are user erro
       (e) => e instanceof UsageError && /no current context/.test(e.message),
     );
   });
-});
-
-Deno.test("compile task: dry run type-checks and lists a command per target", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "scripts/compile.ts", "--dry-run"],
-    cwd: new URL("../../", import.meta.url).pathname,
-    stdin: "null",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  assert.equal(text.split("\n").filter((l) => l.startsWith("$ deno compile")).length, 7);
-  assert.match(
-    text,
-    /--target x86_64-pc-windows-msvc -o dist\/windows-amd64\/kubectl-relay\.exe main\.ts/,
-  );
 });

@@ -1,9 +1,9 @@
 /** Dialling and error → status mapping, with injected resolvers/connectors (no network). */
 
 import assert from "node:assert/strict";
-import { DialError, dialTcp, type Resolver } from "../../src/agent/dial.ts";
-import { Status, statusMessage } from "../../src/protocol/status.ts";
-import { parseAgentArgs, parseAgentDuration } from "../../src/agent/options.ts";
+import { DialError, dialTcp, type Resolver } from "./dial.ts";
+import { Status, statusMessage } from "../protocol/status.ts";
+import { parseAgentArgs, parseAgentDuration } from "./options.ts";
 
 const host = { type: "hostname", name: "svc.ns" } as const;
 const opts = { connectTimeoutMs: 50, resolveTimeoutMs: 50 };

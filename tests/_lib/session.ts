@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { PREFACE } from "../../src/protocol/mux.ts";
 import { Session, type SessionOptions, type Stream } from "../../src/mux/mod.ts";
 import { connTransport, prefixedTransport, type Transport } from "../../src/mux/mod.ts";
-import { memoryTransportPair } from "../_lib/memory_transport.ts";
+import { memoryTransportPair } from "./memory_transport.ts";
 
 /** A FIFO of values with an awaitable `next()`. */
 export class Queue<T> {

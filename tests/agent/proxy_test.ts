@@ -27,7 +27,7 @@ import {
   startHttpServer,
   withWatchedProxy,
   writeFull,
-} from "./socks_fake.ts";
+} from "../_lib/socks.ts";
 
 const canUnshare = await canUnshareMount();
 

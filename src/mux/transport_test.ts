@@ -1,8 +1,8 @@
 /** Transports: connTransport over loopback TCP, prefixedTransport, memoryTransportPair. */
 
 import assert from "node:assert/strict";
-import { connTransport, prefixedTransport, type Transport } from "../../src/mux/mod.ts";
-import { memoryTransportPair } from "../_lib/memory_transport.ts";
+import { connTransport, prefixedTransport, type Transport } from "./mod.ts";
+import { memoryTransportPair } from "../../tests/_lib/memory_transport.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));

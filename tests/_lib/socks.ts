@@ -16,9 +16,9 @@ import type { RelayStream } from "../../src/forward/pipe.ts";
 import { type ProxyOptions, type ProxyServer, startProxy } from "../../src/proxy/server.ts";
 import { Session, type Stream } from "../../src/mux/mod.ts";
 import { prefixedTransport, type Transport } from "../../src/mux/mod.ts";
-import { memoryTransportPair } from "../_lib/memory_transport.ts";
+import { memoryTransportPair } from "./memory_transport.ts";
 import { PREFACE } from "../../src/protocol/mux.ts";
-import { curlNoProxy, writeAll } from "../_lib/net.ts";
+import { curlNoProxy, writeAll } from "./net.ts";
 
 /** What the fake agent's `openStream` rejects with (like `StreamRejectedError`). */
 export class FakeRejectedError extends Error {
@@ -358,7 +358,7 @@ export async function readAll(conn: Deno.Conn, max = 1 << 26): Promise<Uint8Arra
   return out;
 }
 
-export { readExactly as readN, writeAll as writeFull } from "../_lib/net.ts";
+export { readExactly as readN, writeAll as writeFull } from "./net.ts";
 
 /**
  * Sends `data` through `conn` to a {@link startEchoServer} echo, half-closes, and asserts that

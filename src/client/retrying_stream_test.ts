@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type EarlyStream, RetryingStream } from "../../src/client/retrying_stream.ts";
+import { type EarlyStream, RetryingStream } from "./retrying_stream.ts";
 
 /** A fake stream that records writes and is accepted or refused when told. */
 function fake(name: string) {

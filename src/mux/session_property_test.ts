@@ -2,12 +2,12 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { encodeFrame, type Frame } from "../../src/protocol/mux.ts";
-import { Session, type Stream } from "../../src/mux/mod.ts";
-import { type Transport } from "../../src/mux/mod.ts";
-import { memoryTransportPair } from "../_lib/memory_transport.ts";
-import { arbFrame } from "./mux_arbitrary.ts";
-import { acceptPreface, pseudoRandom, Queue, readAll, sha256 } from "./session_helpers.ts";
+import { encodeFrame, type Frame } from "../protocol/mux.ts";
+import { Session, type Stream } from "./mod.ts";
+import { type Transport } from "./mod.ts";
+import { memoryTransportPair } from "../../tests/_lib/memory_transport.ts";
+import { arbFrame } from "../../tests/_lib/mux_arbitrary.ts";
+import { acceptPreface, pseudoRandom, Queue, readAll, sha256 } from "../../tests/_lib/session.ts";
 
 /** Splits every write into pieces of the given sizes (cycled), so frames straddle reads. */
 function chopped(inner: Transport, sizes: number[]): Transport {

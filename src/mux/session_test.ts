@@ -2,22 +2,16 @@
 
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
-import {
-  EARLY_WINDOW,
-  encodeFrame,
-  type Frame,
-  FrameDecoder,
-  PREFACE,
-} from "../../src/protocol/mux.ts";
+import { EARLY_WINDOW, encodeFrame, type Frame, FrameDecoder, PREFACE } from "../protocol/mux.ts";
 import {
   Session,
   SessionClosedError,
   type Stream,
   StreamRejectedError,
   StreamResetError,
-} from "../../src/mux/mod.ts";
-import { connTransport, type Transport } from "../../src/mux/mod.ts";
-import { memoryTransportPair } from "../_lib/memory_transport.ts";
+} from "./mod.ts";
+import { connTransport, type Transport } from "./mod.ts";
+import { memoryTransportPair } from "../../tests/_lib/memory_transport.ts";
 import {
   acceptPreface,
   drain,
@@ -28,7 +22,7 @@ import {
   sendPattern,
   sha256,
   tcpPair,
-} from "./session_helpers.ts";
+} from "../../tests/_lib/session.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);

@@ -1,13 +1,13 @@
 /** The release machinery cannot run here (no network to Deno's or GitHub's hosts): check its files. */
 import assert from "node:assert/strict";
 import { loadYaml } from "npm:@kubernetes/client-node@1.4.0";
-import { renderKrew } from "../../scripts/krew.ts";
-import { compileCommands } from "../../scripts/compile.ts";
-import { TARGETS } from "../../scripts/targets.ts";
-import { agentJob } from "../../src/kube/agent.ts";
-import { DEFAULT_AGENT_IMAGE, VERSION } from "../../src/version.ts";
+import { renderKrew } from "./krew.ts";
+import { compileCommands } from "./compile.ts";
+import { TARGETS } from "./targets.ts";
+import { agentJob } from "../src/kube/agent.ts";
+import { DEFAULT_AGENT_IMAGE, VERSION } from "../src/version.ts";
 
-const root = new URL("../../", import.meta.url);
+const root = new URL("../", import.meta.url);
 const read = (p: string) => Deno.readTextFile(new URL(p, root));
 // deno-lint-ignore no-explicit-any
 type Yaml = any;
@@ -97,4 +97,19 @@ Deno.test("agent Job: hardened as the spec says, image tagged with the version",
   assert.equal(c.securityContext.allowPrivilegeEscalation, false);
   assert.deepEqual(c.securityContext.capabilities.drop, ["ALL"]);
   assert.ok(c.resources.requests.memory);
+});
+
+Deno.test("compile task: dry run type-checks and lists a command per target", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "scripts/compile.ts", "--dry-run"],
+    cwd: new URL("../", import.meta.url).pathname,
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.equal(text.split("\n").filter((l) => l.startsWith("$ deno compile")).length, 7);
+  assert.match(
+    text,
+    /--target x86_64-pc-windows-msvc -o dist\/windows-amd64\/kubectl-relay\.exe main\.ts/,
+  );
 });

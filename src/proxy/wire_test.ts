@@ -9,9 +9,9 @@ import {
   encodeSocksAddress,
   encodeUdpPacket,
   type SocksDestination,
-} from "../../src/proxy/wire.ts";
-import { parseHttpProxyRequest, splitHostPort } from "../../src/proxy/http.ts";
-import { formatIpv6 } from "../../src/protocol/addr.ts";
+} from "./wire.ts";
+import { parseHttpProxyRequest, splitHostPort } from "./http.ts";
+import { formatIpv6 } from "../protocol/addr.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { proxyListeningMessage, type ProxyServer, startProxy } from "../../src/proxy/server.ts";
+import { proxyListeningMessage, type ProxyServer, startProxy } from "./server.ts";
 import {
   assertEchoed,
   curl,
@@ -23,7 +23,7 @@ import {
   startUdpResponder,
   withWatchedProxy,
   writeFull,
-} from "./socks_fake.ts";
+} from "../../tests/_lib/socks.ts";
 
 const WEB = "web.default.svc.cluster.local";
 

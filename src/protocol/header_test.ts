@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type Address, parseAddress } from "../../src/protocol/addr.ts";
+import type { Address } from "./addr.ts";
 import {
   decodeHeader,
   encodeHeader,
@@ -11,8 +11,8 @@ import {
   HEADER_FIXED_LENGTH,
   type HeaderError,
   MAX_HEADER_LENGTH,
-} from "../../src/protocol/header.ts";
-import { Status, statusMessage } from "../../src/protocol/status.ts";
+} from "./header.ts";
+import { Status, statusMessage } from "./status.ts";
 
 const unhex = (s: string) => {
   const clean = s.replace(/\s+/g, "");
@@ -217,20 +217,6 @@ Deno.test("header: encodeHeader rejects invalid input with TypeError", () => {
     { ...ok, address: { type: "hostname", name: "a".repeat(254) } },
   ];
   for (const h of bad) assert.throws(() => encodeHeader(h), TypeError, JSON.stringify(h));
-});
-
-Deno.test("parseAddress classifies text", () => {
-  const cases: [string, Address][] = [
-    ["1.2.3.4", { type: "ipv4", ip: "1.2.3.4" }],
-    ["::1", { type: "ipv6", ip: "::1" }],
-    ["[::1]", { type: "ipv6", ip: "::1" }],
-    ["2001:DB8::0:5", { type: "ipv6", ip: "2001:db8::5" }],
-    ["redis", { type: "hostname", name: "redis" }],
-    ["redis.default", { type: "hostname", name: "redis.default" }],
-    ["1.2.3", { type: "hostname", name: "1.2.3" }],
-    ["01.2.3.4", { type: "hostname", name: "01.2.3.4" }],
-  ];
-  for (const [text, want] of cases) assert.deepEqual(parseAddress(text), want, text);
 });
 
 Deno.test("formatDestination", () => {

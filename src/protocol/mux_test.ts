@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { arbFrame } from "./mux_arbitrary.ts";
+import { arbFrame } from "../../tests/_lib/mux_arbitrary.ts";
 import {
   decodeFrame,
   encodeFrame,
@@ -13,8 +13,8 @@ import {
   MAX_REASON_BYTES,
   MAX_WINDOW,
   PREFACE,
-} from "../../src/protocol/mux.ts";
-import { encodeHeader } from "../../src/protocol/header.ts";
+} from "./mux.ts";
+import { encodeHeader } from "./header.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const unhex = (s: string) => {

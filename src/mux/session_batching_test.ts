@@ -5,11 +5,11 @@
  */
 
 import assert from "node:assert/strict";
-import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
-import { Session, type Stream } from "../../src/mux/mod.ts";
-import { type Transport } from "../../src/mux/mod.ts";
-import { memoryTransportPair } from "../_lib/memory_transport.ts";
-import { acceptPreface, Queue } from "./session_helpers.ts";
+import { encodeUdpFrame, UdpFrameDecoder } from "../protocol/udp.ts";
+import { Session, type Stream } from "./mod.ts";
+import { type Transport } from "./mod.ts";
+import { memoryTransportPair } from "../../tests/_lib/memory_transport.ts";
+import { acceptPreface, Queue } from "../../tests/_lib/session.ts";
 
 /** Wraps a transport, counting writes (and keeping its `coalesceWrites` hint). */
 function counting(t: Transport): Transport & { writes: number } {

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { encodeUdpFrame, MAX_DATAGRAM, UdpFrameDecoder } from "../../src/protocol/udp.ts";
+import { encodeUdpFrame, MAX_DATAGRAM, UdpFrameDecoder } from "./udp.ts";
 
 Deno.test("udp frame: golden bytes", () => {
   assert.deepEqual(

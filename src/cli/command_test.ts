@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { parseCommand } from "../../src/cli/command.ts";
-import { UsageError } from "../../src/errors.ts";
-import { parsePortSpec } from "../../src/spec/ports.ts";
-import { parseTarget } from "../../src/spec/target.ts";
-import { parseDuration } from "../../src/cli/duration.ts";
+import { parseCommand } from "./command.ts";
+import { UsageError } from "../errors.ts";
+import { parsePortSpec } from "../spec/ports.ts";
+import { parseTarget } from "../spec/target.ts";
+import { parseDuration } from "./duration.ts";
 
 function usageError(fn: () => unknown, re: RegExp): void {
   assert.throws(fn, (e: unknown) => e instanceof UsageError && re.test(e.message));
