@@ -136,7 +136,7 @@ export async function drain(stream: Stream): Promise<{ bytes: number; sha256: st
 }
 
 /** Reads a stream to EOF and returns everything as one array. */
-export async function readAll(stream: Stream): Promise<Uint8Array> {
+export async function readAll(stream: { read(): Promise<Uint8Array | null> }): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   let n = 0;
   while (true) {
