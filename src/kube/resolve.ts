@@ -2,7 +2,7 @@ import { UsageError } from "../errors.ts";
 import type { ForwardRequest } from "../spec/request.ts";
 import type { PortSpec } from "../spec/ports.ts";
 import { type Address, parseAddress } from "../protocol/addr.ts";
-import type { KubeClient } from "./client.ts";
+import type { KubeReader } from "./client.ts";
 import { PodTracker } from "./pods.ts";
 import {
   type Container,
@@ -74,7 +74,7 @@ function containerPortByName(
 
 /** Follows the ready pods of a query and maps a port spec to pod IP + container port. */
 function podTarget(
-  client: KubeClient,
+  client: KubeReader,
   namespace: string,
   query: string,
   what: string,
@@ -164,7 +164,7 @@ function containerPortResolver(what: string) {
 
 /** Resolves a `TYPE/NAME` + ports to a ResolvedTarget, checking names and ports up front. */
 export async function resolveTarget(
-  client: KubeClient,
+  client: KubeReader,
   req: ForwardRequest,
   namespace: string,
   opts: ResolveOptions,
