@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { FakeAgent } from "../../tests/_lib/fake_agent.ts";
-import { readAll } from "../../tests/_lib/session.ts";
+import { readStream } from "../../tests/_lib/net.ts";
 import type { Destination, ResolvedTarget } from "../kube/resolve.ts";
 import { Status } from "../protocol/status.ts";
 import type { PortSpec } from "../spec/ports.ts";
@@ -74,7 +74,7 @@ Deno.test("opener: the first open carries the destination and the early bytes", 
     await stream.write(enc("hello"));
     await stream.closeWrite();
     await stream.ready;
-    assert.equal(dec(await readAll(stream)), "hello");
+    assert.equal(dec(await readStream(stream)), "hello");
     assert.equal(agent.streams.length, 1);
     const h = agent.streams[0].header;
     assert.deepEqual([h.protocol, h.address, h.port], [
@@ -100,7 +100,7 @@ Deno.test("opener: a pod that refuses is reported and the open is replayed on th
     await stream.write(enc("world"));
     await stream.closeWrite();
     await stream.ready;
-    assert.equal(dec(await readAll(stream)), "hello world");
+    assert.equal(dec(await readStream(stream)), "hello world");
     assert.deepEqual(reported, ["web-a"]);
     assert.deepEqual(agent.streams.map((s) => s.answer), [Status.ConnectionRefused, "echo"]);
     // The accepted stream got the bytes exactly once.
@@ -151,7 +151,7 @@ Deno.test("opener: an open the agent refused while going away is replayed on the
     await stream.write(enc("early"));
     await stream.closeWrite();
     await stream.ready;
-    assert.equal(dec(await readAll(stream)), "early");
+    assert.equal(dec(await readStream(stream)), "early");
     assert.deepEqual(agent.streams.map((s) => [s.session, s.answer]), [[0, "go-away"], [
       1,
       "echo",

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { FakeAgent } from "../../tests/_lib/fake_agent.ts";
-import { readAll } from "../../tests/_lib/session.ts";
+import { readStream } from "../../tests/_lib/net.ts";
 import { encodeHeader } from "../protocol/header.ts";
 import { SessionClosedError } from "../mux/mod.ts";
 import { Tunnel } from "./tunnel.ts";
@@ -43,7 +43,7 @@ async function echoThrough(tunnel: Tunnel, text: string): Promise<string> {
   const stream = await tunnel.openStream(header());
   await stream.write(enc(text));
   await stream.closeWrite();
-  return dec(await readAll(stream));
+  return dec(await readStream(stream));
 }
 
 Deno.test("tunnel: a lost session ends its streams, is reconnected, and new streams use the new one", async () => {
@@ -116,7 +116,7 @@ Deno.test("tunnel: after an agent's go-away, open streams finish on the old sess
   assert.equal(agent.streams.at(-1)!.session, 1);
   await old.write(enc("old"));
   await old.closeWrite();
-  assert.equal(dec(await readAll(old)), "old");
+  assert.equal(dec(await readStream(old)), "old");
   assert.ok(!notes.some((n) => n.startsWith("Lost connection")), notes.join("\n"));
   tunnel.close();
   await agent.close();

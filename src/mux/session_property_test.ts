@@ -7,7 +7,8 @@ import { Session, type Stream } from "./mod.ts";
 import { type Transport } from "./mod.ts";
 import { memoryTransportPair } from "../../tests/_lib/memory_transport.ts";
 import { arbFrame } from "../../tests/_lib/mux_arbitrary.ts";
-import { acceptPreface, pseudoRandom, Queue, readAll, sha256 } from "../../tests/_lib/session.ts";
+import { acceptPreface, pseudoRandom, Queue, sha256 } from "../../tests/_lib/session.ts";
+import { readStream } from "../../tests/_lib/net.ts";
 
 /** Splits every write into pieces of the given sizes (cycled), so frames straddle reads. */
 function chopped(inner: Transport, sizes: number[]): Transport {
@@ -72,15 +73,15 @@ Deno.test("session property: all bytes of all streams arrive intact, whatever th
             const serverSide = async () => {
               if (spec.serverFinFirst) {
                 await writeInPieces(srv, down, spec.piece);
-                return await readAll(srv);
+                return await readStream(srv);
               }
-              const got = await readAll(srv);
+              const got = await readStream(srv);
               await writeInPieces(srv, down, spec.piece);
               return got;
             };
             const [gotUp, gotDown] = await Promise.all([
               serverSide(),
-              readAll(c),
+              readStream(c),
               writeInPieces(c, up, spec.piece),
             ]);
             assert.equal(sha256(gotUp), sha256(up));

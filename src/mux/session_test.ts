@@ -18,11 +18,11 @@ import {
   memoryPair,
   pseudoRandom,
   Queue,
-  readAll,
   sendPattern,
   sha256,
   tcpPair,
 } from "../../tests/_lib/session.ts";
+import { readStream } from "../../tests/_lib/net.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -59,7 +59,7 @@ for (const [name, make] of [["memory", memoryPair], ["tcp", tcpPair]] as const) 
       await c.write(enc("hello "));
       await c.write(enc("tunnel"));
       await c.closeWrite();
-      assert.equal(dec(await readAll(c)), "hello tunnel");
+      assert.equal(dec(await readStream(c)), "hello tunnel");
       await echoing;
       assert.equal(p.client.activeStreams, 0);
       assert.equal(p.server.activeStreams, 0);
@@ -85,7 +85,7 @@ for (const [name, make] of [["memory", memoryPair], ["tcp", tcpPair]] as const) 
               }
               await s.closeWrite();
             })(),
-            readAll(s),
+            readStream(s),
           ]);
           return sha256(got) === sha256(payload);
         }),
@@ -239,11 +239,11 @@ Deno.test("session/memory: half-close works in both orders", async () => {
     const c = await opening;
     await srv.write(enc("banner"));
     await srv.closeWrite();
-    assert.equal(dec(await readAll(c)), "banner");
+    assert.equal(dec(await readStream(c)), "banner");
     await c.write(enc("still "));
     await c.write(enc("talking"));
     await c.closeWrite();
-    assert.equal(dec(await readAll(srv)), "still talking");
+    assert.equal(dec(await readStream(srv)), "still talking");
     await assert.rejects(c.write(enc("late")), /write after closeWrite/);
     assert.equal(p.client.activeStreams, 0);
 
@@ -254,10 +254,10 @@ Deno.test("session/memory: half-close works in both orders", async () => {
     const c2 = await opening2;
     await c2.write(enc("question"));
     await c2.closeWrite();
-    assert.equal(dec(await readAll(srv2)), "question");
+    assert.equal(dec(await readStream(srv2)), "question");
     await srv2.write(enc("answer"));
     await srv2.closeWrite();
-    assert.equal(dec(await readAll(c2)), "answer");
+    assert.equal(dec(await readStream(c2)), "answer");
   } finally {
     await p.close();
   }
@@ -287,7 +287,7 @@ Deno.test("session/memory: OPEN beyond maxStreams is refused; the session stays 
     const s = await o;
     await s.write(enc("ok"));
     await s.closeWrite();
-    assert.equal(dec(await readAll(s)), "ok");
+    assert.equal(dec(await readStream(s)), "ok");
     held[1].reset("done");
   } finally {
     await p.close();
@@ -360,7 +360,7 @@ Deno.test("session/memory: go-away refuses new streams, lets open ones finish, t
   assert.equal(got.sha256, sent);
   await srv.write(enc("bye"));
   await srv.closeWrite();
-  assert.equal(dec(await readAll(c)), "bye");
+  assert.equal(dec(await readStream(c)), "bye");
   assert.equal(await p.server.closed, "go away");
   assert.equal(await p.client.closed, "go away");
   await p.close();
@@ -409,7 +409,7 @@ Deno.test("session/tcp: garbage after the preface kills only that session", asyn
   const s = await o;
   await s.write(enc("still fine"));
   await s.closeWrite();
-  assert.equal(dec(await readAll(s)), "still fine");
+  assert.equal(dec(await readStream(s)), "still fine");
   good.close();
   goodServer.close();
   await Promise.all([good.closed, goodServer.closed]);
@@ -564,7 +564,7 @@ Deno.test("session/raw: early DATA and HALF_CLOSE before STATUS wait for the ser
     status: 0,
     window: EARLY_WINDOW,
   });
-  assert.equal(await sha256(await readAll(s)), await sha256(early));
+  assert.equal(await sha256(await readStream(s)), await sha256(early));
   server.close();
   a.close();
 });
@@ -668,7 +668,7 @@ Deno.test("session/memory: early data reaches the server's reader after accept",
     const srv = await p.streams.next();
     const echoing = echo(srv);
     await c.opened;
-    assert.equal(dec(await readAll(c)), "GET / HTTP/1.0\r\n\r\n");
+    assert.equal(dec(await readStream(c)), "GET / HTTP/1.0\r\n\r\n");
     await echoing;
   } finally {
     await p.close();

@@ -13,7 +13,6 @@ import {
   curl,
   httpExchange,
   patternBytes,
-  readN,
   receiveOrFail,
   type SessionAgent,
   sessionAgent,
@@ -23,8 +22,8 @@ import {
   startHttpServer,
   startUdpResponder,
   withWatchedProxy,
-  writeFull,
 } from "../../tests/_lib/socks.ts";
+import { readExactly, writeAll } from "../../tests/_lib/net.ts";
 
 const WEB = "web.default.svc.cluster.local";
 
@@ -97,7 +96,7 @@ Deno.test("proxy over Session: half-close and 8 MiB echo through the tunnel (SHA
     await withTunnelProxy(async (port) => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       const name = new TextEncoder().encode("echo.test");
-      await writeFull(
+      await writeAll(
         conn,
         new Uint8Array([
           5,
@@ -113,7 +112,10 @@ Deno.test("proxy over Session: half-close and 8 MiB echo through the tunnel (SHA
           echo.port & 0xff,
         ]),
       );
-      assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      assert.deepEqual(
+        await readExactly(conn, 12),
+        new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+      );
       const data = patternBytes(8 * 1024 * 1024);
       await assertEchoed(conn, data);
       conn.close();
@@ -154,8 +156,8 @@ Deno.test("proxy over Session: UDP ASSOCIATE exchange travels as UDP streams", a
   try {
     await withTunnelProxy(async (port, agent) => {
       const ctl = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeFull(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
-      const reply = await readN(ctl, 12);
+      await writeAll(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+      const reply = await readExactly(ctl, 12);
       assert.deepEqual(reply.subarray(0, 10), new Uint8Array([5, 0, 5, 0, 0, 1, 127, 0, 0, 1]));
       const relay: Deno.NetAddr = {
         transport: "udp",
@@ -190,12 +192,12 @@ Deno.test("proxy over Session: 64 concurrent SOCKS connections each echo their o
       const one = async (i: number) => {
         const conn = await Deno.connect({ hostname: "127.0.0.1", port });
         try {
-          await writeFull(
+          await writeAll(
             conn,
             new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, echo.port >> 8, echo.port & 0xff]),
           );
           assert.deepEqual(
-            await readN(conn, 12),
+            await readExactly(conn, 12),
             new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
           );
           const data = patternBytes(64 * 1024 + i).subarray(i);
@@ -236,7 +238,7 @@ Deno.test("proxy over Session: a client that stops reading does not stall anothe
     const c = await flood.accept();
     const chunk = patternBytes(64 * 1024);
     try {
-      for (let i = 0; i < 1024; i++) await writeFull(c, chunk);
+      for (let i = 0; i < 1024; i++) await writeAll(c, chunk);
     } catch { /* the peer went away */ }
     c.close();
   })();
@@ -244,21 +246,24 @@ Deno.test("proxy over Session: a client that stops reading does not stall anothe
   try {
     await withTunnelProxy(async (port) => {
       const stalled = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeFull(
+      await writeAll(
         stalled,
         new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, floodPort >> 8, floodPort & 0xff]),
       );
       assert.deepEqual(
-        await readN(stalled, 12),
+        await readExactly(stalled, 12),
         new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
       );
       // `stalled` now never reads; the flood fills its stream's window and the buffers.
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeFull(
+      await writeAll(
         conn,
         new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, echo.port >> 8, echo.port & 0xff]),
       );
-      assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      assert.deepEqual(
+        await readExactly(conn, 12),
+        new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+      );
       const data = patternBytes(4 * 1024 * 1024);
       await assertEchoed(conn, data);
       conn.close();

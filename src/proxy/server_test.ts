@@ -14,16 +14,15 @@ import {
   fakeAgent,
   httpExchange,
   patternBytes,
-  readAll,
-  readN,
   receiveOrFail,
   sha256Hex,
   startEchoServer,
   startHttpServer,
   startUdpResponder,
   withWatchedProxy,
-  writeFull,
 } from "../../tests/_lib/socks.ts";
+import { dnsQuery } from "../../tests/_lib/dns.ts";
+import { readAll, readExactly, writeAll } from "../../tests/_lib/net.ts";
 
 const WEB = "web.default.svc.cluster.local";
 
@@ -67,8 +66,8 @@ async function withProxy(
 /** Connects and completes the no-auth greeting. */
 async function socksGreet(port: number): Promise<Deno.TcpConn> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await writeFull(conn, new Uint8Array([5, 1, 0]));
-  assert.deepEqual(await readN(conn, 2), new Uint8Array([5, 0]));
+  await writeAll(conn, new Uint8Array([5, 1, 0]));
+  assert.deepEqual(await readExactly(conn, 2), new Uint8Array([5, 0]));
   return conn;
 }
 
@@ -88,7 +87,7 @@ async function socksRequest(
 ): Promise<{ reply: Uint8Array; rest: Uint8Array }> {
   const conn = await socksGreet(port);
   try {
-    await writeFull(conn, request);
+    await writeAll(conn, request);
     const reply = await readAll(conn);
     return { reply: reply.subarray(0, 10), rest: reply.subarray(10) };
   } finally {
@@ -149,7 +148,7 @@ Deno.test("proxy: SOCKS5 CONNECT to an IPv6 address (ATYP 4) relays to [::1]", a
   const served = (async () => {
     const c = await echo.accept();
     const got = await readAll(c);
-    await writeFull(c, got);
+    await writeAll(c, got);
     c.close();
   })();
   try {
@@ -157,9 +156,9 @@ Deno.test("proxy: SOCKS5 CONNECT to an IPv6 address (ATYP 4) relays to [::1]", a
       const conn = await socksGreet(proxy.addr.port);
       const v6 = new Uint8Array(16);
       v6[15] = 1;
-      await writeFull(conn, new Uint8Array([5, 1, 0, 4, ...v6, echoPort >> 8, echoPort & 0xff]));
-      assert.deepEqual(await readN(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
-      await writeFull(conn, new TextEncoder().encode("ping6"));
+      await writeAll(conn, new Uint8Array([5, 1, 0, 4, ...v6, echoPort >> 8, echoPort & 0xff]));
+      assert.deepEqual(await readExactly(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      await writeAll(conn, new TextEncoder().encode("ping6"));
       await conn.closeWrite();
       assert.equal(new TextDecoder().decode(await readAll(conn)), "ping6");
       conn.close();
@@ -226,8 +225,8 @@ Deno.test("proxy: half-close is relayed both ways (echo of 4 MiB, SHA-256)", asy
   try {
     await withProxy(async ({ proxy }) => {
       const conn = await socksGreet(proxy.addr.port);
-      await writeFull(conn, domainRequest(1, "echo.test", echo.port));
-      assert.deepEqual(await readN(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      await writeAll(conn, domainRequest(1, "echo.test", echo.port));
+      assert.deepEqual(await readExactly(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
       const data = patternBytes(4 * 1024 * 1024);
       await assertEchoed(conn, data);
       conn.close();
@@ -243,7 +242,7 @@ Deno.test("proxy: the server's half-close reaches the client, which can still se
   const serverPort = (server.addr as Deno.NetAddr).port;
   const received = (async () => {
     const c = await server.accept();
-    await writeFull(c, new TextEncoder().encode("bye"));
+    await writeAll(c, new TextEncoder().encode("bye"));
     await c.closeWrite();
     const got = await readAll(c);
     c.close();
@@ -252,10 +251,10 @@ Deno.test("proxy: the server's half-close reaches the client, which can still se
   try {
     await withProxy(async ({ proxy }) => {
       const conn = await socksGreet(proxy.addr.port);
-      await writeFull(conn, ipv4Request(1, [127, 0, 0, 1], serverPort));
-      assert.deepEqual(await readN(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      await writeAll(conn, ipv4Request(1, [127, 0, 0, 1], serverPort));
+      assert.deepEqual(await readExactly(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
       assert.equal(new TextDecoder().decode(await readAll(conn)), "bye");
-      await writeFull(conn, new TextEncoder().encode("after EOF"));
+      await writeAll(conn, new TextEncoder().encode("after EOF"));
       await conn.closeWrite();
       assert.equal(await received, "after EOF");
       conn.close();
@@ -272,7 +271,7 @@ Deno.test("proxy: bytes pipelined right after the SOCKS request are relayed", as
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.addr.port });
       const req = domainRequest(1, "echo.test", echo.port);
       const payload = new TextEncoder().encode("early bytes");
-      await writeFull(conn, new Uint8Array([5, 1, 0, ...req, ...payload]));
+      await writeAll(conn, new Uint8Array([5, 1, 0, ...req, ...payload]));
       await conn.closeWrite();
       const all = await readAll(conn);
       conn.close();
@@ -363,7 +362,7 @@ Deno.test("proxy: malformed input gets the proper error reply and nothing is dia
     const port = proxy.addr.port;
     const raw = async (bytes: number[]): Promise<Uint8Array> => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeFull(conn, new Uint8Array(bytes));
+      await writeAll(conn, new Uint8Array(bytes));
       const out = await readAll(conn);
       conn.close();
       return out;
@@ -422,7 +421,7 @@ Deno.test("proxy: malformed input gets the proper error reply and nothing is dia
 Deno.test("proxy: a silent client is dropped after the handshake timeout", async () => {
   await withProxy(async ({ proxy }) => {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.addr.port });
-    await writeFull(conn, new Uint8Array([5])); // incomplete greeting, then silence
+    await writeAll(conn, new Uint8Array([5])); // incomplete greeting, then silence
     assert.equal((await readAll(conn)).length, 0);
     conn.close();
   }, { handshakeTimeoutMs: 200 });
@@ -444,9 +443,9 @@ Deno.test("proxy: the handshake timeout does not cut a slow agent answer", async
   });
   try {
     const conn = await socksGreet(proxy.addr.port);
-    await writeFull(conn, domainRequest(1, "echo.test", echo.port));
-    assert.deepEqual(await readN(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
-    await writeFull(conn, new TextEncoder().encode("slow"));
+    await writeAll(conn, domainRequest(1, "echo.test", echo.port));
+    assert.deepEqual(await readExactly(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+    await writeAll(conn, new TextEncoder().encode("slow"));
     await conn.closeWrite();
     assert.equal(new TextDecoder().decode(await readAll(conn)), "slow<eof seen>");
     conn.close();
@@ -470,7 +469,7 @@ Deno.test("proxy: fuzzed greetings and requests leave the proxy serving", async 
       fc.asyncProperty(input, async (bytes) => {
         const conn = await Deno.connect({ hostname: "127.0.0.1", port });
         try {
-          await writeFull(conn, bytes);
+          await writeAll(conn, bytes);
           await conn.closeWrite();
           // The proxy must answer (or not) and close: readAll returns.
           const out = await readAll(conn, 1 << 16);
@@ -512,8 +511,8 @@ Deno.test("proxy: listening on ::1, CONNECT and UDP ASSOCIATE use IPv6 addresses
       assert.equal(r.code, 0, r.stderr);
       assert.equal(new TextDecoder().decode(r.stdout), `hello via ${WEB}:${http}\n`);
       const ctl = await Deno.connect({ hostname: "::1", port: proxy.addr.port });
-      await writeFull(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
-      const reply = await readN(ctl, 2 + 4 + 16 + 2);
+      await writeAll(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+      const reply = await readExactly(ctl, 2 + 4 + 16 + 2);
       const loop6 = new Uint8Array(16);
       loop6[15] = 1;
       // The relay is on the address the client reached: ATYP 4, ::1.
@@ -546,8 +545,8 @@ Deno.test("proxy: close() ends relayed connections", async () => {
       log: () => {},
     });
     const conn = await socksGreet(proxy.addr.port);
-    await writeFull(conn, domainRequest(1, "echo.test", echo.port));
-    assert.deepEqual(await readN(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+    await writeAll(conn, domainRequest(1, "echo.test", echo.port));
+    assert.deepEqual(await readExactly(conn, 10), new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
     await proxy.close();
     assert.equal((await readAll(conn)).length, 0);
     conn.close();
@@ -564,36 +563,12 @@ function udpPacket(atypAddr: number[], port: number, data: Uint8Array): Uint8Arr
 }
 
 /** A DNS-like query: id, flags, one question. */
-function dnsQuery(id: number, name: string): Uint8Array {
-  const labels = name.split(".").flatMap((l) => [l.length, ...new TextEncoder().encode(l)]);
-  return new Uint8Array([
-    id >> 8,
-    id & 0xff,
-    1,
-    0,
-    0,
-    1,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    ...labels,
-    0,
-    0,
-    1,
-    0,
-    1,
-  ]);
-}
-
 async function udpAssociate(
   proxyPort: number,
 ): Promise<{ ctl: Deno.TcpConn; relay: Deno.NetAddr }> {
   const ctl = await socksGreet(proxyPort);
-  await writeFull(ctl, ipv4Request(3, [0, 0, 0, 0], 0));
-  const reply = await readN(ctl, 10);
+  await writeAll(ctl, ipv4Request(3, [0, 0, 0, 0], 0));
+  const reply = await readExactly(ctl, 10);
   assert.deepEqual(reply.subarray(0, 4), new Uint8Array([5, 0, 0, 1]));
   assert.deepEqual(reply.subarray(4, 8), new Uint8Array([127, 0, 0, 1]));
   const relayPort = (reply[8] << 8) | reply[9];

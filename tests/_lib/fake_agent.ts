@@ -9,6 +9,7 @@
 import { decodeHeader, type Header } from "../../src/protocol/header.ts";
 import { ResetReason, Session, type Stream, type Transport } from "../../src/mux/mod.ts";
 import { memoryTransportPair } from "./memory_transport.ts";
+import { concat } from "./net.ts";
 import { acceptPreface } from "./session.ts";
 
 /**
@@ -115,11 +116,5 @@ async function echo(stream: Stream): Promise<Uint8Array> {
     await stream.write(chunk);
   }
   await stream.closeWrite();
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concat(parts);
 }

@@ -6,6 +6,7 @@
  */
 
 import type { OpenedStream } from "../../src/forward/listener.ts";
+import { concat } from "./net.ts";
 
 /** A fake OpenedStream. With `echo`, every write is read back and closeWrite() ends the reads. */
 export class FakeStream implements OpenedStream {
@@ -52,13 +53,7 @@ export class FakeStream implements OpenedStream {
 
   /** All bytes written so far, as one array. */
   bytes(): Uint8Array {
-    const out = new Uint8Array(this.written.reduce((n, c) => n + c.length, 0));
-    let off = 0;
-    for (const c of this.written) {
-      out.set(c, off);
-      off += c.length;
-    }
-    return out;
+    return concat(this.written);
   }
 
   /** Resolves once at least `n` bytes were written. */

@@ -135,25 +135,6 @@ export async function drain(stream: Stream): Promise<{ bytes: number; sha256: st
   return { bytes, sha256: h.digest("hex") };
 }
 
-/** Reads a stream to EOF and returns everything as one array. */
-export async function readAll(stream: { read(): Promise<Uint8Array | null> }): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  while (true) {
-    const chunk = await stream.read();
-    if (chunk === null) break;
-    parts.push(chunk);
-    n += chunk.length;
-  }
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 /**
  * Writes `total` bytes of pseudo-random data in `chunk`-sized writes, then half-closes;
  * returns the SHA-256 (hex) of what was sent.

@@ -18,7 +18,8 @@ import { Session, type Stream } from "../../src/mux/mod.ts";
 import { prefixedTransport, type Transport } from "../../src/mux/mod.ts";
 import { memoryTransportPair } from "./memory_transport.ts";
 import { PREFACE } from "../../src/protocol/mux.ts";
-import { curlNoProxy, writeAll } from "./net.ts";
+import { startTcpEcho, type TcpEcho } from "./echo.ts";
+import { curlNoProxy, readAll, writeAll } from "./net.ts";
 
 /** What the fake agent's `openStream` rejects with (like `StreamRejectedError`). */
 export class FakeRejectedError extends Error {
@@ -222,58 +223,8 @@ export function startHttpServer(): { port: number; server: Deno.HttpServer<Deno.
 export const ECHO_EOF_TRAILER = new TextEncoder().encode("<eof seen>");
 
 /** A TCP echo server that echoes until EOF, then writes {@link ECHO_EOF_TRAILER} and half-closes. */
-export function startEchoServer(): { port: number; close: () => Promise<void> } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const tasks = new Set<Promise<void>>();
-  const conns = new Set<Deno.Conn>();
-  const loop = (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      conns.add(conn);
-      const t = (async () => {
-        const buf = new Uint8Array(65536);
-        try {
-          for (;;) {
-            const n = await conn.read(buf);
-            if (n === null) break;
-            let off = 0;
-            while (off < n) off += await conn.write(buf.subarray(off, n));
-          }
-          await conn.write(ECHO_EOF_TRAILER);
-          await conn.closeWrite();
-          // Wait for the peer to close.
-          while ((await conn.read(buf)) !== null) { /* drain */ }
-        } catch {
-          /* closed */
-        } finally {
-          conns.delete(conn);
-          try {
-            conn.close();
-          } catch { /* ignore */ }
-        }
-      })();
-      tasks.add(t);
-      t.finally(() => tasks.delete(t));
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      await loop;
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* ignore */ }
-      }
-      await Promise.all([...tasks]);
-    },
-  };
+export function startEchoServer(): TcpEcho {
+  return startTcpEcho("127.0.0.1", ECHO_EOF_TRAILER);
 }
 
 /** A UDP responder: answers each datagram with a copy whose byte 2 has the DNS QR bit set. */
@@ -330,35 +281,6 @@ export async function sha256Hex(data: Uint8Array): Promise<string> {
 export function curl(args: string[]): ReturnType<typeof curlNoProxy> {
   return curlNoProxy(args, 20);
 }
-
-/** Reads from `conn` until EOF (or `max` bytes). */
-export async function readAll(conn: Deno.Conn, max = 1 << 26): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    let n: number | null;
-    try {
-      n = await conn.read(buf);
-    } catch (err) {
-      if (err instanceof Deno.errors.ConnectionReset) break;
-      throw err;
-    }
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-    total += n;
-    if (total >= max) break;
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
-}
-
-export { readExactly as readN, writeAll as writeFull } from "./net.ts";
 
 /**
  * Sends `data` through `conn` to a {@link startEchoServer} echo, half-closes, and asserts that

@@ -12,21 +12,19 @@ import type { ProxyServer } from "../../src/proxy/server.ts";
 import { Session } from "../../src/mux/mod.ts";
 import { connTransport } from "../../src/mux/mod.ts";
 import { type AgentProcess, canUnshareMount, startAgentProcess } from "../_lib/agent.ts";
-import { type FakeDns, startFakeDns } from "../_lib/dns.ts";
-import { closedPort, randomLoopback } from "../_lib/net.ts";
+import { dnsQuery, type FakeDns, startFakeDns } from "../_lib/dns.ts";
+import { closedPort, randomLoopback, readExactly, writeAll } from "../_lib/net.ts";
 import {
   assertEchoed,
   curl,
   httpExchange,
   patternBytes,
-  readN,
   receiveOrFail,
   sha256Hex,
   socksExchange,
   startEchoServer,
   startHttpServer,
   withWatchedProxy,
-  writeFull,
 } from "../_lib/socks.ts";
 
 const canUnshare = await canUnshareMount();
@@ -114,11 +112,14 @@ Deno.test({
   async fn() {
     await withAgentProxy(async ({ proxy, echo }) => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.addr.port });
-      await writeFull(
+      await writeAll(
         conn,
         new Uint8Array([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, echo >> 8, echo & 0xff]),
       );
-      assert.deepEqual(await readN(conn, 12), new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      assert.deepEqual(
+        await readExactly(conn, 12),
+        new Uint8Array([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+      );
       const data = patternBytes(4 * 1024 * 1024);
       await assertEchoed(conn, data);
       conn.close();
@@ -154,31 +155,6 @@ Deno.test({
   },
 });
 
-/** A DNS query for an A record. */
-function dnsQuery(id: number, name: string): Uint8Array {
-  const labels = name.split(".").flatMap((l) => [l.length, ...new TextEncoder().encode(l)]);
-  return new Uint8Array([
-    id >> 8,
-    id & 0xff,
-    1,
-    0,
-    0,
-    1,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    ...labels,
-    0,
-    0,
-    1,
-    0,
-    1,
-  ]);
-}
-
 Deno.test({
   name: "proxy + agent: UDP ASSOCIATE carries a real DNS query to the cluster's DNS server",
   ignore: !canUnshare,
@@ -187,8 +163,8 @@ Deno.test({
     try {
       await withAgentProxy(async ({ proxy, dns, logs }) => {
         const ctl = await Deno.connect({ hostname: "127.0.0.1", port: proxy.addr.port });
-        await writeFull(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
-        const reply = await readN(ctl, 12);
+        await writeAll(ctl, new Uint8Array([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+        const reply = await readExactly(ctl, 12);
         assert.deepEqual(reply.subarray(0, 10), new Uint8Array([5, 0, 5, 0, 0, 1, 127, 0, 0, 1]));
         const relay: Deno.NetAddr = {
           transport: "udp",

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { type ClusterState, parseJsonStream, sharedCluster, startCluster } from "./cluster.ts";
 import { isAlive, listeningTcpPorts } from "./proc.ts";
+import { startTcpEcho } from "../_lib/echo.ts";
 
 interface Out {
   code: number;
@@ -225,54 +226,6 @@ async function sha256(data: Uint8Array<ArrayBuffer>): Promise<string> {
   return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Echo server on 127.0.0.1 (random port); closes when `close()` is called. */
-function echoServer(): { port: number; close: () => Promise<void> } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const tasks: Promise<void>[] = [];
-  const accept = (async () => {
-    try {
-      for await (const conn of listener) {
-        conns.add(conn);
-        tasks.push((async () => {
-          const buf = new Uint8Array(65536);
-          try {
-            for (;;) {
-              const n = await conn.read(buf);
-              if (n === null) break;
-              let off = 0;
-              while (off < n) off += await conn.write(buf.subarray(off, n));
-            }
-            await conn.closeWrite();
-          } catch {
-            // peer went away
-          } finally {
-            conns.delete(conn);
-            try {
-              conn.close();
-            } catch { /* closed */ }
-          }
-        })());
-      }
-    } catch {
-      // listener closed
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    close: async () => {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      await accept;
-      await Promise.all(tasks);
-    },
-  };
-}
-
 /**
  * Port-forward to pod/echo port 7 over a raw WebSocket (`v4.channel.k8s.io`: every message is
  * a channel byte + payload; channel 0 data, 1 errors; each starts with the 2-byte port).
@@ -349,7 +302,7 @@ Deno.test({
   async fn() {
     const c = await startCluster({ runtime: false, log: () => {} });
     const state = JSON.parse(await Deno.readTextFile(`${c.dir}/state.json`)) as ClusterState;
-    const echo = echoServer();
+    const echo = startTcpEcho();
     let pf: Deno.ChildProcess | undefined;
     try {
       await ok(
