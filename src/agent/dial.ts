@@ -17,7 +17,7 @@
 import { lookup } from "node:dns/promises";
 import { errorText } from "../errors.ts";
 import { Status } from "../protocol/status.ts";
-import type { Address } from "../protocol/addr.ts";
+import { type Address, hostPort } from "../protocol/addr.ts";
 
 /** A dial failure with its status and a detail for the log. */
 export class DialError extends Error {
@@ -130,7 +130,7 @@ export async function dialTcp(
   for (const ip of ips) {
     const remaining = deadline - Date.now();
     if (remaining <= 0) {
-      last = new DialError(Status.ConnectTimeout, `connect ${ip}:${port}: timeout`);
+      last = new DialError(Status.ConnectTimeout, `connect ${hostPort(ip, port)}: timeout`);
       break;
     }
     const ac = new AbortController();
@@ -158,8 +158,8 @@ export async function dialTcp(
       return conn;
     } catch (e) {
       last = timedOut
-        ? new DialError(Status.ConnectTimeout, `connect ${ip}:${port}: i/o timeout`)
-        : new DialError(connectErrorStatus(e), `connect ${ip}:${port}: ${errorText(e)}`);
+        ? new DialError(Status.ConnectTimeout, `connect ${hostPort(ip, port)}: i/o timeout`)
+        : new DialError(connectErrorStatus(e), `connect ${hostPort(ip, port)}: ${errorText(e)}`);
     } finally {
       clearTimeout(timer);
     }

@@ -130,7 +130,7 @@ function serveUdp(
       while (!closed) {
         const [data, remote] = await socket.receive(buf);
         const client = remote as Deno.NetAddr;
-        const key = `${client.hostname}:${client.port}`;
+        const key = hostPort(client.hostname, client.port);
         let flow = flows.get(key);
         if (!flow) {
           if (!accepting || data.length > 65535) continue;

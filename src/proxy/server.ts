@@ -410,7 +410,9 @@ class Proxy implements ProxyServer {
         }),
       );
       if (this.#verbose >= 2) {
-        this.#log(`UDP association for ${remote.hostname}:${remote.port} on port ${bound.port}`);
+        this.#log(
+          `UDP association for ${hostPort(remote.hostname, remote.port)} on port ${bound.port}`,
+        );
       }
       // The association lives until the control connection ends.
       reader.leftover();
