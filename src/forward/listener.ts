@@ -5,6 +5,7 @@
  * @module
  */
 
+import { hostPort } from "../protocol/addr.ts";
 import type { RelayStream } from "./pipe.ts";
 
 /**
@@ -57,4 +58,37 @@ export interface Listener {
   readonly active: number;
   /** Closes everything. */
   close(): void;
+}
+
+/**
+ * The BoundSocket of a bound `socket` (a TCP listener or a UDP socket): `serve(ctx, port)` may
+ * run once; `close` releases the socket unserved.
+ */
+export function boundSocket(
+  socket: { readonly addr: Deno.Addr; close(): void },
+  address: string,
+  protocol: "tcp" | "udp",
+  serve: (ctx: ForwardContext, port: number) => Listener,
+): BoundSocket {
+  const port = (socket.addr as Deno.NetAddr).port;
+  let served = false;
+  return {
+    address,
+    port,
+    protocol,
+    serve(ctx) {
+      if (served) {
+        throw new Error(`${protocol} socket ${hostPort(address, port)} is served already`);
+      }
+      served = true;
+      return serve(ctx, port);
+    },
+    close() {
+      try {
+        socket.close();
+      } catch {
+        // closed
+      }
+    },
+  };
 }

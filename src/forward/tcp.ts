@@ -6,31 +6,13 @@
 
 import { StreamResetError } from "../mux/mod.ts";
 import { hostPort } from "../protocol/addr.ts";
-import type { BoundSocket, ForwardContext, Listener } from "./listener.ts";
+import { type BoundSocket, boundSocket, type ForwardContext, type Listener } from "./listener.ts";
 import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
 
 /** Binds a TCP socket (port 0 = random); `serve` then relays each connection through a stream. */
 export function bindTcp(address: string, port: number): BoundSocket {
-  const listener = Deno.listen({ hostname: address, port, transport: "tcp" });
-  const boundPort = (listener.addr as Deno.NetAddr).port;
-  let served = false;
-  return {
-    address,
-    port: boundPort,
-    protocol: "tcp",
-    serve(ctx) {
-      if (served) throw new Error(`${hostPort(address, boundPort)} is served already`);
-      served = true;
-      return serveTcp(listener, address, boundPort, ctx);
-    },
-    close() {
-      try {
-        listener.close();
-      } catch {
-        // closed
-      }
-    },
-  };
+  const l = Deno.listen({ hostname: address, port, transport: "tcp" });
+  return boundSocket(l, address, "tcp", (ctx, bound) => serveTcp(l, address, bound, ctx));
 }
 
 function serveTcp(

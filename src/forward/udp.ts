@@ -7,7 +7,13 @@
 
 import { hostPort } from "../protocol/addr.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../protocol/udp.ts";
-import type { BoundSocket, ForwardContext, Listener, OpenedStream } from "./listener.ts";
+import {
+  type BoundSocket,
+  boundSocket,
+  type ForwardContext,
+  type Listener,
+  type OpenedStream,
+} from "./listener.ts";
 
 /** Datagrams queued per flow while its stream is opening; more are dropped (as a network would). */
 const MAX_PENDING = 256;
@@ -39,26 +45,8 @@ function send(flow: Flow, stream: OpenedStream, dg: Uint8Array): void {
  * address:port. Flows idle for `idleMs` are closed.
  */
 export function bindUdp(address: string, port: number, idleMs = 60_000): BoundSocket {
-  const socket = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
-  const boundPort = (socket.addr as Deno.NetAddr).port;
-  let served = false;
-  return {
-    address,
-    port: boundPort,
-    protocol: "udp",
-    serve(ctx) {
-      if (served) throw new Error(`${hostPort(address, boundPort)} (udp) is served already`);
-      served = true;
-      return serveUdp(socket, address, boundPort, ctx, idleMs);
-    },
-    close() {
-      try {
-        socket.close();
-      } catch {
-        // closed
-      }
-    },
-  };
+  const s = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
+  return boundSocket(s, address, "udp", (ctx, bound) => serveUdp(s, address, bound, ctx, idleMs));
 }
 
 function serveUdp(
