@@ -15,8 +15,9 @@
  */
 
 import { lookup } from "node:dns/promises";
+import { errorText } from "../errors.ts";
 import { Status } from "../protocol/status.ts";
-import type { Address } from "../protocol/header.ts";
+import { type Address, hostPort } from "../protocol/addr.ts";
 
 /** A dial failure with its status and a detail for the log. */
 export class DialError extends Error {
@@ -63,7 +64,7 @@ export function connectErrorStatus(e: unknown): Status {
   if (e instanceof Deno.errors.ConnectionRefused) return Status.ConnectionRefused;
   if (e instanceof Deno.errors.TimedOut) return Status.ConnectTimeout;
   if (e instanceof Deno.errors.NetworkUnreachable) return Status.NetworkUnreachable;
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = errorText(e);
   if (/connection refused/i.test(msg)) return Status.ConnectionRefused;
   if (/timed out/i.test(msg)) return Status.ConnectTimeout;
   if (/network is unreachable|no route to host|host is unreachable/i.test(msg)) {
@@ -71,10 +72,6 @@ export function connectErrorStatus(e: unknown): Status {
   }
   if (/failed to lookup address|name or service not known/i.test(msg)) return Status.NoSuchHost;
   return Status.UnknownError;
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
 /**
@@ -133,7 +130,7 @@ export async function dialTcp(
   for (const ip of ips) {
     const remaining = deadline - Date.now();
     if (remaining <= 0) {
-      last = new DialError(Status.ConnectTimeout, `connect ${ip}:${port}: timeout`);
+      last = new DialError(Status.ConnectTimeout, `connect ${hostPort(ip, port)}: timeout`);
       break;
     }
     const ac = new AbortController();
@@ -161,8 +158,8 @@ export async function dialTcp(
       return conn;
     } catch (e) {
       last = timedOut
-        ? new DialError(Status.ConnectTimeout, `connect ${ip}:${port}: i/o timeout`)
-        : new DialError(connectErrorStatus(e), `connect ${ip}:${port}: ${errorText(e)}`);
+        ? new DialError(Status.ConnectTimeout, `connect ${hostPort(ip, port)}: i/o timeout`)
+        : new DialError(connectErrorStatus(e), `connect ${hostPort(ip, port)}: ${errorText(e)}`);
     } finally {
       clearTimeout(timer);
     }

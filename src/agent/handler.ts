@@ -5,6 +5,8 @@
  * @module
  */
 
+import { errorText } from "../errors.ts";
+import { hostPort } from "../protocol/addr.ts";
 import { decodeHeader, formatDestination, type Header } from "../protocol/header.ts";
 import { Status, statusMessage } from "../protocol/status.ts";
 import { DialError, dialTcp, resolveAddress, type Resolver } from "./dial.ts";
@@ -60,7 +62,7 @@ export async function handleRequest(
   ctx.log.log(1, id, `${dest}: request (${via})`);
   const refuse = async (e: unknown) => {
     const status = e instanceof DialError ? e.status : Status.UnknownError;
-    const detail = e instanceof Error ? e.message : String(e);
+    const detail = errorText(e);
     ctx.log.log(0, id, `${dest}: failed: ${statusMessage(status)} (${detail})`);
     await client.reject(status).catch(() => {});
   };
@@ -88,7 +90,7 @@ export async function handleRequest(
       ctx.log.log(
         0,
         id,
-        `${dest}: connected to ${remote.hostname}:${remote.port} (${via}, ${
+        `${dest}: connected to ${hostPort(remote.hostname, remote.port)} (${via}, ${
           Date.now() - started
         }ms)`,
       );
@@ -117,7 +119,7 @@ export async function handleRequest(
         ctx.log.log(0, id, `${dest}: client gone before status: ${e}`);
         return;
       }
-      ctx.log.log(0, id, `${dest}: udp flow to ${ip}:${h.port} (${via})`);
+      ctx.log.log(0, id, `${dest}: udp flow to ${hostPort(ip, h.port)} (${via})`);
       const r = await relayUdp(client, socket, ip, h.port, ctx.udpIdleMs);
       ctx.log.log(
         0,

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { parseDuration } from "../protocol/duration.ts";
+
 /** Parsed agent options (durations in milliseconds). */
 export interface AgentOptions {
   /** Address to listen on (IPv6 without brackets). */
@@ -47,25 +49,16 @@ export class AgentUsageError extends Error {
   }
 }
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** Parses a Go-style duration (`500ms`, `30s`, `1m30s`, `2h`, `0`); a bare number means seconds. */
+/**
+ * Parses a duration flag's value (protocol/duration.ts: `500ms`, `1m30s`, `2h`, a bare integer
+ * means seconds). Throws AgentUsageError on bad input.
+ */
 export function parseAgentDuration(text: string, flag: string): number {
-  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
-  let total = 0;
-  let pos = 0;
-  while (pos < text.length) {
-    re.lastIndex = pos;
-    const m = re.exec(text);
-    if (!m) break;
-    total += Number(m[1]) * UNITS[m[2]];
-    pos = re.lastIndex;
-  }
-  if (text === "" || pos !== text.length) {
+  const ms = parseDuration(text);
+  if (ms === undefined) {
     throw new AgentUsageError(`invalid duration ${JSON.stringify(text)} for ${flag}`);
   }
-  return Math.round(total);
+  return ms;
 }
 
 /** Splits `HOST:PORT` / `[V6]:PORT` / `:PORT`. */

@@ -9,7 +9,8 @@
  * @module
  */
 
-import { formatIpv6, parseIpv4, parseIpv6 } from "../protocol/header.ts";
+import { errorText } from "../errors.ts";
+import { formatIpv6, parseIpv4, parseIpv6 } from "../protocol/addr.ts";
 import { encodeUdpFrame, MAX_DATAGRAM, UdpFrameDecoder } from "../protocol/udp.ts";
 import type { Endpoint } from "./endpoint.ts";
 
@@ -108,7 +109,7 @@ export async function relayUdp(
         }
       }
     } catch (e) {
-      if (!ended) end(`client→destination: ${e instanceof Error ? e.message : e}`, true);
+      if (!ended) end(`client→destination: ${errorText(e)}`, true);
     }
   };
 
@@ -129,7 +130,7 @@ export async function relayUdp(
         result.received++;
       }
     } catch (e) {
-      if (!ended) end(`destination→client: ${e instanceof Error ? e.message : e}`, true);
+      if (!ended) end(`destination→client: ${errorText(e)}`, true);
     }
   };
 

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { hostPort } from "../protocol/addr.ts";
 import { decodeHeader, MAX_HEADER_LENGTH } from "../protocol/header.ts";
 import { PREFACE } from "../protocol/mux.ts";
 import { Status } from "../protocol/status.ts";
@@ -43,13 +44,9 @@ export interface AgentServer {
   close(reason?: string): void;
 }
 
-function hostPort(a: Deno.NetAddr): string {
-  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-}
-
 /** Formats the readiness line printed on stdout. */
 export function listeningLine(a: Deno.NetAddr): string {
-  return `listening on ${hostPort(a)}`;
+  return `listening on ${hostPort(a.hostname, a.port)}`;
 }
 
 /** Starts listening; returns once bound. */
@@ -107,7 +104,10 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
   };
   armIdle();
 
-  const peer = (c: Deno.Conn) => hostPort(c.remoteAddr as Deno.NetAddr);
+  const peer = (c: Deno.Conn) => {
+    const a = c.remoteAddr as Deno.NetAddr;
+    return hostPort(a.hostname, a.port);
+  };
 
   /** Reads until `want` bytes are buffered (or EOF / limit). */
   const readAtLeast = async (

@@ -1,16 +1,16 @@
 /**
- * One `kubectl relay proxy` run: start the agent, then a SOCKS5 / HTTP CONNECT proxy on each
- * listen address, its connections dialled through the tunnel.
+ * One `kubectl relay proxy` run: bind the proxy's sockets, start the agent, then serve SOCKS5 /
+ * HTTP CONNECT on each listen address, its connections dialled through the tunnel.
  *
  * @module
  */
 
 import { UsageError } from "../errors.ts";
-import { proxyListeningMessage, type ProxyServer, startProxy } from "../proxy/server.ts";
+import { bindProxy, type BoundProxy, proxyListeningMessage } from "../proxy/server.ts";
 import { expandAddresses } from "../spec/request.ts";
 import { connectAgent, kubeClient } from "./connect.ts";
 import type { ClientOptions, Io } from "./options.ts";
-import type { Relay } from "./relay.ts";
+import { type Run, runOf } from "./run.ts";
 
 /** Where the proxy listens: `--address` values (default 127.0.0.1) and `--port` (default 1080). */
 export interface ProxyListen {
@@ -18,55 +18,44 @@ export interface ProxyListen {
   port?: number;
 }
 
-/** Starts the agent, then a SOCKS5 / HTTP CONNECT proxy on each address. */
+/** Binds the proxy on each address (before anything is created in the cluster), then serves. */
 export async function startProxyRelay(
   opts: ClientOptions,
   listen: ProxyListen,
   io: Io,
-): Promise<Relay> {
+): Promise<Run> {
   const patch = opts.agentPatch;
   const port = listen.port ?? 1080;
   if (port > 65535) throw new UsageError(`invalid port ${port}`);
-  const addresses = expandAddresses(listen.address);
-  const client = await kubeClient(opts.kube);
-  const conn = await connectAgent(client, opts, io, patch);
-  const servers: ProxyServer[] = [];
+  const bound: BoundProxy[] = [];
+  const release = () => bound.forEach((b) => b.close());
   try {
-    for (const hostname of addresses) {
-      servers.push(
-        await startProxy({
-          hostname,
-          port,
-          openStream: (header) => conn.tunnel.openStream(header),
-          log: (line) => io.out(line),
-          logError: io.err,
-          verbose: opts.verbosity,
-        }),
-      );
+    for (const hostname of expandAddresses(listen.address)) {
+      bound.push(bindProxy(hostname, port));
     }
   } catch (e) {
-    await Promise.all(servers.map((s) => s.close()));
-    conn.tunnel.close();
-    await conn.agents.deleteAll();
+    release();
     if (e instanceof Deno.errors.AddrInUse) {
       throw new UsageError(`unable to listen on port ${port}: address already in use`);
     }
     throw e;
   }
+  let conn;
+  try {
+    conn = await connectAgent(await kubeClient(opts.kube), opts, io, patch);
+  } catch (e) {
+    release();
+    throw e;
+  }
+  const tunnel = conn.tunnel;
+  const servers = bound.map((b) =>
+    b.serve({
+      openStream: (header) => tunnel.openStream(header),
+      log: io.out,
+      logError: io.err,
+      verbose: opts.verbosity,
+    })
+  );
   for (const s of servers) io.out(proxyListeningMessage(s.addr));
-  let stopping: Promise<void> | undefined;
-  return {
-    listeners: [],
-    get agent() {
-      return conn.agent();
-    },
-    shutdown() {
-      stopping ??= (async () => {
-        await Promise.all(servers.map((s) => s.close()));
-        conn.tunnel.close();
-        await conn.agents.deleteAll();
-      })();
-      return stopping;
-    },
-  };
+  return runOf(conn, servers);
 }

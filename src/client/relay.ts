@@ -1,6 +1,6 @@
 /**
  * One port-forwarding run: bind the local ports, resolve the targets, start the agent and its
- * tunnel, then relay each local connection through a stream. In direct mode (`--direct`, or a
+ * tunnel, then serve each local port, one stream per connection. In direct mode (`--direct`, or a
  * user who may not create the agent's Job) there is no agent: each connection is a port-forward
  * to the target pod (src/client/direct.ts).
  *
@@ -8,75 +8,44 @@
  */
 
 import { UsageError } from "../errors.ts";
-import type { AgentHandle, AgentManager } from "../kube/agent.ts";
+import { accessAllowed, forbiddenMessage } from "../kube/access_review.ts";
+import type { KubeClient } from "../kube/client.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
-import {
-  type ForwardContext,
-  hostPort,
-  type Listener,
-  type OpenedStream,
-} from "../forward/listener.ts";
-import { forwardingLine, listenTcp } from "../forward/tcp.ts";
-import { listenUdp } from "../forward/udp.ts";
+import type { BoundSocket, OpenedStream } from "../forward/listener.ts";
+import { bindTcp, forwardingLine } from "../forward/tcp.ts";
+import { bindUdp } from "../forward/udp.ts";
+import { hostPort } from "../protocol/addr.ts";
 import type { PortSpec } from "../spec/ports.ts";
 import type { ForwardRequest } from "../spec/request.ts";
-import { accessAllowed, forbiddenMessage } from "../kube/access_review.ts";
-import { connectAgent, kubeClient } from "./connect.ts";
+import { type AgentConnection, connectAgent, kubeClient } from "./connect.ts";
 import { directOpener, directProblem } from "./direct.ts";
 import { streamOpener } from "./opener.ts";
 import { type ClientOptions, type Io, logger } from "./options.ts";
-import type { Tunnel } from "./tunnel.ts";
+import { type Run, runOf } from "./run.ts";
 
-/** A running relay (or proxy): its agent, tunnel and listeners. */
-export interface Relay {
-  listeners: { listener: Listener; remote: string }[];
-  /** The agent; none in direct mode. */
-  agent: AgentHandle | undefined;
-  /** Graceful stop: stop accepting, let streams finish (bounded), delete the agent. */
-  shutdown(graceMs?: number): Promise<void>;
+/** One bound local socket and what it forwards to. */
+export interface BoundPort {
+  socket: BoundSocket;
+  spec: PortSpec;
+  /** Index of its request (and of the request's resolved target). */
+  req: number;
 }
 
 /**
- * Starts a relay for the forwarding requests. Errors are thrown (UsageError for user mistakes);
- * whatever was created in the cluster is deleted first.
+ * Binds every local socket of the requests. The same port spec on several addresses gets the same
+ * port (the first one's, when the kernel chose it). A port that cannot be bound is a UsageError;
+ * the sockets bound so far are released.
  */
-export async function startRelay(
-  opts: ClientOptions,
-  requests: ForwardRequest[],
-  io: Io,
-): Promise<Relay> {
-  const log = logger(opts.verbosity, io);
-  // `startup:` lines (-v=1) time each phase of the start; bench/ reads them.
-  log(1, "startup: started");
-  const patch = opts.agentPatch;
-  let direct = opts.direct ?? false;
-  if (direct) {
-    const problem = directProblem(requests);
-    if (problem) throw new UsageError(problem);
-  }
-
-  // Bind every local port first, so a port clash fails before anything is created in the cluster.
-  const bound: { listener: Listener; spec: PortSpec; req: number }[] = [];
-  // Listeners are bound before the tunnel exists: their first connections wait for the opener.
-  type RequestOpener = (req: number, spec: PortSpec) => Promise<OpenedStream>;
-  let setOpener!: (o: RequestOpener) => void;
-  const opener = new Promise<RequestOpener>((resolve) => (setOpener = resolve));
-  const ctxFor = (req: number): ForwardContext => ({
-    open: async (spec) => (await opener)(req, spec),
-    out: io.out,
-    err: io.err,
-    log,
-  });
+export function bindAll(requests: readonly ForwardRequest[]): BoundPort[] {
+  const bound: BoundPort[] = [];
   try {
-    requests.forEach((r, i) => {
+    requests.forEach((r, req) => {
       for (const spec of r.ports) {
         for (const addr of r.addresses) {
-          const port = bound.find((b) => b.spec === spec)?.listener.port ?? spec.local;
+          const port = bound.find((b) => b.spec === spec)?.socket.port ?? spec.local;
           try {
-            const l = spec.protocol === "udp"
-              ? listenUdp(addr, port, spec, ctxFor(i))
-              : listenTcp(addr, port, spec, ctxFor(i));
-            bound.push({ listener: l, spec, req: i });
+            const socket = spec.protocol === "udp" ? bindUdp(addr, port) : bindTcp(addr, port);
+            bound.push({ socket, spec, req });
           } catch (e) {
             if (
               !(e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.AddrNotAvailable ||
@@ -91,100 +60,112 @@ export async function startRelay(
       }
     });
   } catch (e) {
-    bound.forEach((b) => b.listener.close());
+    bound.forEach((b) => b.socket.close());
     throw e;
   }
+  return bound;
+}
 
+/**
+ * Starts a relay for the forwarding requests. Errors are thrown (UsageError for user mistakes);
+ * whatever was created in the cluster is deleted first.
+ */
+export async function startRelay(
+  opts: ClientOptions,
+  requests: ForwardRequest[],
+  io: Io,
+): Promise<Run> {
+  const log = logger(opts.verbosity, io);
+  // `startup:` lines (-v=1) time each phase of the start; bench/ reads them.
+  log(1, "startup: started");
+  let direct = opts.direct ?? false;
+  if (direct) {
+    const problem = directProblem(requests);
+    if (problem) throw new UsageError(problem);
+  }
+  // Bind every local port first, so a port clash fails before anything is created in the cluster.
+  const bound = bindAll(requests);
   const resolved: ResolvedTarget[] = [];
-  let agents: AgentManager | undefined;
-  let tunnel: Tunnel | undefined;
-  const cleanup = async () => {
-    tunnel?.close();
-    bound.forEach((b) => b.listener.close());
-    resolved.forEach((r) => r.stop());
-    await agents?.deleteAll();
-  };
+  const release = () => resolved.forEach((r) => r.stop());
+  let namespaces: string[];
+  let conn: AgentConnection | undefined;
+  let client: KubeClient;
   try {
-    const client = await kubeClient(opts.kube);
+    client = await kubeClient(opts.kube);
     log(1, "startup: credentials loaded");
-    const access = client.access;
-    const note = (line: string) => io.err(line);
-    const namespaces = requests.map((r) => r.namespace || access.namespace);
-    if (!direct && directProblem(requests) === undefined) {
-      // Without the right to create the agent, go direct where kubectl port-forward would work.
-      const jobs = {
-        namespace: opts.agentNamespace,
-        verb: "create",
-        group: "batch",
-        resource: "jobs",
-      };
-      if (await accessAllowed(client, jobs) === false) {
-        direct = true;
-        note(
-          `Direct mode: you cannot create the agent's Job in namespace "${opts.agentNamespace}", so each connection is a port-forward to the target pod (as kubectl port-forward does)`,
-        );
-      }
-    }
-    if (direct) {
-      for (const namespace of new Set(namespaces)) {
-        const pf = {
-          namespace,
-          verb: "create",
-          group: "",
-          resource: "pods",
-          subresource: "portforward",
-        };
-        if (await accessAllowed(client, pf) === false) throw new UsageError(forbiddenMessage(pf));
-      }
-    }
+    namespaces = requests.map((r) => r.namespace || client.access.namespace);
+    direct = await chooseDirect(client, opts, requests, namespaces, direct, io);
     for (const [i, r] of requests.entries()) {
       resolved.push(
         await resolveTarget(client, r, namespaces[i], {
           podRunningTimeoutMs: opts.podRunningTimeoutMs,
-          log: note,
+          log: io.err,
           direct,
         }),
       );
     }
     log(1, "startup: targets resolved");
-    let agent: () => AgentHandle | undefined = () => undefined;
-    if (direct) {
-      const open = directOpener(client, log);
-      setOpener((req, spec) => open(resolved[req], namespaces[req], spec));
-    } else {
-      const conn = await connectAgent(client, opts, io, patch);
-      agents = conn.agents;
-      tunnel = conn.tunnel;
-      agent = conn.agent;
-      const open = streamOpener(conn.tunnel, log);
-      setOpener((req, spec) => open(resolved[req], spec));
-    }
-    const listeners = bound.map((b) => ({
-      listener: b.listener,
-      remote: resolved[b.req].remoteLabel(b.spec),
-    }));
-    for (const { listener, remote } of listeners) io.out(forwardingLine(listener, remote));
-    let stopping: Promise<void> | undefined;
-    return {
-      listeners,
-      get agent() {
-        return agent();
-      },
-      shutdown(graceMs = 2000) {
-        stopping ??= (async () => {
-          bound.forEach((b) => b.listener.stopAccepting());
-          tunnel?.goAway();
-          const deadline = Date.now() + graceMs;
-          while (Date.now() < deadline && bound.some((b) => b.listener.active > 0)) {
-            await new Promise((r) => setTimeout(r, 50));
-          }
-          await cleanup();
-        })();
-        return stopping;
-      },
-    };
+    if (!direct) conn = await connectAgent(client, opts, io, opts.agentPatch);
   } catch (e) {
-    await cleanup().catch(() => {});
+    bound.forEach((b) => b.socket.close());
+    release();
     throw e;
   }
+  let open: (req: number, spec: PortSpec) => Promise<OpenedStream>;
+  if (conn === undefined) {
+    const openDirect = directOpener(client!, log);
+    open = (req, spec) => openDirect(resolved[req], namespaces![req], spec);
+  } else {
+    const openStream = streamOpener(conn.tunnel, log);
+    open = (req, spec) => openStream(resolved[req], spec);
+  }
+  for (const { socket, spec, req } of bound) {
+    io.out(forwardingLine(socket, resolved[req].remoteLabel(spec)));
+  }
+  const listeners = bound.map(({ socket, spec, req }) =>
+    socket.serve({ open: () => open(req, spec), out: io.out, err: io.err, log })
+  );
+  return runOf(conn, listeners, release);
+}
+
+/**
+ * Whether this run goes direct: as asked (`--direct`), or because every port is TCP to a pod
+ * target and the user may not create the agent's Job (then one line says so). In direct mode the
+ * right to port-forward to pods in each namespace is checked before anything starts.
+ */
+async function chooseDirect(
+  client: KubeClient,
+  opts: ClientOptions,
+  requests: ForwardRequest[],
+  namespaces: readonly string[],
+  direct: boolean,
+  io: Io,
+): Promise<boolean> {
+  if (!direct && directProblem(requests) === undefined) {
+    const jobs = {
+      namespace: opts.agentNamespace,
+      verb: "create",
+      group: "batch",
+      resource: "jobs",
+    };
+    if (await accessAllowed(client, jobs) === false) {
+      direct = true;
+      io.err(
+        `Direct mode: you cannot create the agent's Job in namespace "${opts.agentNamespace}", so each connection is a port-forward to the target pod (as kubectl port-forward does)`,
+      );
+    }
+  }
+  if (direct) {
+    for (const namespace of new Set(namespaces)) {
+      const pf = {
+        namespace,
+        verb: "create",
+        group: "",
+        resource: "pods",
+        subresource: "portforward",
+      };
+      if (await accessAllowed(client, pf) === false) throw new UsageError(forbiddenMessage(pf));
+    }
+  }
+  return direct;
 }

@@ -1,17 +1,26 @@
-import type { PortSpec } from "../spec/ports.ts";
-import { type ForwardContext, hostPort, type Listener } from "./listener.ts";
-import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
-import { StreamResetError } from "../mux/mod.ts";
+/**
+ * Forwarded TCP ports: each accepted local connection is relayed through its own stream.
+ *
+ * @module
+ */
 
-/** Binds a TCP listener (port 0 = random) and relays each accepted connection through a new stream. */
-export function listenTcp(
+import { StreamResetError } from "../mux/mod.ts";
+import { hostPort } from "../protocol/addr.ts";
+import { type BoundSocket, boundSocket, type ForwardContext, type Listener } from "./listener.ts";
+import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
+
+/** Binds a TCP socket (port 0 = random); `serve` then relays each connection through a stream. */
+export function bindTcp(address: string, port: number): BoundSocket {
+  const l = Deno.listen({ hostname: address, port, transport: "tcp" });
+  return boundSocket(l, address, "tcp", (ctx, bound) => serveTcp(l, address, bound, ctx));
+}
+
+function serveTcp(
+  listener: Deno.TcpListener,
   address: string,
-  port: number,
-  spec: PortSpec,
+  boundPort: number,
   ctx: ForwardContext,
 ): Listener {
-  const listener = Deno.listen({ hostname: address, port, transport: "tcp" });
-  const boundPort = (listener.addr as Deno.NetAddr).port;
   const conns = new Set<Deno.TcpConn>();
   let accepting = true;
   (async () => {
@@ -38,7 +47,7 @@ export function listenTcp(
     ctx.out(`Handling connection for ${boundPort}`);
     let stream;
     try {
-      stream = await ctx.open(spec);
+      stream = await ctx.open();
     } catch (e) {
       ctx.err(`error: ${(e as Error).message}`);
       try {
@@ -84,8 +93,8 @@ export function listenTcp(
   };
 }
 
-/** Human label for the listener line. */
-export function forwardingLine(l: Listener, remote: string): string {
+/** The startup line of a forwarded port: `Forwarding from 127.0.0.1:8080 -> 80`. */
+export function forwardingLine(l: BoundSocket | Listener, remote: string): string {
   return `Forwarding from ${hostPort(l.address, l.port)} -> ${remote}${
     l.protocol === "udp" ? " (udp)" : ""
   }`;

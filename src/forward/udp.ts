@@ -1,6 +1,19 @@
-import type { PortSpec } from "../spec/ports.ts";
+/**
+ * Forwarded UDP ports: one relayed flow (a stream of length-prefixed datagrams) per local client
+ * address:port.
+ *
+ * @module
+ */
+
+import { hostPort } from "../protocol/addr.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../protocol/udp.ts";
-import type { ForwardContext, Listener, OpenedStream } from "./listener.ts";
+import {
+  type BoundSocket,
+  boundSocket,
+  type ForwardContext,
+  type Listener,
+  type OpenedStream,
+} from "./listener.ts";
 
 /** Datagrams queued per flow while its stream is opening; more are dropped (as a network would). */
 const MAX_PENDING = 256;
@@ -28,18 +41,21 @@ function send(flow: Flow, stream: OpenedStream, dg: Uint8Array): void {
 }
 
 /**
- * Binds a UDP socket and keeps one relayed flow (one stream of length-prefixed datagrams) per
- * local client address:port. Flows idle for `idleMs` are closed.
+ * Binds a UDP socket (port 0 = random); `serve` then keeps one relayed flow per local client
+ * address:port. Flows idle for `idleMs` are closed.
  */
-export function listenUdp(
+export function bindUdp(address: string, port: number, idleMs = 60_000): BoundSocket {
+  const s = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
+  return boundSocket(s, address, "udp", (ctx, bound) => serveUdp(s, address, bound, ctx, idleMs));
+}
+
+function serveUdp(
+  socket: Deno.DatagramConn,
   address: string,
-  port: number,
-  spec: PortSpec,
+  boundPort: number,
   ctx: ForwardContext,
-  idleMs = 60_000,
+  idleMs: number,
 ): Listener {
-  const socket = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
-  const boundPort = (socket.addr as Deno.NetAddr).port;
   const flows = new Map<string, Flow>();
   let accepting = true;
   let closed = false;
@@ -64,7 +80,7 @@ export function listenUdp(
   async function startFlow(key: string, flow: Flow, client: Deno.NetAddr): Promise<void> {
     ctx.out(`Handling connection for ${boundPort}`);
     try {
-      const stream = await ctx.open(spec);
+      const stream = await ctx.open();
       await stream.ready;
       flow.stream = stream;
     } catch (e) {
@@ -102,7 +118,7 @@ export function listenUdp(
       while (!closed) {
         const [data, remote] = await socket.receive(buf);
         const client = remote as Deno.NetAddr;
-        const key = `${client.hostname}:${client.port}`;
+        const key = hostPort(client.hostname, client.port);
         let flow = flows.get(key);
         if (!flow) {
           if (!accepting || data.length > 65535) continue;

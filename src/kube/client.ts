@@ -157,6 +157,9 @@ export class KubeClient {
   }
 }
 
+/** The reads that target resolution and pod tracking make (a KubeClient; a fake in tests). */
+export type KubeReader = Pick<KubeClient, "get" | "watch">;
+
 /** Turns a failed fetch into a short, kubectl-like cause. */
 export function describeFetchError(e: unknown): string {
   const err = e as Error & { cause?: Error };

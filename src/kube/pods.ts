@@ -1,4 +1,4 @@
-import { KubeApiError, type KubeClient } from "./client.ts";
+import { KubeApiError, type KubeReader } from "./client.ts";
 import { isPodReady, type List, type Pod } from "./types.ts";
 
 /** Options for a PodTracker. */
@@ -16,7 +16,7 @@ export class PodTracker {
   readonly namespace: string;
   /** The list query: `labelSelector=…` or `fieldSelector=…`. */
   readonly query: string;
-  #client: KubeClient;
+  #client: KubeReader;
   #pods = new Map<string, Pod>();
   #chosen: string | undefined;
   #waiters: (() => void)[] = [];
@@ -26,7 +26,7 @@ export class PodTracker {
   /** Pods that just refused a connection, skipped until the given time (ms since epoch). */
   #avoid = new Map<string, number>();
 
-  constructor(client: KubeClient, namespace: string, query: string, opts: PodTrackerOptions = {}) {
+  constructor(client: KubeReader, namespace: string, query: string, opts: PodTrackerOptions = {}) {
     this.#client = client;
     this.namespace = namespace;
     this.query = query;

@@ -1,8 +1,8 @@
 import { UsageError } from "../errors.ts";
 import type { ForwardRequest } from "../spec/request.ts";
 import type { PortSpec } from "../spec/ports.ts";
-import type { Address } from "../protocol/header.ts";
-import type { KubeClient } from "./client.ts";
+import { type Address, parseAddress } from "../protocol/addr.ts";
+import type { KubeReader } from "./client.ts";
 import { PodTracker } from "./pods.ts";
 import {
   type Container,
@@ -57,10 +57,6 @@ const WORKLOAD_PATHS: Record<string, [string, string]> = {
   job: ["apis/batch/v1", "jobs"],
 };
 
-function ipAddress(ip: string): Address {
-  return ip.includes(":") ? { type: "ipv6", ip } : { type: "ipv4", ip };
-}
-
 function numericPort(spec: PortSpec, what: string): number {
   if (typeof spec.remote === "number") return spec.remote;
   throw new UsageError(
@@ -88,7 +84,7 @@ function containerPortByName(
 
 /** Follows the ready pods of a query and maps a port spec to pod IP + container port. */
 function podTarget(
-  client: KubeClient,
+  client: KubeReader,
   namespace: string,
   query: string,
   what: string,
@@ -115,7 +111,7 @@ function podTarget(
         throw new Error(`timed out waiting for a ready pod of ${what} (--pod-running-timeout)`);
       }
       return {
-        address: ipAddress(pod.status!.podIP!),
+        address: parseAddress(pod.status!.podIP!),
         port: portOf(spec, pod),
         pod: pod.metadata.name,
       };
@@ -186,7 +182,7 @@ function containerPortResolver(what: string) {
 
 /** Resolves a `TYPE/NAME` + ports to a ResolvedTarget, checking names and ports up front. */
 export async function resolveTarget(
-  client: KubeClient,
+  client: KubeReader,
   req: ForwardRequest,
   namespace: string,
   opts: ResolveOptions,
@@ -207,7 +203,7 @@ export async function resolveTarget(
   }
   switch (kind) {
     case "ip":
-      return fixed(ipAddress(name), "ip/ targets");
+      return fixed(parseAddress(name), "ip/ targets");
     case "host":
       return fixed({ type: "hostname", name }, "host/ targets");
     case "pod": {
@@ -241,7 +237,10 @@ export async function resolveTarget(
         return {
           remoteLabel: (spec) => String(servicePort(svc, spec).port),
           destination: (spec) =>
-            Promise.resolve({ address: ipAddress(clusterIP), port: servicePort(svc, spec).port }),
+            Promise.resolve({
+              address: parseAddress(clusterIP),
+              port: servicePort(svc, spec).port,
+            }),
           reportFailure() {},
           stop() {},
         };

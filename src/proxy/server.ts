@@ -12,13 +12,8 @@
  * @module
  */
 
-import {
-  type Address,
-  encodeHeader,
-  formatDestination,
-  type Header,
-  parseAddress,
-} from "../protocol/header.ts";
+import { type Address, formatAddress, hostPort, parseAddress } from "../protocol/addr.ts";
+import { encodeHeader, formatDestination, type Header } from "../protocol/header.ts";
 import { ByteReader, LimitExceededError } from "./io.ts";
 import { errorText } from "../errors.ts";
 import { relay, type RelayStream, writeAll } from "../forward/pipe.ts";
@@ -41,12 +36,8 @@ import {
   type SocksDestination,
 } from "./wire.ts";
 
-/** Options for {@link startProxy}. */
-export interface ProxyOptions {
-  /** Address to listen on (TCP, and the UDP relay sockets). */
-  hostname: string;
-  /** TCP port to listen on (0 = any free port). */
-  port: number;
+/** How a proxy serves: where streams come from, where lines go. */
+export interface ProxyServeOptions {
   /**
    * Opens a tunnel stream for a Header (raw Header bytes). Resolves once the
    * agent accepted it; rejects with an error carrying a numeric `status`
@@ -66,41 +57,84 @@ export interface ProxyOptions {
   handshakeTimeoutMs?: number;
 }
 
+/** Options for {@link startProxy}: where to listen, and how to serve. */
+export interface ProxyOptions extends ProxyServeOptions {
+  /** Address to listen on (TCP, and the UDP relay sockets). */
+  hostname: string;
+  /** TCP port to listen on (0 = any free port). */
+  port: number;
+}
+
+/** A proxy's listening socket, bound but not served yet (connections wait in the kernel). */
+export interface BoundProxy {
+  /** The bound TCP address. */
+  readonly addr: Deno.NetAddr;
+  /** Starts accepting connections. Once. */
+  serve(opts: ProxyServeOptions): ProxyServer;
+  /** Releases the socket without serving it. */
+  close(): void;
+}
+
 /** A running proxy. */
 export interface ProxyServer {
   /** The bound TCP address. */
   readonly addr: Deno.NetAddr;
+  /** Stops accepting connections; open ones go on (until close()). */
+  stopAccepting(): void;
+  /** Client connections in progress (UDP associations count by their control connection). */
+  readonly active: number;
   /** Stops listening and ends every connection and UDP association; resolves when all ended. */
   close(): Promise<void>;
 }
 
 /** The startup line, kubectl style: `Proxy listening on 127.0.0.1:1080 (SOCKS5, HTTP CONNECT)`. */
 export function proxyListeningMessage(addr: Deno.NetAddr): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `Proxy listening on ${host}:${addr.port} (SOCKS5, HTTP CONNECT)`;
+  return `Proxy listening on ${hostPort(addr.hostname, addr.port)} (SOCKS5, HTTP CONNECT)`;
 }
 
 /**
- * Starts the proxy. It does not print {@link proxyListeningMessage}; the
+ * Binds the proxy's TCP socket. Throws (like `Deno.listen`, e.g. `Deno.errors.AddrInUse`) if
+ * the address cannot be bound.
+ */
+export function bindProxy(hostname: string, port: number): BoundProxy {
+  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  let served = false;
+  return {
+    addr: listener.addr,
+    serve(opts) {
+      if (served) throw new Error(`${hostPort(hostname, listener.addr.port)} is served already`);
+      served = true;
+      return new Proxy(listener, opts);
+    },
+    close() {
+      try {
+        listener.close();
+      } catch { /* already closed */ }
+    },
+  };
+}
+
+/**
+ * Binds and serves a proxy. It does not print {@link proxyListeningMessage}; the
  * caller does, once every listener is up. Throws (like `Deno.listen`, e.g.
  * `Deno.errors.AddrInUse`) if the address cannot be bound.
  */
 export function startProxy(opts: ProxyOptions): Promise<ProxyServer> {
-  const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
-  return Promise.resolve(new Proxy(listener, opts));
+  return Promise.resolve(bindProxy(opts.hostname, opts.port).serve(opts));
 }
 
 class Proxy implements ProxyServer {
   readonly #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
-  readonly #opts: ProxyOptions;
+  readonly #opts: ProxyServeOptions;
   readonly #conns = new Set<Deno.Conn>();
   readonly #udp = new Set<UdpAssociation>();
   readonly #streams = new Set<RelayStream>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #acceptLoop: Promise<void>;
+  #accepting = true;
   #closing = false;
 
-  constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, opts: ProxyOptions) {
+  constructor(listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>, opts: ProxyServeOptions) {
     this.#listener = listener;
     this.#opts = opts;
     this.#acceptLoop = this.#accept();
@@ -122,12 +156,22 @@ class Proxy implements ProxyServer {
     return this.#opts.verbose ?? 0;
   }
 
+  get active(): number {
+    return this.#conns.size;
+  }
+
+  stopAccepting(): void {
+    if (!this.#accepting) return;
+    this.#accepting = false;
+    try {
+      this.#listener.close();
+    } catch { /* already closed */ }
+  }
+
   async close(): Promise<void> {
     if (!this.#closing) {
       this.#closing = true;
-      try {
-        this.#listener.close();
-      } catch { /* already closed */ }
+      this.stopAccepting();
       for (const c of this.#conns) {
         try {
           c.close();
@@ -150,13 +194,13 @@ class Proxy implements ProxyServer {
       try {
         conn = await this.#listener.accept();
       } catch (err) {
-        if (this.#closing || err instanceof Deno.errors.BadResource) return;
+        if (!this.#accepting || err instanceof Deno.errors.BadResource) return;
         // E.g. too many open files: keep the listener, back off a little.
         this.#error(`accept: ${errorText(err)}`);
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      if (this.#closing) {
+      if (!this.#accepting) {
         conn.close();
         return;
       }
@@ -366,7 +410,9 @@ class Proxy implements ProxyServer {
         }),
       );
       if (this.#verbose >= 2) {
-        this.#log(`UDP association for ${remote.hostname}:${remote.port} on port ${bound.port}`);
+        this.#log(
+          `UDP association for ${hostPort(remote.hostname, remote.port)} on port ${bound.port}`,
+        );
       }
       // The association lives until the control connection ends.
       reader.leftover();
@@ -385,7 +431,7 @@ class Proxy implements ProxyServer {
     protocol: "tcp" | "udp",
     dest: SocksDestination,
   ): { header: Header; bytes: Uint8Array } | null {
-    const address: Address = dest.address.type === "domain"
+    const address: Address = dest.address.type === "hostname"
       ? parseAddress(dest.address.name)
       : dest.address;
     const header: Header = {
@@ -426,7 +472,7 @@ class Proxy implements ProxyServer {
     }
     const stream = await this.#dial(
       conn,
-      { address: { type: "domain", name: req.host }, port: req.port },
+      { address: { type: "hostname", name: req.host }, port: req.port },
       () => httpErrorResponse(400, "Bad Request", `invalid host ${req.host}`),
       (err, msg) => {
         const st = httpStatusFor(err);
@@ -454,7 +500,5 @@ class Proxy implements ProxyServer {
 
 /** `host:port` for logs, IPv6 bracketed. */
 export function describeDestination(d: SocksDestination): string {
-  const a = d.address;
-  const host = a.type === "domain" ? a.name : a.type === "ipv6" ? `[${a.ip}]` : a.ip;
-  return `${host}:${d.port}`;
+  return hostPort(formatAddress(d.address), d.port);
 }

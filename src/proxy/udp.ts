@@ -9,6 +9,7 @@
  */
 
 import { encodeUdpFrame, MAX_DATAGRAM, UdpFrameDecoder } from "../protocol/udp.ts";
+import { hostPort } from "../protocol/addr.ts";
 import { errorText } from "../errors.ts";
 import type { RelayStream } from "../forward/pipe.ts";
 import { dialErrorMessage } from "./status.ts";
@@ -131,7 +132,7 @@ export class UdpAssociation {
       }
       if (!this.#acceptSource(from)) {
         if (this.#opts.verbose >= 2) {
-          this.#opts.log(`dropping datagram from unexpected ${from.hostname}:${from.port}`);
+          this.#opts.log(`dropping datagram from unexpected ${hostPort(from.hostname, from.port)}`);
         }
         continue;
       }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from "../protocol/header.ts";
+import { type Address, formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from "../protocol/addr.ts";
 
 /** SOCKS protocol version byte. */
 export const SOCKS_VERSION = 0x05;
@@ -45,15 +45,12 @@ export const Reply = {
   AddressTypeNotSupported: 0x08,
 } as const;
 
-/** A destination as carried in a SOCKS request or UDP header. */
-export type SocksAddress =
-  | { type: "ipv4"; ip: string }
-  | { type: "ipv6"; ip: string }
-  | { type: "domain"; name: string };
-
-/** A SOCKS destination: address plus port. */
+/**
+ * A SOCKS destination: address plus port. A DOMAINNAME (ATYP 3) is a `hostname` Address holding
+ * the name as sent (any bytes, Latin-1; not validated here).
+ */
 export interface SocksDestination {
-  address: SocksAddress;
+  address: Address;
   port: number;
 }
 
@@ -93,10 +90,10 @@ export function decodeSocksAddress(buf: Uint8Array, offset = 0): AddressDecodeRe
   if (avail < total) return { kind: "incomplete", needed: total };
   const raw = buf.subarray(addrStart, addrStart + addrLen);
   const port = (buf[addrStart + addrLen] << 8) | buf[addrStart + addrLen + 1];
-  let address: SocksAddress;
+  let address: Address;
   if (atyp === AddressType.IPv4) address = { type: "ipv4", ip: formatIpv4(raw) };
   else if (atyp === AddressType.IPv6) address = { type: "ipv6", ip: formatIpv6(raw) };
-  else address = { type: "domain", name: latin1(raw) };
+  else address = { type: "hostname", name: latin1(raw) };
   return { kind: "ok", destination: { address, port }, length: total };
 }
 
@@ -133,8 +130,8 @@ export function encodeSocksAddress(dest: SocksDestination): Uint8Array {
   return out;
 }
 
-/** Converts a Deno address hostname (IPv4 or IPv6 text) into a SOCKS address. */
-export function socksAddressFromIp(ip: string): SocksAddress {
+/** Converts a Deno address hostname (IPv4 or IPv6 text) into an Address. */
+export function socksAddressFromIp(ip: string): Address {
   return parseIpv4(ip) ? { type: "ipv4", ip } : { type: "ipv6", ip: stripIpv6(ip) };
 }
 

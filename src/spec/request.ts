@@ -6,7 +6,8 @@
 
 import { UsageError } from "../errors.ts";
 import type { PortSpec } from "./ports.ts";
-import { isIPv4, isIPv6, type TargetRef } from "./target.ts";
+import { isIPv4, isIPv6 } from "../protocol/addr.ts";
+import type { TargetRef } from "./target.ts";
 
 /** One target with its ports, from the command line or a line of a `-f` file. */
 export interface ForwardRequest {

@@ -1,4 +1,5 @@
 import { UsageError } from "../errors.ts";
+import { isIPv4, isIPv6, isValidHostname } from "../protocol/addr.ts";
 
 /** Kinds of target a user can name. */
 export type TargetKind =
@@ -47,41 +48,6 @@ const ALIASES: Record<string, TargetKind> = {
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const HOST_LABEL = /^[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?$/;
-
-/** True if `s` is a dotted-quad IPv4 address. */
-export function isIPv4(s: string): boolean {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  return m !== null && m.slice(1).every((p) => Number(p) <= 255 && String(Number(p)) === p);
-}
-
-/** True if `s` is a textual IPv6 address (optionally with an embedded IPv4 tail). */
-export function isIPv6(s: string): boolean {
-  if (!s.includes(":") || !/^[0-9A-Fa-f:.]+$/.test(s)) return false;
-  let text = s;
-  let extra = 0;
-  const lastColon = text.lastIndexOf(":");
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes(".")) {
-    if (!isIPv4(tail)) return false;
-    text = text.slice(0, lastColon + 1) + "0:0";
-    extra = 0;
-  }
-  const halves = text.split("::");
-  if (halves.length > 2) return false;
-  const groups = (h: string) => (h === "" ? [] : h.split(":"));
-  const all = halves.flatMap(groups);
-  if (!all.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g))) return false;
-  const count = all.length + extra;
-  return halves.length === 2 ? count <= 7 : count === 8;
-}
-
-/** True if `s` is a hostname the agent can resolve (RFC 1123 labels, ≤ 253 bytes). */
-export function isValidHostname(s: string): boolean {
-  const name = s.endsWith(".") ? s.slice(0, -1) : s;
-  if (name.length === 0 || name.length > 253) return false;
-  return name.split(".").every((l) => l.length <= 63 && HOST_LABEL.test(l));
-}
 
 /** Parses `TYPE/NAME` (or a bare pod name) as `kubectl relay` accepts it. */
 export function parseTarget(text: string): TargetRef {

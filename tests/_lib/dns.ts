@@ -4,6 +4,35 @@
  * known names, NXDOMAIN for unknown names, and never answers names in `silent`.
  */
 
+/** Query types used by the tests. */
+export const QueryType = { A: 1, TXT: 16 } as const;
+
+/** A DNS query (recursion desired) for `name`, of type A unless told otherwise. */
+export function dnsQuery(id: number, name: string, type: number = QueryType.A): Uint8Array {
+  const labels = name.split(".").flatMap((l) => [l.length, ...new TextEncoder().encode(l)]);
+  // ID, flags (RD), QDCOUNT 1, AN/NS/AR 0, QNAME, QTYPE, QCLASS IN.
+  return new Uint8Array([
+    id >> 8,
+    id & 0xff,
+    1,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...labels,
+    0,
+    type >> 8,
+    type & 0xff,
+    0,
+    1,
+  ]);
+}
+
 /** A running fake DNS server. */
 export interface FakeDns {
   readonly address: string;

@@ -12,38 +12,53 @@ export interface TcpEcho {
 }
 
 /**
- * TCP echo server on 127.0.0.1 (or `hostname`, e.g. ::1): echoes every byte; when the client half-closes it finishes
- * echoing, then half-closes too (so half-close is observable end to end).
+ * Echoes every byte of `conn` until the peer half-closes (then calls `onEof`), sends `trailer`
+ * (if any), half-closes too and waits for the peer to close, so half-close is observable end to
+ * end. Never throws; closes `conn`.
  */
-export function startTcpEcho(hostname = "127.0.0.1"): TcpEcho {
+export async function echoConn(
+  conn: Deno.Conn,
+  opts: { trailer?: Uint8Array; onEof?: () => void } = {},
+): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      let off = 0;
+      while (off < n) off += await conn.write(buf.subarray(off, n));
+    }
+    opts.onEof?.();
+    const trailer = opts.trailer ?? new Uint8Array(0);
+    let off = 0;
+    while (off < trailer.length) off += await conn.write(trailer.subarray(off));
+    await conn.closeWrite();
+    // Wait for the peer to close completely.
+    while ((await conn.read(buf)) !== null) { /* discard */ }
+  } catch {
+    // peer reset or we were closed
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // closed
+    }
+  }
+}
+
+/**
+ * TCP echo server on 127.0.0.1 (or `hostname`, e.g. ::1) of {@link echoConn}: echoes every byte;
+ * when the client half-closes it finishes echoing, sends `trailer` (if any), then half-closes too.
+ */
+export function startTcpEcho(hostname = "127.0.0.1", trailer?: Uint8Array): TcpEcho {
   const listener = Deno.listen({ hostname, port: 0 });
   const conns = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
   let accepted = 0;
   let eofs = 0;
   const serve = async (conn: Deno.Conn) => {
-    const buf = new Uint8Array(64 * 1024);
-    try {
-      while (true) {
-        const n = await conn.read(buf);
-        if (n === null) break;
-        let off = 0;
-        while (off < n) off += await conn.write(buf.subarray(off, n));
-      }
-      eofs++;
-      await conn.closeWrite();
-      // Wait for the peer to close completely.
-      while ((await conn.read(buf)) !== null) { /* discard */ }
-    } catch {
-      // peer reset or we were closed
-    } finally {
-      conns.delete(conn);
-      try {
-        conn.close();
-      } catch {
-        // closed
-      }
-    }
+    await echoConn(conn, { trailer, onEof: () => eofs++ });
+    conns.delete(conn);
   };
   const loop = (async () => {
     try {

@@ -12,24 +12,51 @@ export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Arra
   return out;
 }
 
-/** Reads until EOF; returns everything. */
-export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  const buf = new Uint8Array(64 * 1024);
-  let total = 0;
-  while (true) {
-    const k = await conn.read(buf);
-    if (k === null) break;
-    parts.push(buf.slice(0, k));
-    total += k;
-  }
-  const out = new Uint8Array(total);
+/** The chunks one after the other, in one array. */
+export function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let off = 0;
   for (const p of parts) {
     out.set(p, off);
     off += p.length;
   }
   return out;
+}
+
+/**
+ * Reads `conn` until EOF, or until `max` bytes (default: no limit); returns everything. A reset
+ * by the peer counts as the end; other errors are thrown.
+ */
+export async function readAll(conn: Deno.Conn, max = Infinity): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  let total = 0;
+  while (total < max) {
+    let k: number | null;
+    try {
+      k = await conn.read(buf);
+    } catch (err) {
+      if (err instanceof Deno.errors.ConnectionReset) break;
+      throw err;
+    }
+    if (k === null) break;
+    parts.push(buf.slice(0, k));
+    total += k;
+  }
+  return concat(parts);
+}
+
+/** Reads a stream (a mux Stream, or anything with `read()` → chunk | null) to its end. */
+export async function readStream(
+  stream: { read(): Promise<Uint8Array | null> },
+): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for (;;) {
+    const chunk = await stream.read();
+    if (chunk === null) break;
+    parts.push(chunk.slice());
+  }
+  return concat(parts);
 }
 
 /** Writes all of `data`. */

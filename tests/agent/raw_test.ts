@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { startAgentProcess } from "../_lib/agent.ts";
 import { startTcpEcho, startUdpEcho } from "../_lib/echo.ts";
-import { closedPort, readAll, readExactly, writeAll } from "../_lib/net.ts";
+import { closedPort, concat, readAll, readExactly, writeAll } from "../_lib/net.ts";
 import { Status } from "../../src/protocol/status.ts";
 
 const ID_HEX = "0123456789abcdeffedcba9876543210";
@@ -18,22 +18,13 @@ const unhex = (s: string) => {
 };
 const p16 = (n: number) => n.toString(16).padStart(4, "0");
 const ascii = (s: string) => new TextEncoder().encode(s);
-const cat = (...parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
 
 /** Hand-built header: TCP (proto 0) or UDP (1) to 127.0.0.1:port. */
 const ipv4Header = (proto: 0 | 1, port: number) =>
   unhex(`00 001b ${ID_HEX} 0${proto} ${p16(port)} 00 7f000001`);
 /** Hand-built header to a hostname. */
 const hostHeader = (proto: 0 | 1, port: number, name: string) =>
-  cat(unhex(`00 ${p16(23 + name.length)} ${ID_HEX} 0${proto} ${p16(port)} 01`), ascii(name));
+  concat([unhex(`00 ${p16(23 + name.length)} ${ID_HEX} 0${proto} ${p16(port)} 01`), ascii(name)]);
 
 async function withAgent(
   args: string[],
@@ -66,7 +57,7 @@ Deno.test("agent raw TCP: status 0, echo, half-close both ways", async () => {
       const conn = await connect(port);
       try {
         // Header and the first payload bytes in one write: the agent must not eat payload.
-        await writeAll(conn, cat(ipv4Header(0, echo.port), ascii("hello ")));
+        await writeAll(conn, concat([ipv4Header(0, echo.port), ascii("hello ")]));
         assert.deepEqual(await readExactly(conn, 1), new Uint8Array([0]));
         await writeAll(conn, ascii("world"));
         await conn.closeWrite();
@@ -105,7 +96,7 @@ Deno.test("agent raw: invalid headers → status 1 (bad request); the agent keep
         unhex(`00 001a ${ID_HEX} 00 0050 00 7f0000`), // IP of 3 bytes
         unhex(`00 0010 ${ID_HEX}`), // length 16 < 23
         unhex(`00 ffff ${ID_HEX}`), // length over the cap
-        cat(unhex(`00 001b ${ID_HEX} 00 0050 01`), ascii("a b.")), // invalid DNS name
+        concat([unhex(`00 001b ${ID_HEX} 00 0050 01`), ascii("a b.")]), // invalid DNS name
       ];
       for (const b of bad) {
         const conn = await connect(port);
@@ -118,7 +109,7 @@ Deno.test("agent raw: invalid headers → status 1 (bad request); the agent keep
       }
       const conn = await connect(port);
       try {
-        await writeAll(conn, cat(ipv4Header(0, echo.port), ascii("still here")));
+        await writeAll(conn, concat([ipv4Header(0, echo.port), ascii("still here")]));
         await conn.closeWrite();
         assert.equal(new TextDecoder().decode(await readAll(conn)), "\0still here");
       } finally {
@@ -136,7 +127,7 @@ Deno.test("agent raw TCP: hostname from /etc/hosts (localhost)", async () => {
     await withAgent([], async (port) => {
       const conn = await connect(port);
       try {
-        await writeAll(conn, cat(hostHeader(0, echo.port, "localhost"), ascii("by name")));
+        await writeAll(conn, concat([hostHeader(0, echo.port, "localhost"), ascii("by name")]));
         await conn.closeWrite();
         assert.equal(new TextDecoder().decode(await readAll(conn)), "\0by name");
       } finally {
@@ -156,9 +147,9 @@ Deno.test("agent raw UDP: framed datagrams keep their boundaries both ways", asy
       try {
         const datagrams = [ascii("one"), new Uint8Array(1200).fill(7), ascii("three")];
         const frames = datagrams.map((d) =>
-          cat(new Uint8Array([d.length >> 8, d.length & 255]), d)
+          concat([new Uint8Array([d.length >> 8, d.length & 255]), d])
         );
-        await writeAll(conn, cat(ipv4Header(1, echo.port), frames[0]));
+        await writeAll(conn, concat([ipv4Header(1, echo.port), frames[0]]));
         assert.deepEqual(await readExactly(conn, 1), new Uint8Array([0]));
         // Replies are awaited one by one: UDP may reorder nothing on loopback, but pacing
         // keeps the test independent of socket buffer sizes.
@@ -186,7 +177,7 @@ Deno.test("agent raw UDP: an idle flow expires (--udp-idle) and the connection e
     await withAgent(["--udp-idle", "300ms"], async (port, logs) => {
       const conn = await connect(port);
       try {
-        await writeAll(conn, cat(ipv4Header(1, echo.port), unhex("0002 6869")));
+        await writeAll(conn, concat([ipv4Header(1, echo.port), unhex("0002 6869")]));
         assert.deepEqual(await readExactly(conn, 5), unhex("00 0002 6869"));
         // No more traffic: the agent must end the flow by itself.
         assert.deepEqual(await readAll(conn), new Uint8Array(0));
@@ -267,9 +258,9 @@ Deno.test("agent raw UDP: datagrams from other sources than the destination are 
     await withAgent([], async (port) => {
       const conn = await connect(port);
       try {
-        await writeAll(conn, cat(ipv4Header(1, serverPort), unhex("0001 78")));
+        await writeAll(conn, concat([ipv4Header(1, serverPort), unhex("0001 78")]));
         assert.deepEqual(await readExactly(conn, 1), new Uint8Array([0]));
-        assert.deepEqual(await readExactly(conn, 6), cat(unhex("0004"), ascii("real")));
+        assert.deepEqual(await readExactly(conn, 6), concat([unhex("0004"), ascii("real")]));
         await conn.closeWrite();
         assert.deepEqual(await readAll(conn), new Uint8Array(0), "nothing else arrived");
       } finally {
@@ -291,7 +282,7 @@ Deno.test("agent raw: the status arrives even when payload followed a refused he
       const conn = await connect(port);
       try {
         // Payload the agent will never read: closing with unread data must not destroy the status.
-        await writeAll(conn, cat(header, new Uint8Array(256 * 1024)));
+        await writeAll(conn, concat([header, new Uint8Array(256 * 1024)]));
         const first = await readExactly(conn, 1);
         assert.ok(first[0] === Status.ConnectionRefused || first[0] === Status.BadRequest);
         assert.deepEqual(await readAll(conn), new Uint8Array(0));
@@ -310,8 +301,8 @@ Deno.test("agent raw UDP: an unsendable datagram (65,535 bytes over IPv4) is dro
       try {
         await writeAll(conn, ipv4Header(1, echo.port));
         assert.deepEqual(await readExactly(conn, 1), new Uint8Array([0]));
-        const huge = cat(unhex("ffff"), new Uint8Array(65535)); // > 65,507: IPv4 cannot carry it
-        await writeAll(conn, cat(huge, unhex("0002 6f6b")));
+        const huge = concat([unhex("ffff"), new Uint8Array(65535)]); // > 65,507: IPv4 cannot carry it
+        await writeAll(conn, concat([huge, unhex("0002 6f6b")]));
         assert.deepEqual(await readExactly(conn, 4), unhex("0002 6f6b"));
         await conn.closeWrite();
         assert.deepEqual(await readAll(conn), new Uint8Array(0));

@@ -9,11 +9,11 @@ import { encodeHeader, type Header } from "../../src/protocol/header.ts";
 import { PREFACE } from "../../src/protocol/mux.ts";
 import { Status } from "../../src/protocol/status.ts";
 import { encodeUdpFrame, UdpFrameDecoder } from "../../src/protocol/udp.ts";
-import { Session, type Stream, StreamRejectedError } from "../../src/mux/mod.ts";
+import { Session, StreamRejectedError } from "../../src/mux/mod.ts";
 import { connTransport } from "../../src/mux/mod.ts";
 import { type AgentProcess, startAgentProcess } from "../_lib/agent.ts";
 import { startTcpEcho, startUdpEcho, type TcpEcho } from "../_lib/echo.ts";
-import { closedPort, readAll, readExactly, writeAll } from "../_lib/net.ts";
+import { closedPort, readAll, readExactly, readStream, writeAll } from "../_lib/net.ts";
 
 const ascii = (s: string) => new TextEncoder().encode(s);
 
@@ -30,25 +30,6 @@ function tcpHeader(port: number, ip = "127.0.0.1"): Uint8Array {
 async function openSession(agentPort: number): Promise<Session> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: agentPort });
   return new Session(connTransport(conn), { role: "client" });
-}
-
-/** Reads a stream to EOF. */
-async function drain(s: Stream): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  while (true) {
-    const c = await s.read();
-    if (c === null) break;
-    parts.push(c.slice());
-    n += c.length;
-  }
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** A test still running after this long is declared hung. */
@@ -90,7 +71,7 @@ async function echoOnce(session: Session, port: number, data: Uint8Array): Promi
       await s.write(data);
       await s.closeWrite();
     })(),
-    drain(s),
+    readStream(s),
   ]);
   return back;
 }
@@ -101,7 +82,7 @@ Deno.test("agent tunnel: half-close reaches the destination and the reply still 
     await s.write(ascii("request"));
     await s.closeWrite();
     // The echo server only half-closes after reading EOF, so EOF here proves it saw ours.
-    assert.equal(new TextDecoder().decode(await drain(s)), "request");
+    assert.equal(new TextDecoder().decode(await readStream(s)), "request");
     assert.equal(echo.eofs, 1);
   });
 });
@@ -114,7 +95,7 @@ Deno.test("agent tunnel: early data (64 KiB and a half-close sent with the OPEN)
     await s.write(data);
     await s.closeWrite();
     await s.opened;
-    const back = await drain(s);
+    const back = await readStream(s);
     assert.equal(Buffer.compare(back, data), 0);
     // An early stream to a closed port: the bytes are dropped, the status comes back.
     const refused = session.openEarlyStream(tcpHeader(closedPort()));
@@ -295,7 +276,7 @@ Deno.test({
         const s = await session.openStream(h("tcp", tcp6.port));
         await s.write(ascii("six"));
         await s.closeWrite();
-        assert.equal(new TextDecoder().decode(await drain(s)), "six");
+        assert.equal(new TextDecoder().decode(await readStream(s)), "six");
 
         const u = await session.openStream(h("udp", udp6.port));
         await u.write(encodeUdpFrame(ascii("udp six")));

@@ -11,7 +11,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { NS, podIP, podNames, setup } from "./fixtures.ts";
 import { agentJobs, type RelayProcess, startRelay } from "../_lib/relay.ts";
-import { curlNoProxy, readExactly, writeAll } from "../_lib/net.ts";
+import { dnsQuery, QueryType } from "../_lib/dns.ts";
+import { curlNoProxy, readAll, readExactly, writeAll } from "../_lib/net.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const WEB_SVC = `web.${NS}.svc.cluster.local`;
@@ -20,22 +21,6 @@ const WEB_SVC = `web.${NS}.svc.cluster.local`;
 async function curlVia(args: string[]): Promise<{ code: number; body: string; stderr: string }> {
   const out = await curlNoProxy(args, 30);
   return { code: out.code, body: new TextDecoder().decode(out.stdout).trim(), stderr: out.stderr };
-}
-
-async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
-  const parts: number[] = [];
-  const buf = new Uint8Array(4096);
-  for (;;) {
-    let n: number | null;
-    try {
-      n = await conn.read(buf);
-    } catch {
-      break;
-    }
-    if (n === null) break;
-    parts.push(...buf.subarray(0, n));
-  }
-  return new Uint8Array(parts);
 }
 
 /** Runs `kubectl relay proxy`, gives its port to `fn`, then Ctrl-C: exit 0, no agent left. */
@@ -92,31 +77,6 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   }
 }
 
-/** A DNS TXT query. */
-function dnsQuery(id: number, name: string): Uint8Array {
-  const labels = name.split(".").flatMap((l) => [l.length, ...new TextEncoder().encode(l)]);
-  return new Uint8Array([
-    id >> 8,
-    id & 0xff,
-    1,
-    0,
-    0,
-    1,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    ...labels,
-    0,
-    0,
-    16,
-    0,
-    1,
-  ]);
-}
-
 Deno.test({
   name: "e2e proxy: UDP ASSOCIATE DNS query to a DNS pod, answered with its name",
   ...opts,
@@ -138,7 +98,7 @@ Deno.test({
         port: (reply[10] << 8) | reply[11],
       };
       const head = [0, 0, 0, 1, ...ip, 0, 53];
-      const q = dnsQuery(0x5150, "whoami.test.relay");
+      const q = dnsQuery(0x5150, "whoami.test.relay", QueryType.TXT);
       // UDP may drop: retry a few times (bounded), each waiting up to 5 s.
       let answer: Uint8Array | undefined;
       const received = sock.receive().then(([d]) => d).catch(() => undefined);

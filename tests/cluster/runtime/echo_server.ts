@@ -5,27 +5,11 @@
  * @module
  */
 
+import { echoConn } from "../../_lib/echo.ts";
 import { safeClose, serveTcp, type TcpServer } from "./tcp_server.ts";
 
 /** A running echo server. */
 export type EchoServer = TcpServer;
-
-async function echoConn(conn: Deno.Conn): Promise<void> {
-  const buf = new Uint8Array(64 * 1024);
-  try {
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      let off = 0;
-      while (off < n) off += await conn.write(buf.subarray(off, n));
-    }
-    await conn.closeWrite();
-  } catch {
-    // peer reset
-  } finally {
-    safeClose(conn);
-  }
-}
 
 /** TCP echo on hostname:port (0 = any port). */
 export function startTcpEcho(hostname: string, port: number): Promise<EchoServer> {

@@ -1,0 +1,120 @@
+/** The release machinery cannot run here (no network to Deno's or GitHub's hosts): check its files. */
+import assert from "node:assert/strict";
+import { loadYaml } from "npm:@kubernetes/client-node@1.4.0";
+import { renderKrew } from "./krew.ts";
+import { compileCommands } from "./compile.ts";
+import { TARGETS } from "./targets.ts";
+import { agentJob } from "../src/kube/agent.ts";
+import { parseAgentPatch } from "../src/kube/agent_patch.ts";
+import { DEFAULT_AGENT_IMAGE, VERSION } from "../src/version.ts";
+
+const root = new URL("../", import.meta.url);
+const read = (p: string) => Deno.readTextFile(new URL(p, root));
+// deno-lint-ignore no-explicit-any
+type Yaml = any;
+
+Deno.test("workflows parse; release builds every target, the image and the krew manifest", async () => {
+  const release: Yaml = loadYaml(await read(".github/workflows/release.yml"));
+  assert.deepEqual(release.on.push.tags, ["v*"]);
+  assert.equal(release.env.DENO_VERSION, "2.9.6");
+  const steps = release.jobs.binaries.steps.map((s: Yaml) => s.run ?? s.uses).join("\n");
+  assert.match(steps, /deno task compile/);
+  assert.match(steps, /sha256sum/);
+  assert.match(steps, /scripts\/krew\.ts/);
+  const image = release.jobs["agent-image"].steps.find((s: Yaml) =>
+    s.uses?.startsWith("docker/build-push-action")
+  );
+  assert.equal(image.with.file, "Dockerfile.agent");
+  assert.equal(image.with.platforms, "linux/amd64,linux/arm64");
+  const test: Yaml = loadYaml(await read(".github/workflows/test.yml"));
+  assert.match(test.jobs.test.steps.map((s: Yaml) => s.run ?? "").join("\n"), /bash \.ci\/run/);
+  assert.match(await read(".ci/run"), /DENO_VERSION=2\.9\.6/);
+});
+
+Deno.test("compile covers all five platforms plus the linux agents", () => {
+  const cmds = compileCommands();
+  for (const t of TARGETS) {
+    assert.ok(cmds.some((c) => c.includes(t.triple) && c.at(-1) === "main.ts"), t.triple);
+  }
+  assert.equal(cmds.filter((c) => c.at(-1) === "agent.ts").length, 2);
+  assert.ok(cmds.every((c) => c.includes("--unstable-net")));
+  assert.ok(
+    cmds.filter((c) => c.at(-1) === "main.ts").every((c) => c.includes("manifests/agent-job.yaml")),
+  );
+});
+
+Deno.test("krew manifest renders with each archive's checksum", async () => {
+  const template = await read("plugins/relay.yaml");
+  const sums = TARGETS.map((t, i) =>
+    `${String(i).repeat(64)}  kubectl-relay-${t.os}-${t.arch}.${
+      t.os === "windows" ? "zip" : "tar.gz"
+    }`
+  ).join("\n");
+  const plugin: Yaml = loadYaml(renderKrew(template, "v1.2.3", sums));
+  assert.equal(plugin.spec.version, "v1.2.3");
+  assert.equal(plugin.spec.platforms.length, 5);
+  for (const p of plugin.spec.platforms) {
+    assert.match(p.sha256, /^[0-9]{64}$/);
+    assert.match(p.uri, /\/v1\.2\.3\/kubectl-relay-/);
+  }
+  assert.throws(
+    () => renderKrew(template, "v1", sums.split("\n").slice(1).join("\n")),
+    /no checksum/,
+  );
+});
+
+Deno.test("agent image: pinned Deno, non-root, port 9527, no shell in the final stage", async () => {
+  const df = await read("Dockerfile.agent");
+  assert.match(df, /denoland\/deno:2\.9\.6/);
+  const final = df.slice(df.lastIndexOf("FROM "));
+  assert.match(final, /distroless/);
+  assert.match(final, /USER 65532:65532/);
+  assert.match(final, /EXPOSE 9527/);
+  assert.match(final, /ENTRYPOINT \["\/kubectl-relay-agent"\]/);
+});
+
+Deno.test("agent Job: hardened as the spec says, image tagged with the version", async () => {
+  assert.equal(DEFAULT_AGENT_IMAGE, `ghcr.io/kubectl-relay/kubectl-relay-agent:v${VERSION}`);
+  const job: Yaml = await agentJob({
+    namespace: "ns1",
+    image: DEFAULT_AGENT_IMAGE,
+    patch: parseAgentPatch(
+      '{"spec": {"tolerations": [{"operator": "Exists"}], "securityContext": {"runAsUser": 1000}}}',
+      "--patch",
+    ),
+    readyTimeoutMs: 1,
+    log: () => {},
+  });
+  assert.equal(job.metadata.namespace, "ns1");
+  assert.equal(job.spec.backoffLimit, 0);
+  // A finished Job (its agent exited after a client died) goes away soon, as krelay's does.
+  assert.equal(job.spec.ttlSecondsAfterFinished, 10);
+  const pod = job.spec.template.spec;
+  assert.equal(job.spec.template.metadata.labels["app.kubernetes.io/name"], "kubectl-relay-agent");
+  assert.equal(pod.restartPolicy, "Never");
+  assert.equal(pod.automountServiceAccountToken, false);
+  assert.equal(pod.securityContext.runAsNonRoot, true);
+  assert.equal(pod.securityContext.runAsUser, 1000, "patch merged into the pod spec");
+  assert.deepEqual(pod.tolerations, [{ operator: "Exists" }]);
+  const c = pod.containers[0];
+  assert.equal(c.image, DEFAULT_AGENT_IMAGE);
+  assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+  assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+  assert.deepEqual(c.securityContext.capabilities.drop, ["ALL"]);
+  assert.ok(c.resources.requests.memory);
+});
+
+Deno.test("compile task: dry run type-checks and lists a command per target", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "scripts/compile.ts", "--dry-run"],
+    cwd: new URL("../", import.meta.url).pathname,
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.equal(text.split("\n").filter((l) => l.startsWith("$ deno compile")).length, 7);
+  assert.match(
+    text,
+    /--target x86_64-pc-windows-msvc -o dist\/windows-amd64\/kubectl-relay\.exe main\.ts/,
+  );
+});

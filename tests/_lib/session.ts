@@ -1,0 +1,167 @@
+/** Test helpers for tunnel Session tests: connected session pairs over memory and loopback TCP. */
+
+import { createHash } from "node:crypto";
+import { PREFACE } from "../../src/protocol/mux.ts";
+import { Session, type SessionOptions, type Stream } from "../../src/mux/mod.ts";
+import { connTransport, prefixedTransport, type Transport } from "../../src/mux/mod.ts";
+import { memoryTransportPair } from "./memory_transport.ts";
+
+/** A FIFO of values with an awaitable `next()`. */
+export class Queue<T> {
+  #items: T[] = [];
+  #waiters: ((v: T) => void)[] = [];
+  push(v: T): void {
+    const w = this.#waiters.shift();
+    if (w) w(v);
+    else this.#items.push(v);
+  }
+  next(): Promise<T> {
+    const v = this.#items.shift();
+    if (v !== undefined) return Promise.resolve(v);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+}
+
+/**
+ * Does what the agent does with a new tunnel connection: reads exactly PREFACE.length bytes,
+ * checks them, and returns a transport that yields whatever came after them.
+ */
+export async function acceptPreface(t: Transport): Promise<Transport> {
+  let got = new Uint8Array(0);
+  while (got.length < PREFACE.length) {
+    const chunk = await t.read();
+    if (chunk === null) throw new Error("EOF before preface");
+    const merged = new Uint8Array(got.length + chunk.length);
+    merged.set(got);
+    merged.set(chunk, got.length);
+    got = merged;
+  }
+  for (let i = 0; i < PREFACE.length; i++) {
+    if (got[i] !== PREFACE[i]) throw new Error("bad preface");
+  }
+  return prefixedTransport(got.subarray(PREFACE.length), t);
+}
+
+/** A client and a server Session connected to each other. */
+export interface Pair {
+  client: Session;
+  server: Session;
+  /** Streams the server accepted, in order. */
+  streams: Queue<Stream>;
+  /** Closes both sessions and waits until they and their transports are done. */
+  close(): Promise<void>;
+}
+
+type Opts = Omit<SessionOptions, "role" | "onStream">;
+
+async function pairOver(
+  clientT: Transport,
+  serverRaw: Promise<Transport>,
+  clientOpts: Opts,
+  serverOpts: Opts,
+  extra: () => void = () => {},
+): Promise<Pair> {
+  const client = new Session(clientT, { role: "client", ...clientOpts });
+  const streams = new Queue<Stream>();
+  const server = new Session(await acceptPreface(await serverRaw), {
+    role: "server",
+    onStream: (s) => streams.push(s),
+    ...serverOpts,
+  });
+  return {
+    client,
+    server,
+    streams,
+    async close() {
+      client.close("test done");
+      server.close("test done");
+      await Promise.all([client.closed, server.closed]);
+      extra();
+      // Let the transports' pending reads settle (op sanitizer).
+      await new Promise((r) => setTimeout(r, 0));
+    },
+  };
+}
+
+/** Sessions over an in-memory transport pair. */
+export function memoryPair(clientOpts: Opts = {}, serverOpts: Opts = {}): Promise<Pair> {
+  const [a, b] = memoryTransportPair();
+  return pairOver(a, Promise.resolve(b), clientOpts, serverOpts);
+}
+
+/** Sessions over a real loopback TCP connection (127.0.0.1). */
+export async function tcpPair(clientOpts: Opts = {}, serverOpts: Opts = {}): Promise<Pair> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: (listener.addr as Deno.NetAddr).port,
+  });
+  const serverConn = await accepted;
+  listener.close();
+  return pairOver(
+    connTransport(conn),
+    Promise.resolve(connTransport(serverConn)),
+    clientOpts,
+    serverOpts,
+  );
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), cheap to generate in bulk. */
+export function pseudoRandom(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  const words = new Uint32Array(out.buffer, 0, n >>> 2);
+  let x = seed | 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x;
+  }
+  for (let i = words.length * 4; i < n; i++) out[i] = i & 0xff;
+  return out;
+}
+
+/** Reads a stream to EOF; returns its byte count and SHA-256 (hex). */
+export async function drain(stream: Stream): Promise<{ bytes: number; sha256: string }> {
+  const h = createHash("sha256");
+  let bytes = 0;
+  while (true) {
+    const chunk = await stream.read();
+    if (chunk === null) break;
+    bytes += chunk.length;
+    h.update(chunk);
+  }
+  return { bytes, sha256: h.digest("hex") };
+}
+
+/**
+ * Writes `total` bytes of pseudo-random data in `chunk`-sized writes, then half-closes;
+ * returns the SHA-256 (hex) of what was sent.
+ */
+export async function sendPattern(
+  stream: Stream,
+  total: number,
+  seed: number,
+  chunk = 64 * 1024,
+): Promise<string> {
+  const h = createHash("sha256");
+  const block = pseudoRandom(1024 * 1024, seed);
+  let sent = 0;
+  let i = 0;
+  while (sent < total) {
+    const n = Math.min(chunk, total - sent);
+    const start = (i++ * 7919) % (block.length - chunk);
+    const piece = block.subarray(start, start + n);
+    h.update(piece);
+    await stream.write(piece);
+    sent += n;
+  }
+  await stream.closeWrite();
+  return h.digest("hex");
+}
+
+/** SHA-256 (hex) of one array. */
+export function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
