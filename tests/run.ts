@@ -2,7 +2,7 @@
  * `deno task test [deno test args...]` — builds the control plane if needed, starts ONE loopback
  * cluster, runs `deno test -A <args>` with `RELAY_TEST_CLUSTER` pointing at the cluster's
  * state.json, stops the cluster, and prints a final line `N passed, M failed`. The default args
- * are `src/ scripts/ tests/`: every test, the unit tests beside the code included.
+ * are `src/ scripts/ bench/ tests/`: every test, the unit tests beside the code included.
  *
  * Exit code: deno test's; 1 if the cluster cannot start, or if tests passed but stopping the
  * cluster left something behind. `RELAY_TEST_TIMEOUT` (seconds, default 1800) bounds the run.
@@ -46,7 +46,7 @@ export function parseSummary(output: string): TestSummary | null {
 }
 
 async function main(args: string[]): Promise<number> {
-  const testArgs = args.length ? args : ["src/", "scripts/", "tests/"];
+  const testArgs = args.length ? args : ["src/", "scripts/", "bench/", "tests/"];
   let cluster: Cluster;
   let binDir: string;
   try {
