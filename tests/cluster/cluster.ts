@@ -10,6 +10,7 @@
 import { ensureBuilt, kubectlCommand } from "./build.ts";
 import { KubeClient } from "./client.ts";
 import { generatePki, issueClientCert } from "./pki.ts";
+import { agentLeftovers } from "./runtime/agent_sandbox.ts";
 import {
   boundIpv4Sockets,
   freePort,
@@ -575,6 +576,8 @@ class ClusterHandle implements Cluster {
         }`,
       );
     }
+    // Nor any agent process or agent memory cgroup (the runtime removes them with their pods).
+    errors.push(...await agentLeftovers(this.dir));
     await Deno.remove(`${this.dir}/etcd-data`, { recursive: true }).catch(() => {});
     if (errors.length) throw new Error(`cluster stop: ${errors.join("; ")}`);
     this.log(`[cluster] stopped (${this.dir})`);

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { AgentSandbox } from "./agent_sandbox.ts";
 import { type ManagedChild, spawnChild } from "./child.ts";
 import { type DnsServer, startDnsServer } from "./dns_server.ts";
 import { type EchoServer, startTcpEcho, startUdpEcho } from "./echo_server.ts";
@@ -25,6 +26,11 @@ export interface PlayerEnv {
   dnsServer: string;
   /** Wrap the agent in `unshare` + bind-mounted resolv.conf (default true; needs root). */
   privateResolv?: boolean;
+  /**
+   * Enforce what a kubelet enforces on the agent (memory cgroup, securityContext identity, OOM
+   * reporting). The runtime always sets it; without it the agent runs as we do, unlimited.
+   */
+  agentSandbox?: AgentSandbox;
   log: (line: string) => void;
   /** Publish forwards for these pod ports (kwok PortForward). */
   publishPorts(pod: V1Pod, ports: number[]): Promise<void>;
@@ -34,8 +40,8 @@ export interface PlayerEnv {
   unpublish(namespace: string, name: string): Promise<void>;
   /** Mark the pod's containers ready (status subresource). */
   markReady(pod: V1Pod): Promise<void>;
-  /** Mark the pod finished (agent exited by itself). */
-  markFinished(pod: V1Pod, exitCode: number): Promise<void>;
+  /** Mark the pod finished (agent exited by itself); `reason` e.g. `OOMKilled`. */
+  markFinished(pod: V1Pod, exitCode: number, reason?: string): Promise<void>;
 }
 
 type Closer = () => Promise<void>;
@@ -225,8 +231,12 @@ export class PodPlayer {
     const base = `${dir}/${this.namespace}_${this.name}`;
     const deno = Deno.execPath();
     const denoArgs = ["run", "-A", "--unstable-net", this.env.agentPath, ...args];
-    let cmd = deno;
-    let cmdArgs = denoArgs;
+    // Memory cgroup + securityContext identity (see agent_sandbox.ts); released after the stop.
+    const launch = await this.env.agentSandbox?.prepare(this.pod, container, base);
+    if (launch) this.#own(async () => void await launch.release());
+    const argv = launch ? launch.wrap([deno, ...denoArgs]) : [deno, ...denoArgs];
+    let cmd = argv[0];
+    let cmdArgs = argv.slice(1);
     if (this.env.privateResolv ?? true) {
       const resolv = `${base}.resolv.conf`;
       await Deno.writeTextFile(resolv, resolvConf(this.namespace, this.env.dnsServer));
@@ -239,8 +249,7 @@ export class PodPlayer {
         "-c",
         'mount --bind "$0" /etc/resolv.conf && exec "$@"',
         resolv,
-        deno,
-        ...denoArgs,
+        ...argv,
       ];
     }
     let ready!: () => void;
@@ -248,7 +257,8 @@ export class PodPlayer {
     const child = await spawnChild(cmd, {
       args: cmdArgs,
       logFile: `${base}.log`,
-      env: { NO_COLOR: "1" },
+      env: launch?.env ?? { NO_COLOR: "1" },
+      clearEnv: launch !== undefined,
       onLine: (line) => {
         this.env.log(`agent ${this.key}: ${line}`);
         if (/listening on /.test(line)) ready();
@@ -266,10 +276,13 @@ export class PodPlayer {
     // When the agent exits by itself, the pod's container terminated: report it.
     child.status.then(async (st) => {
       if (child.stopping || this.#stopped) return;
-      this.env.log(`agent ${this.key} exited with code ${st.code}`);
+      const end = launch ? await launch.exited(st) : { exitCode: st.code, reason: undefined };
+      this.env.log(
+        `agent ${this.key} exited with code ${end.exitCode}${end.reason ? ` (${end.reason})` : ""}`,
+      );
       await Deno.remove(this.#pidFile!).catch(() => {});
       await this.env.unpublish(this.namespace, this.name).catch(() => {});
-      await this.env.markFinished(this.pod, st.code).catch((e) =>
+      await this.env.markFinished(this.pod, end.exitCode, end.reason).catch((e) =>
         this.env.log(`pod ${this.key}: mark finished: ${e}`)
       );
     });

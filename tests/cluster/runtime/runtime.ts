@@ -7,6 +7,7 @@
  */
 
 import * as k8s from "@kubernetes/client-node";
+import { AgentSandbox } from "./agent_sandbox.ts";
 import { type DnsServer, startDnsServer } from "./dns_server.ts";
 import { type Backend, type Forwarder, startTcpForwarder, startUdpForwarder } from "./forwarder.ts";
 import {
@@ -68,6 +69,7 @@ export class Runtime {
   #svcChain: Promise<void> = Promise.resolve();
   #rr = new Map<string, number>();
   #dns?: DnsServer;
+  #sandbox?: AgentSandbox;
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
   #log: (line: string) => void;
@@ -113,6 +115,7 @@ export class Runtime {
       }
     }
     this.#log(`cluster DNS on ${this.dnsIP}:${this.#dns!.port} (udp+tcp)`);
+    this.#sandbox = await AgentSandbox.create({ stateDir: this.opts.stateDir, log: this.#log });
 
     const onPod = (pod: V1Pod) => this.#queuePod(keyOf(pod));
     this.pods.on("add", onPod);
@@ -167,9 +170,16 @@ export class Runtime {
     await this.services.stop?.();
     await Promise.allSettled([...this.#players.values()].map((p) => p.stop()));
     this.#players.clear();
+    const left = await this.#sandbox?.close();
+    if (left?.length) this.#log(`agent cgroups still holding processes: ${left.join(", ")}`);
     await Promise.allSettled([...this.#forwarders.values()].map((f) => f.close()));
     this.#forwarders.clear();
     await this.#dns?.close();
+  }
+
+  /** This runtime's agent memory cgroups dir (pods in `<dir>/<ns>_<pod>`), once started. */
+  get agentCgroupDir(): string | undefined {
+    return this.#sandbox?.cgroups?.dir;
   }
 
   /** Pid of the agent process of a pod (for tests). */
@@ -228,12 +238,13 @@ export class Runtime {
       agentPath: this.opts.agentPath,
       stateDir: this.opts.stateDir,
       dnsServer: this.dnsIP,
+      agentSandbox: this.#sandbox,
       log: this.#log,
       publishPorts: (pod, ports) => this.#publish(pod, ports),
       confirmPublished: (pod, port, cancelled) => this.#confirmPublished(pod, port, cancelled),
       unpublish: (ns, name) => this.#unpublish(ns, name),
       markReady: (pod) => this.#markReady(pod),
-      markFinished: (pod, code) => this.#markFinished(pod, code),
+      markFinished: (pod, code, reason) => this.#markFinished(pod, code, reason),
     };
   }
 
@@ -345,7 +356,7 @@ export class Runtime {
     });
   }
 
-  async #markFinished(pod: V1Pod, exitCode: number): Promise<void> {
+  async #markFinished(pod: V1Pod, exitCode: number, reason?: string): Promise<void> {
     const now = new Date().toISOString();
     const ok = exitCode === 0;
     await this.#patchStatus(pod, {
@@ -369,7 +380,7 @@ export class Runtime {
         state: {
           terminated: {
             exitCode,
-            reason: ok ? "Completed" : "Error",
+            reason: reason ?? (ok ? "Completed" : "Error"),
             startedAt: pod.status?.startTime ?? now,
             finishedAt: now,
           },
