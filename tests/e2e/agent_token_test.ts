@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import yaml from "npm:js-yaml@4.1.0";
 import { sharedCluster } from "../cluster/cluster.ts";
+import { DEFAULT_AGENT_IMAGE } from "../../src/version.ts";
 import { NS, setup } from "./fixtures.ts";
 import { agentJobs, kubectl, runRelay } from "../_lib/relay.ts";
 import { agentJob } from "../../src/kube/agent.ts";
@@ -277,6 +278,7 @@ async function containerPatch(changes: Record<string, unknown>): Promise<string>
   ) as { spec: { template: { spec: { containers: Record<string, unknown>[] } } } };
   const c = { ...m.spec.template.spec.containers[0], ...changes };
   delete c.env; // the client sets the token
+  c.image = DEFAULT_AGENT_IMAGE; // a pod spec patch replaces the whole container list
   return JSON.stringify({ containers: [c] });
 }
 

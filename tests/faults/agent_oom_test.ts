@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import yaml from "npm:js-yaml@4.1.0";
 import { sharedCluster } from "../cluster/cluster.ts";
+import { DEFAULT_AGENT_IMAGE } from "../../src/version.ts";
 import { agentJobs, kubectl, startRelay } from "../_lib/relay.ts";
 
 const NS = "relay-oom";
@@ -50,6 +51,7 @@ async function limitPatch(limit: string): Promise<string> {
   ) as { spec: { template: { spec: { containers: Record<string, unknown>[] } } } };
   const c = { ...m.spec.template.spec.containers[0] };
   delete c.env; // the client sets the token
+  c.image = DEFAULT_AGENT_IMAGE; // a pod spec patch replaces the whole container list
   c.resources = { limits: { memory: limit }, requests: { memory: limit, cpu: "10m" } };
   return JSON.stringify({ containers: [c] });
 }
