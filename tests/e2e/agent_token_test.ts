@@ -302,6 +302,11 @@ Deno.test({
   );
   assert.doesNotMatch(res.stderr, /^\s+at /m);
   assert.deepEqual(await agentJobs(kc), []);
+  // The harness ran that container once, as a kubelet does with restartPolicy Never.
+  const pod = /agent pod (\S+) failed/.exec(errors[0])![1];
+  const runtimeLog = await Deno.readTextFile(`${(await sharedCluster()).dir}/logs/runtime.log`);
+  const starts = runtimeLog.split("\n").filter((l) => l.includes(`/${pod}: agent pid `));
+  assert.equal(starts.length, 1, starts.join("\n"));
 });
 
 Deno.test({

@@ -125,6 +125,7 @@ export class PodPlayer {
   #stopping?: Promise<void>;
   #pidFile?: string;
   #plan?: AgentPlan;
+  #agentEnded = false;
 
   constructor(readonly pod: V1Pod, readonly env: PlayerEnv) {
     this.uid = pod.metadata?.uid ?? "";
@@ -135,6 +136,14 @@ export class PodPlayer {
 
   get key(): string {
     return `${this.namespace}/${this.name}`;
+  }
+
+  /**
+   * True once the agent exited by itself: its container has terminated, and with
+   * `restartPolicy: Never` (agent Jobs) it must never run again for this pod.
+   */
+  get agentEnded(): boolean {
+    return this.#agentEnded;
   }
 
   /** Agent process id (agent pods only, while it runs). */
@@ -294,9 +303,30 @@ export class PodPlayer {
     const base = `${dir}/${this.namespace}_${this.name}`;
     const deno = Deno.execPath();
     const denoArgs = ["run", "-A", "--unstable-net", this.env.agentPath, ...args];
-    // Memory cgroup + securityContext identity (see agent_sandbox.ts); released after the stop.
-    const launch = await this.env.agentSandbox?.prepare(this.pod, container, base);
-    if (launch) this.#own(async () => void await launch.release());
+    // The container's log, as the pod log API serves it. Kept after the pod stops (a kubelet
+    // keeps a finished container's log until the pod goes; kwok's Logs object goes with the pod).
+    const cri = await Deno.open(`${base}.cri.log`, { create: true, write: true, truncate: true });
+    await this.env.publishLogs?.(this.pod, container?.name ?? "agent", `${base}.cri.log`).catch(
+      (e) => this.env.log(`pod ${this.key}: publish logs: ${e}`),
+    );
+    const enc = new TextEncoder();
+    let launch: Awaited<ReturnType<AgentSandbox["prepare"]>> | undefined;
+    try {
+      // A stop while starting (the pod went away): run nothing.
+      if (this.#stopped) {
+        cri.close();
+        return [];
+      }
+      // Memory cgroup + securityContext identity (see agent_sandbox.ts); released after the stop.
+      launch = await this.env.agentSandbox?.prepare(this.pod, container, base);
+    } catch (e) {
+      cri.close();
+      throw e;
+    }
+    if (launch) {
+      const l = launch;
+      this.#own(async () => void await l.release());
+    }
     const argv = launch ? launch.wrap([deno, ...denoArgs]) : [deno, ...denoArgs];
     let cmd = argv[0];
     let cmdArgs = argv.slice(1);
@@ -315,13 +345,6 @@ export class PodPlayer {
         ...argv,
       ];
     }
-    // The container's log, as the pod log API serves it. Kept after the pod stops (a kubelet
-    // keeps a finished container's log until the pod goes; kwok's Logs object goes with the pod).
-    const cri = await Deno.open(`${base}.cri.log`, { create: true, write: true, truncate: true });
-    await this.env.publishLogs?.(this.pod, container?.name ?? "agent", `${base}.cri.log`).catch(
-      (e) => this.env.log(`pod ${this.key}: publish logs: ${e}`),
-    );
-    const enc = new TextEncoder();
     let ready!: () => void;
     const listening = new Promise<void>((r) => ready = r);
     let child: ManagedChild;
@@ -358,6 +381,7 @@ export class PodPlayer {
     // When the agent exits by itself, the pod's container terminated: report it.
     child.status.then(async (st) => {
       if (child.stopping || this.#stopped) return;
+      this.#agentEnded = true;
       const end = launch ? await launch.exited(st) : { exitCode: st.code, reason: undefined };
       this.env.log(
         `agent ${this.key} exited with code ${end.exitCode}${end.reason ? ` (${end.reason})` : ""}`,

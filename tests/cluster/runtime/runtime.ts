@@ -72,6 +72,8 @@ export class Runtime {
   #rr = new Map<string, number>();
   #dns?: DnsServer;
   #sandbox?: AgentSandbox;
+  /** Uids of agent pods whose container terminated: never run again (restartPolicy Never). */
+  #ended = new Set<string>();
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
   #log: (line: string) => void;
@@ -214,7 +216,7 @@ export class Runtime {
     if (this.#stopped) return;
     const [ns, name] = key.split("/");
     const pod = this.pods.get(name, ns);
-    const want = pod !== undefined && shouldPlay(pod);
+    const want = pod !== undefined && shouldPlay(pod) && !this.#ended.has(pod.metadata?.uid ?? "");
     let player = this.#players.get(key);
     if (player && (!want || player.uid !== pod?.metadata?.uid)) {
       this.#players.delete(key);
@@ -228,7 +230,9 @@ export class Runtime {
         await player.start();
       } catch (e) {
         this.#log(`pod ${key}: start failed: ${errText(e)}`);
-        // Leave it not Ready; the resync retries after the failed player is dropped.
+        // Leave it not Ready; the resync retries after the failed player is dropped, unless the
+        // agent's container ran and terminated (its pod is being marked finished).
+        if (player.agentEnded) this.#ended.add(player.uid);
         this.#players.delete(key);
         await player.stop();
       }
