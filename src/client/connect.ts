@@ -1,5 +1,6 @@
 /**
- * Reaching the agent: credentials → API client → agent Job → pod port-forward → tunnel session.
+ * Reaching the agent: credentials → API client → agent Job → pod port-forward → Token block →
+ * tunnel session.
  *
  * @module
  */
@@ -10,6 +11,9 @@ import type { KubeFlags } from "../kube/flags.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager } from "../kube/agent.ts";
 import type { AgentPatch } from "../kube/agent_patch.ts";
 import { openPortForward } from "../kube/portforward.ts";
+import { encodeAuth } from "../protocol/auth.ts";
+import { UsageError } from "../errors.ts";
+import type { Transport } from "../mux/mod.ts";
 import { DEFAULT_AGENT_IMAGE } from "../version.ts";
 import { type ClientOptions, type Io, logger } from "./options.ts";
 import { Tunnel } from "./tunnel.ts";
@@ -47,12 +51,36 @@ export async function connectAgent(
   log(1, "startup: access checked");
   let agent = await agents.start();
   log(1, `startup: agent pod ${agent.pod} ready`);
-  const connect = async () => {
-    if (!(await agents.alive(agent))) {
-      note(`Agent pod ${agent.pod} is gone; starting a new agent`);
+  let tunnelUp = false;
+  const connect = async (): Promise<Transport> => {
+    const gone = await agents.gone(agent);
+    if (gone) {
+      // Before the first tunnel, a dead agent is a failed start: say why, and stop.
+      if (!tunnelUp) throw new UsageError(gone);
+      note(`${gone[0].toUpperCase()}${gone.slice(1)}; starting a new agent`);
       await agents.delete(agent.job).catch(() => {});
       agent = await agents.start();
     }
+    let transport: Transport;
+    try {
+      transport = await portForward();
+    } catch (e) {
+      // The agent may have died under the port-forward: that is the better explanation.
+      const why = tunnelUp ? undefined : await agents.gone(agent).catch(() => undefined);
+      if (why) throw new UsageError(why);
+      throw e;
+    }
+    // Every connection presents the agent's token first (PROTOCOL.md §0); the Session's PREFACE
+    // follows it on the same pipe.
+    try {
+      await transport.write(encodeAuth(agent.token));
+    } catch (e) {
+      transport.close();
+      throw e;
+    }
+    return transport;
+  };
+  const portForward = async (): Promise<Transport> => {
     // A pod that just became ready may not accept port-forwards for a moment: retry briefly,
     // but not when the apiserver has said no (forbidden, not found).
     for (let attempt = 1;; attempt++) {
@@ -79,6 +107,7 @@ export async function connectAgent(
   });
   try {
     await tunnel.start();
+    tunnelUp = true;
   } catch (e) {
     await agents.deleteAll().catch(() => {});
     throw e;

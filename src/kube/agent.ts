@@ -5,10 +5,19 @@ import { type AgentPatch, applyAgentPatch } from "./agent_patch.ts";
 import type { Json } from "./merge_patch.ts";
 import { PodTracker } from "./pods.ts";
 import type { Pod } from "./types.ts";
+import { formatToken, TOKEN_ENV, TOKEN_LENGTH } from "../protocol/auth.ts";
+import {
+  AGENT_CONTAINER,
+  describeAgentEnd,
+  lastLogLine,
+  LOG_TAIL_LINES,
+  podEnded,
+  wasOOMKilled,
+} from "./agent_end.ts";
 
 /** The label every agent pod and Job carries. */
 export const AGENT_LABEL = "app.kubernetes.io/name=kubectl-relay-agent";
-/** The port the agent listens on inside its pod. */
+/** The port the agent listens on inside its pod, on the pod's loopback address only. */
 export const AGENT_PORT = 9527;
 
 /** How to create the agent. */
@@ -23,11 +32,18 @@ export interface AgentOptions {
   debug?: (line: string) => void;
 }
 
-/** A running agent: its Job and current pod. */
+/** A running agent: its Job and current pod, and the token every connection must present. */
 export interface AgentHandle {
   job: string;
   namespace: string;
   pod: string;
+  /** This agent's secret (PROTOCOL.md §0), drawn when its Job was created. */
+  token: Uint8Array;
+}
+
+/** A fresh agent token: {@link TOKEN_LENGTH} bytes from the platform's secure random source. */
+export function newAgentToken(): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH));
 }
 
 async function loadTemplate(): Promise<Record<string, Json>> {
@@ -38,8 +54,14 @@ async function loadTemplate(): Promise<Record<string, Json>> {
   return yaml.load(text) as Record<string, Json>;
 }
 
-/** Builds the agent Job object from manifests/agent-job.yaml. */
-export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>> {
+/**
+ * Builds the agent Job object from manifests/agent-job.yaml, with `token` (hex) in the agent
+ * container's `KUBECTL_RELAY_TOKEN`, set after `--patch` is merged so no patch can drop it.
+ */
+export async function agentJob(
+  opts: AgentOptions,
+  token: Uint8Array = newAgentToken(),
+): Promise<Record<string, Json>> {
   const job = await loadTemplate();
   const meta = job.metadata as Record<string, Json>;
   meta.namespace = opts.namespace;
@@ -49,17 +71,26 @@ export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>
   const container = podSpec.containers[0];
   container.image = opts.image;
   if (opts.patch) applyAgentPatch(job, opts.patch);
+  const patched = (job.spec as Record<string, Json>).template as Record<string, Json>;
+  setTokenEnv(patched.spec as { containers?: Record<string, Json>[] }, token);
   return job;
 }
 
+/** Sets (or replaces) `KUBECTL_RELAY_TOKEN` in the agent container's env. */
+function setTokenEnv(podSpec: { containers?: Record<string, Json>[] }, token: Uint8Array): void {
+  const containers = podSpec.containers ?? [];
+  const c = containers.find((c) => c.name === AGENT_CONTAINER) ?? containers[0];
+  if (!c) return;
+  const env = (Array.isArray(c.env) ? c.env : []) as Record<string, Json>[];
+  c.env = [...env.filter((e) => e.name !== TOKEN_ENV), {
+    name: TOKEN_ENV,
+    value: formatToken(token),
+  }];
+}
+
+/** Why a pod that has not ended cannot start (image or config problems), if so. */
 function podProblem(pod: Pod): string | undefined {
-  if (pod.status?.phase === "Failed" || pod.status?.phase === "Succeeded") {
-    return `agent pod ${pod.metadata.name} ended (${pod.status.phase})`;
-  }
-  const statuses = (pod.status as {
-    containerStatuses?: { state?: { waiting?: { reason?: string; message?: string } } }[];
-  })
-    ?.containerStatuses ?? [];
+  const statuses = pod.status?.containerStatuses ?? [];
   for (const s of statuses) {
     const reason = s.state?.waiting?.reason;
     if (
@@ -123,7 +154,8 @@ export class AgentManager {
     const t0 = performance.now();
     const ns = this.#opts.namespace;
     this.#opts.log(`Starting agent in namespace ${ns}…`);
-    const body = await agentJob(this.#opts);
+    const token = newAgentToken();
+    const body = await agentJob(this.#opts, token);
     let created: { metadata: { name: string } };
     try {
       created = await this.#client.create(this.#jobsPath(), body);
@@ -147,8 +179,10 @@ export class AgentManager {
         if (pod) {
           const secs = ((performance.now() - t0) / 1000).toFixed(1);
           this.#opts.log(`Agent ${job} (pod ${pod.metadata.name}) ready in ${secs}s`);
-          return { job, namespace: ns, pod: pod.metadata.name };
+          return { job, namespace: ns, pod: pod.metadata.name, token };
         }
+        const ended = tracker.pods.find(podEnded);
+        if (ended) throw new UsageError(await this.describeEnd(ended));
         const problem = tracker.pods.map(podProblem).find((p) => p);
         if (problem) throw new UsageError(problem);
         if (Date.now() >= deadline) {
@@ -168,18 +202,47 @@ export class AgentManager {
     }
   }
 
-  /** True if the agent pod still exists and is not being deleted or finished. */
-  async alive(handle: AgentHandle): Promise<boolean> {
+  #podPath(namespace: string, pod: string): string {
+    return `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}`;
+  }
+
+  /**
+   * Undefined while the agent pod exists, runs and is not being deleted; else one line saying
+   * what became of it (OOM-killed with its memory limit, failed with its last log line, deleted).
+   */
+  async gone(handle: AgentHandle): Promise<string | undefined> {
+    let pod: Pod;
     try {
-      const pod = await this.#client.get<Pod>(
-        `/api/v1/namespaces/${encodeURIComponent(handle.namespace)}/pods/${
-          encodeURIComponent(handle.pod)
-        }`,
-      );
-      return !pod.metadata.deletionTimestamp && pod.status?.phase === "Running";
+      pod = await this.#client.get<Pod>(this.#podPath(handle.namespace, handle.pod));
     } catch (e) {
-      if (e instanceof KubeApiError && e.status === 404) return false;
+      if (e instanceof KubeApiError && e.status === 404) return `agent pod ${handle.pod} is gone`;
       throw e;
+    }
+    if (podEnded(pod)) return await this.describeEnd(pod);
+    if (pod.metadata.deletionTimestamp) return `agent pod ${handle.pod} is being deleted`;
+    if (pod.status?.phase !== "Running") {
+      return `agent pod ${handle.pod} is not running (${pod.status?.phase ?? "no phase"})`;
+    }
+    return undefined;
+  }
+
+  /**
+   * One line on why an ended agent pod ended: an OOM kill names the memory limit; otherwise the
+   * agent's last log line (pod log API) is quoted.
+   */
+  async describeEnd(pod: Pod): Promise<string> {
+    if (wasOOMKilled(pod)) return describeAgentEnd(pod);
+    const ns = pod.metadata.namespace ?? this.#opts.namespace;
+    try {
+      const log = await this.#client.getText(
+        `${
+          this.#podPath(ns, pod.metadata.name)
+        }/log?container=${AGENT_CONTAINER}&tailLines=${LOG_TAIL_LINES}&limitBytes=65536`,
+      );
+      return describeAgentEnd(pod, lastLogLine(log));
+    } catch (e) {
+      const why = e instanceof KubeApiError ? e.display : (e as Error).message;
+      return describeAgentEnd(pod, undefined, why);
     }
   }
 

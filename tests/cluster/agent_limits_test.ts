@@ -22,6 +22,9 @@ interface Manifest {
         securityContext?: Record<string, unknown>;
         containers: {
           args?: string[];
+          env?: { name: string; value?: string }[];
+          ports?: unknown[];
+          readinessProbe?: unknown;
           resources?: { limits?: Record<string, string>; requests?: Record<string, string> };
           securityContext?: Record<string, unknown>;
         }[];
@@ -81,7 +84,12 @@ async function agentJob(name: string, memoryLimit?: string): Promise<string> {
             name: "agent",
             image: "kubectl-relay-agent:test",
             args: c.args,
-            ports: [{ name: "tunnel", containerPort: 9527 }],
+            // The client fills in a fresh token (64 hex digits) for its placeholder.
+            env: c.env?.map((e) =>
+              e.name === "KUBECTL_RELAY_TOKEN" ? { ...e, value: "ab".repeat(32) } : e
+            ),
+            ports: c.ports,
+            readinessProbe: c.readinessProbe,
             resources: { limits, requests },
             securityContext: c.securityContext,
           }],

@@ -812,6 +812,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
         "--timeout=30s",
         "crd/portforwards.kwok.x-k8s.io",
         "crd/clusterportforwards.kwok.x-k8s.io",
+        "crd/logs.kwok.x-k8s.io",
       ]);
       const podStages = await exists(RUNTIME_STAGES)
         ? RUNTIME_STAGES
@@ -828,7 +829,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
           "--node-ip=127.0.0.1",
           `--node-port=${ports.kwok}`,
           `--server-address=127.0.0.1:${ports.kwok}`,
-          "--enable-crds=PortForward,ClusterPortForward",
+          "--enable-crds=PortForward,ClusterPortForward,Logs",
           "--node-lease-duration-seconds=40",
         ],
         env: { HOME: dir },

@@ -30,6 +30,8 @@ export const CLUSTER_DNS_IP = "127.0.10.53";
 
 /** kwok PortForward resource. */
 const PF = { group: "kwok.x-k8s.io", version: "v1alpha1", plural: "portforwards" };
+/** kwok Logs resource: which file kwok serves as a container's log (the pod log API). */
+const LOGS = { group: "kwok.x-k8s.io", version: "v1alpha1", plural: "logs" };
 
 /** Options for {@link Runtime}. */
 export interface RuntimeOptions {
@@ -70,6 +72,8 @@ export class Runtime {
   #rr = new Map<string, number>();
   #dns?: DnsServer;
   #sandbox?: AgentSandbox;
+  /** Uids of agent pods whose container terminated: never run again (restartPolicy Never). */
+  #ended = new Set<string>();
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
   #log: (line: string) => void;
@@ -212,7 +216,7 @@ export class Runtime {
     if (this.#stopped) return;
     const [ns, name] = key.split("/");
     const pod = this.pods.get(name, ns);
-    const want = pod !== undefined && shouldPlay(pod);
+    const want = pod !== undefined && shouldPlay(pod) && !this.#ended.has(pod.metadata?.uid ?? "");
     let player = this.#players.get(key);
     if (player && (!want || player.uid !== pod?.metadata?.uid)) {
       this.#players.delete(key);
@@ -226,7 +230,9 @@ export class Runtime {
         await player.start();
       } catch (e) {
         this.#log(`pod ${key}: start failed: ${errText(e)}`);
-        // Leave it not Ready; the resync retries after the failed player is dropped.
+        // Leave it not Ready; the resync retries after the failed player is dropped, unless the
+        // agent's container ran and terminated (its pod is being marked finished).
+        if (player.agentEnded) this.#ended.add(player.uid);
         this.#players.delete(key);
         await player.stop();
       }
@@ -243,9 +249,63 @@ export class Runtime {
       publishPorts: (pod, ports, targets) => this.#publish(pod, ports, targets),
       confirmPublished: (pod, port, cancelled) => this.#confirmPublished(pod, port, cancelled),
       unpublish: (ns, name) => this.#unpublish(ns, name),
+      publishLogs: (pod, container, file) => this.#publishLogs(pod, container, file),
       markReady: (pod) => this.#markReady(pod),
       markFinished: (pod, code, reason) => this.#markFinished(pod, code, reason),
     };
+  }
+
+  /**
+   * A kwok `Logs` object naming `file` as the container's log, owned by the pod (so the garbage
+   * collector removes it with the pod, as a kubelet drops a container's log with its pod); waits
+   * until kwok serves it (its informer lags), at most 15 s.
+   */
+  async #publishLogs(pod: V1Pod, container: string, file: string): Promise<void> {
+    const ns = pod.metadata!.namespace!;
+    const name = pod.metadata!.name!;
+    const body = {
+      apiVersion: `${LOGS.group}/${LOGS.version}`,
+      kind: "Logs",
+      metadata: {
+        name,
+        namespace: ns,
+        labels: { "relay-test/runtime": "true" },
+        ownerReferences: [{ apiVersion: "v1", kind: "Pod", name, uid: pod.metadata!.uid! }],
+      },
+      spec: { logs: [{ containers: [container], logsFile: file }] },
+    };
+    for (let i = 0;; i++) {
+      try {
+        await this.custom.createNamespacedCustomObject({ ...LOGS, namespace: ns, body });
+        break;
+      } catch (e) {
+        if (errCode(e) === 409 && i < 5) {
+          // A leftover from an earlier pod of the same name: replace it.
+          await this.custom.deleteNamespacedCustomObject({ ...LOGS, namespace: ns, name })
+            .catch(() => {});
+          continue;
+        }
+        throw new Error(`create Logs ${ns}/${name}: ${errText(e)}`);
+      }
+    }
+    const kwok = this.#kwokAddr();
+    if (!kwok) return;
+    const url = `http://${kwok.hostname}:${kwok.port}/containerLogs/${encodeURIComponent(ns)}/${
+      encodeURIComponent(name)
+    }/${encodeURIComponent(container)}?tailLines=1`;
+    const end = Date.now() + 15000;
+    for (;;) {
+      const ok = await fetch(url).then(async (r) => {
+        await r.body?.cancel();
+        return r.ok;
+      }, () => false);
+      if (ok) return;
+      if (Date.now() > end || this.#stopped) {
+        this.#log(`pod ${keyOf(pod)}: kwok does not serve its log after 15 s`);
+        return;
+      }
+      await sleep(100);
+    }
   }
 
   async #publish(

@@ -1,0 +1,128 @@
+/**
+ * Fault test: an agent whose memory limit is lowered with `--patch` is OOM-killed under load (the
+ * harness enforces the limit with a memory cgroup, as a kubelet does). The user sees one clear
+ * line naming the limit, and the relay recovers by starting a new agent. Load is bounded in
+ * connections, rounds and time.
+ */
+import assert from "node:assert/strict";
+import yaml from "npm:js-yaml@4.1.0";
+import { sharedCluster } from "../cluster/cluster.ts";
+import { DEFAULT_AGENT_IMAGE } from "../../src/version.ts";
+import { agentJobs, kubectl, startRelay } from "../_lib/relay.ts";
+
+const NS = "relay-oom";
+const LIMIT = "48Mi";
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const WEB = `apiVersion: v1
+kind: Namespace
+metadata: { name: ${NS} }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: web, namespace: ${NS} }
+spec:
+  replicas: 1
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      containers:
+        - name: web
+          image: relay-test/http
+          ports: [{ name: http, containerPort: 80 }]
+`;
+
+async function setup(): Promise<string> {
+  const cluster = await sharedCluster();
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(file, WEB);
+  await kubectl(cluster.kubeconfig, "apply", "-f", file);
+  await Deno.remove(file);
+  await kubectl(cluster.kubeconfig, "-n", NS, "rollout", "status", "deploy/web", "--timeout=90s");
+  return cluster.kubeconfig;
+}
+
+/** `--patch` (a pod spec) with the manifest's agent container under a memory limit of `limit`. */
+async function limitPatch(limit: string): Promise<string> {
+  const m = yaml.load(
+    await Deno.readTextFile(new URL("../../manifests/agent-job.yaml", import.meta.url)),
+  ) as { spec: { template: { spec: { containers: Record<string, unknown>[] } } } };
+  const c = { ...m.spec.template.spec.containers[0] };
+  delete c.env; // the client sets the token
+  c.image = DEFAULT_AGENT_IMAGE; // a pod spec patch replaces the whole container list
+  c.resources = { limits: { memory: limit }, requests: { memory: limit, cpu: "10m" } };
+  return JSON.stringify({ containers: [c] });
+}
+
+/** GET /bytes/<n> through the relay; resolves with the byte count, or -1 on any failure. */
+async function download(port: number, n: number): Promise<number> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/bytes/${n}`, {
+      signal: AbortSignal.timeout(20_000),
+    });
+    return (await res.arrayBuffer()).byteLength;
+  } catch {
+    return -1;
+  }
+}
+
+Deno.test({
+  name:
+    `faults: an agent OOM-killed under load (--patch, ${LIMIT}) is one clear line; a new agent serves`,
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const relay = await startRelay(kc, [
+    "-n",
+    NS,
+    "--patch",
+    await limitPatch(LIMIT),
+    "deploy/web",
+    ":80",
+  ]);
+  const oomLine =
+    /^Agent pod (\S+) was OOMKilled \(exit code 137\): it used more than its memory limit of 48Mi; starting a new agent$/;
+  try {
+    const port = relay.ports[0];
+    const first = (await relay.waitFor(/^Agent .* \(pod (\S+)\) ready/)).match(/\(pod (\S+)\)/)![1];
+    assert.equal(await download(port, 1000), 1000);
+    // Rounds of 400 concurrent 1 MiB downloads (at most 5 rounds, 2 minutes) until the kernel
+    // kills the agent.
+    const t0 = Date.now();
+    let killed = false;
+    relay.waitFor(oomLine, 150_000).then(() => killed = true, () => {});
+    for (let round = 0; round < 5 && !killed && Date.now() - t0 < 120_000; round++) {
+      const got = await Promise.all(
+        Array.from({ length: 400 }, () => download(port, 1 << 20)),
+      );
+      const failed = got.filter((n) => n !== 1 << 20).length;
+      console.log(`round ${round + 1}: ${400 - failed} of 400 downloads complete`);
+      await sleep(500);
+    }
+    const line = await relay.waitFor(oomLine, 60_000);
+    assert.equal(line.match(oomLine)![1], first, "the OOM line names the agent pod that died");
+    console.log(`${line} (after ${((Date.now() - t0) / 1000).toFixed(1)} s of load)`);
+    // (The line comes from the pod status: terminated, reason OOMKilled, exit code 137; the
+    // client then deletes that Job, so the pod is gone by now.)
+    // Recovery: a new agent, and requests are served again.
+    await relay.waitFor(/^Reconnected to the agent/, 90_000);
+    const pods = relay.err.flatMap((l) => l.match(/^Agent .* \(pod (\S+)\) ready/)?.[1] ?? []);
+    assert.ok(pods.length >= 2 && pods.at(-1) !== first, pods.join(" "));
+    const t1 = Date.now();
+    let ok = false;
+    while (!ok && Date.now() - t1 < 30_000) {
+      ok = (await download(port, 1000)) === 1000;
+      if (!ok) await sleep(200);
+    }
+    assert.ok(ok, "served again after the new agent started");
+    console.log(`what the user saw:\n  ${relay.err.join("\n  ")}`);
+    // One line per kill: the user is told once, clearly (no stack trace, no repeated notes).
+    assert.equal(relay.err.filter((l) => l.includes(`${first} was OOMKilled`)).length, 1);
+    assert.doesNotMatch(relay.err.join("\n"), /^\s+at /m);
+  } finally {
+    assert.equal(await relay.stop(), 0, relay.err.join("\n"));
+  }
+  assert.deepEqual(await agentJobs(kc), []);
+});
