@@ -38,6 +38,12 @@ export function isReady(pod: V1Pod): boolean {
     (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
 }
 
+/** The Ready condition is True and the pod is Running with an IP (terminating or not). */
+export function isServing(pod: V1Pod): boolean {
+  return pod.status?.phase === "Running" && Boolean(pod.status?.podIP) &&
+    (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+}
+
 /** True if the runtime should play this pod's containers now. */
 export function shouldPlay(pod: V1Pod): boolean {
   return Boolean(pod.spec?.nodeName) && Boolean(pod.status?.podIP) &&
@@ -112,6 +118,20 @@ export function selectedReadyPods(svc: V1Service, pods: Iterable<V1Pod>): V1Pod[
     out.push(p);
   }
   return out.sort((a, b) => (a.metadata!.name! < b.metadata!.name! ? -1 : 1));
+}
+
+/**
+ * The pods kube-proxy sends a Service's new connections to: the ready endpoints (Ready and not
+ * terminating); if there is none, the serving terminating ones (kube-proxy's fallback, as in
+ * `CategorizeEndpoints`). Stable order (by name).
+ */
+export function proxyEndpoints(svc: V1Service, pods: Iterable<V1Pod>): V1Pod[] {
+  const ns = svc.metadata?.namespace;
+  const selected = [...pods].filter((p) =>
+    p.metadata?.namespace === ns && matchesSelector(p.metadata?.labels, svc.spec?.selector)
+  ).sort((a, b) => (a.metadata!.name! < b.metadata!.name! ? -1 : 1));
+  const ready = selected.filter(isReady);
+  return ready.length ? ready : selected.filter((p) => isTerminating(p) && isServing(p));
 }
 
 /** The cluster IP of a Service, or undefined if headless/ExternalName/none. */

@@ -2,7 +2,7 @@
  * Entry point of the test cluster's pod runtime (started by tests/cluster/cluster.ts):
  *
  *   deno run -A tests/cluster/runtime/main.ts --kubeconfig FILE --state-dir DIR --repo DIR
- *     [--agent PATH] [--dns HOST:PORT]
+ *     [--agent PATH] [--dns HOST:PORT] [--propagation-delay-ms N]
  *
  * Prints `runtime ready` once the first lists are done and the servers run; exits cleanly
  * (agents and servers stopped) on SIGTERM/SIGINT.
@@ -26,11 +26,12 @@ async function main(): Promise<number> {
       repo: { type: "string" },
       agent: { type: "string" },
       dns: { type: "string" },
+      "propagation-delay-ms": { type: "string" },
     },
   });
   if (!values.kubeconfig || !values["state-dir"]) {
     console.error(
-      "usage: main.ts --kubeconfig FILE --state-dir DIR --repo DIR [--agent PATH] [--dns HOST:PORT]",
+      "usage: main.ts --kubeconfig FILE --state-dir DIR --repo DIR [--agent PATH] [--dns HOST:PORT] [--propagation-delay-ms N]",
     );
     return 2;
   }
@@ -47,6 +48,9 @@ async function main(): Promise<number> {
     agentPath: values.agent ?? `${repo.replace(/\/$/, "")}/agent.ts`,
     dnsIP,
     dnsPort,
+    propagationDelayMs: values["propagation-delay-ms"] === undefined
+      ? undefined
+      : Number(values["propagation-delay-ms"]),
     log,
   });
   let stopping: Promise<void> | undefined;

@@ -8,12 +8,19 @@
 
 import * as k8s from "@kubernetes/client-node";
 import { type DnsServer, startDnsServer } from "./dns_server.ts";
-import { type Backend, type Forwarder, startTcpForwarder, startUdpForwarder } from "./forwarder.ts";
+import {
+  type Backend,
+  createTcpForwarder,
+  createUdpForwarder,
+  DEFAULT_PROPAGATION_DELAY_MS,
+  type Forwarder,
+} from "./forwarder.ts";
 import {
   clusterIPOf,
   isReady,
   keyOf,
   type Proto,
+  proxyEndpoints,
   resolveTargetPort,
   selectedReadyPods,
   shouldPlay,
@@ -37,6 +44,8 @@ export interface RuntimeOptions {
   agentPath: string;
   dnsIP?: string;
   dnsPort?: number;
+  /** Delay before Service endpoint changes reach the forwarders (default 1000 ms). */
+  propagationDelayMs?: number;
   log?: (line: string) => void;
 }
 
@@ -64,9 +73,9 @@ export class Runtime {
   readonly services: k8s.Informer<k8s.V1Service> & k8s.ObjectCache<k8s.V1Service>;
   #players = new Map<string, PodPlayer>();
   #chains = new Map<string, Promise<void>>();
-  #forwarders = new Map<string, Forwarder>();
+  #forwarders = new Map<string, ServiceForward>();
   #svcChain: Promise<void> = Promise.resolve();
-  #rr = new Map<string, number>();
+  #endpointsQueued = false;
   #dns?: DnsServer;
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
@@ -114,7 +123,10 @@ export class Runtime {
     }
     this.#log(`cluster DNS on ${this.dnsIP}:${this.#dns!.port} (udp+tcp)`);
 
-    const onPod = (pod: V1Pod) => this.#queuePod(keyOf(pod));
+    const onPod = (pod: V1Pod) => {
+      this.#queuePod(keyOf(pod));
+      this.#queueEndpoints();
+    };
     this.pods.on("add", onPod);
     this.pods.on("update", onPod);
     this.pods.on("delete", onPod);
@@ -167,7 +179,7 @@ export class Runtime {
     await this.services.stop?.();
     await Promise.allSettled([...this.#players.values()].map((p) => p.stop()));
     this.#players.clear();
-    await Promise.allSettled([...this.#forwarders.values()].map((f) => f.close()));
+    await Promise.allSettled([...this.#forwarders.values()].map((f) => f.fwd.close()));
     this.#forwarders.clear();
     await this.#dns?.close();
   }
@@ -400,9 +412,10 @@ export class Runtime {
       }
     }
     for (const [k, f] of this.#forwarders) {
-      if (!want.has(k)) {
+      const w = want.get(k);
+      if (!w || w.svcKey !== f.svcKey) {
         this.#forwarders.delete(k);
-        await f.close();
+        await f.fwd.close();
         this.#log(`service forward ${k} closed`);
       }
     }
@@ -411,27 +424,40 @@ export class Runtime {
       const opts = {
         hostname: w.ip,
         port: w.port,
-        pick: () => this.#pickBackends(w.svcKey, w.port, w.proto),
+        propagationDelayMs: this.opts.propagationDelayMs ?? DEFAULT_PROPAGATION_DELAY_MS,
         log: this.#log,
       };
-      try {
-        const f = w.proto === "TCP" ? await startTcpForwarder(opts) : await startUdpForwarder({
-          ...opts,
-          backendAlive: (b) =>
-            this.#pickBackends(w.svcKey, w.port, w.proto, false).some((x) =>
-              x.hostname === b.hostname && x.port === b.port
-            ),
-        });
-        this.#forwarders.set(k, f);
-        this.#log(`service ${w.svcKey}: forwarding ${k}`);
-      } catch (e) {
-        this.#log(`service ${w.svcKey}: cannot listen on ${k}: ${errText(e)} (retrying)`);
-      }
+      const fwd = w.proto === "TCP" ? createTcpForwarder(opts) : createUdpForwarder(opts);
+      this.#forwarders.set(k, { ...w, fwd, last: "" });
+      this.#log(`service ${w.svcKey}: forwarding ${k}`);
+    }
+    this.#publishEndpoints();
+  }
+
+  /** Recompute every Service's endpoints once the current burst of events is handled. */
+  #queueEndpoints(): void {
+    if (this.#endpointsQueued || this.#stopped) return;
+    this.#endpointsQueued = true;
+    queueMicrotask(() => {
+      this.#endpointsQueued = false;
+      this.#publishEndpoints();
+    });
+  }
+
+  /** Hand each forwarder its Service's endpoints (applied after the propagation delay). */
+  #publishEndpoints(): void {
+    if (this.#stopped) return;
+    for (const f of this.#forwarders.values()) {
+      const eps = this.#endpoints(f.svcKey, f.port, f.proto);
+      const text = JSON.stringify(eps);
+      if (text === f.last) continue;
+      f.last = text;
+      f.fwd.setEndpoints(eps);
     }
   }
 
-  /** Ready endpoints of a service port, rotated round-robin per call. */
-  #pickBackends(svcKey: string, port: number, proto: Proto, rotate = true): Backend[] {
+  /** The endpoints kube-proxy would use for a Service port (see {@link proxyEndpoints}). */
+  #endpoints(svcKey: string, port: number, proto: Proto): Backend[] {
     const [ns, name] = svcKey.split("/");
     const svc: V1Service | undefined = this.services.get(name, ns);
     const sp = svc?.spec?.ports?.find((p) => p.port === port && (p.protocol ?? "TCP") === proto);
@@ -442,7 +468,7 @@ export class Runtime {
       return [{ hostname: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || 443) }];
     }
     const out: Backend[] = [];
-    for (const pod of selectedReadyPods(svc, this.pods.list(ns))) {
+    for (const pod of proxyEndpoints(svc, this.pods.list(ns))) {
       const target = resolveTargetPort(
         pod,
         sp.targetPort as number | string | undefined,
@@ -451,10 +477,17 @@ export class Runtime {
       );
       if (target !== undefined) out.push({ hostname: pod.status!.podIP!, port: target });
     }
-    if (out.length === 0 || !rotate) return out;
-    const rrKey = `${svcKey}:${port}/${proto}`;
-    const n = (this.#rr.get(rrKey) ?? 0) % out.length;
-    this.#rr.set(rrKey, n + 1);
-    return [...out.slice(n), ...out.slice(0, n)];
+    return out;
   }
+}
+
+/** A Service port's forwarder and the endpoints last handed to it. */
+interface ServiceForward {
+  svcKey: string;
+  ip: string;
+  port: number;
+  proto: Proto;
+  fwd: Forwarder;
+  /** JSON of the endpoints last passed to setEndpoints (to skip unchanged updates). */
+  last: string;
 }
