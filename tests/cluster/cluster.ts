@@ -810,7 +810,9 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
         "crd/portforwards.kwok.x-k8s.io",
         "crd/clusterportforwards.kwok.x-k8s.io",
       ]);
-      const podStages = await exists(RUNTIME_STAGES)
+      // The runtime's stages need the runtime (it readies and removes pods); kwok's own otherwise.
+      const withRuntime = (opts.runtime ?? true) && await exists(RUNTIME_MAIN);
+      const podStages = withRuntime && await exists(RUNTIME_STAGES)
         ? RUNTIME_STAGES
         : `${assetsDir}/pod-stages.yaml`;
       await h.spawn({

@@ -426,6 +426,68 @@ async function readHttpResponse(conn: Deno.Conn): Promise<{ head: string; body: 
   }
 }
 
+/** A keep-alive GET on a raw connection: the body, or null if the connection ended. */
+async function rawGet(conn: Deno.Conn): Promise<string | null> {
+  try {
+    await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: pod\r\n\r\n"));
+    return (await readHttpResponse(conn)).body.trim();
+  } catch {
+    return null; // EOF or reset
+  }
+}
+
+Deno.test({
+  name: "runtime: a deleted pod terminates as on a kubelet (grace period, then removed)",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const pod = {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: "term", namespace: NS, labels: { app: "term" } },
+    spec: {
+      terminationGracePeriodSeconds: 30, // the harness caps it at 2 s
+      containers: [{ name: "web", image: "relay-test/http", ports: [{ containerPort: 80 }] }],
+    },
+  };
+  const file = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.writeTextFile(file, JSON.stringify(pod));
+  try {
+    await kubectl(kc, "apply", "-f", file);
+  } finally {
+    await Deno.remove(file);
+  }
+  const [p] = await readyPods(kc, NS, "app=term", 1);
+  const conn = await Deno.connect({ hostname: p.ip, port: 80 });
+  try {
+    assert.equal(await rawGet(conn), "term");
+    const t0 = Date.now();
+    await kubectl(kc, "-n", NS, "delete", "pod", "term", "--wait=false");
+    const obj = JSON.parse(await kubectl(kc, "-n", NS, "get", "pod", "term", "-o", "json"));
+    assert.ok(obj.metadata.deletionTimestamp, "the pod is Terminating");
+    assert.equal(obj.status.phase, "Running", "its containers still run");
+    // New connections are refused once the kubelet-like runtime has sent SIGTERM.
+    await poll("new connections refused", 5000, async () => {
+      try {
+        (await Deno.connect({ hostname: p.ip, port: 80 })).close();
+        return null;
+      } catch (e) {
+        return e instanceof Deno.errors.ConnectionRefused ? true : null;
+      }
+    });
+    assert.equal(await rawGet(conn), "term", "the open connection is still served");
+    await poll("pod object removed", 20000, async () => {
+      const r = await runCmd("kubectl", ["--kubeconfig", kc, "-n", NS, "get", "pod", "term"]);
+      return /NotFound/.test(r.stderr) ? true : null;
+    });
+    const ms = Date.now() - t0;
+    assert.ok(ms >= 1500, `removed ${ms} ms after the delete: not before the grace period`);
+    assert.equal(await rawGet(conn), null, "the connection ended with the kill");
+  } finally {
+    conn.close();
+  }
+});
+
 Deno.test({
   name: "runtime: an agent Job pod runs agent.ts, resolves cluster names, dies with its pod",
   ignore: !HAVE_AGENT,

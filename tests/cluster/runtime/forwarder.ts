@@ -25,7 +25,7 @@
  * @module
  */
 
-import { safeClose } from "./tcp_server.ts";
+import { pipeConns, safeClose } from "./tcp_server.ts";
 
 /** A destination (pod IP and target port). */
 export interface Backend {
@@ -71,32 +71,9 @@ export interface Forwarder {
   close(): Promise<void>;
 }
 
-const BUF = 64 * 1024;
 const REBIND_RETRY_MS = 500;
 
 const sameBackend = (a: Backend, b: Backend) => a.hostname === b.hostname && a.port === b.port;
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
-}
-
-/** Copy src → dst until EOF, then half-close dst. Errors end the copy. */
-async function pump(src: Deno.Conn, dst: Deno.Conn): Promise<void> {
-  const buf = new Uint8Array(BUF);
-  try {
-    for (;;) {
-      const n = await src.read(buf);
-      if (n === null) break;
-      await writeAll(dst, buf.subarray(0, n));
-    }
-    await dst.closeWrite().catch(() => {});
-  } catch {
-    // Either side failed: tear both down.
-    safeClose(src);
-    safeClose(dst);
-  }
-}
 
 /**
  * Endpoint bookkeeping shared by both forwarders: delayed updates, the set in effect, and
@@ -273,11 +250,9 @@ class TcpForwarder extends ForwarderBase {
     const up = upstream;
     this.#conns.add(up);
     try {
-      await Promise.all([pump(client, up), pump(up, client)]);
+      await pipeConns(client, up);
     } finally {
       this.#conns.delete(up);
-      safeClose(client);
-      safeClose(up);
     }
   }
 

@@ -44,6 +44,36 @@ export function isServing(pod: V1Pod): boolean {
     (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
 }
 
+/** How a kubelet ends a deleted pod. */
+export interface Termination {
+  /** Grace period (ms): from the deletion to SIGKILL. */
+  graceMs: number;
+  /** preStop sleep (ms), within the grace period. */
+  preStopMs: number;
+}
+
+/** Default cap of a pod's grace period in the harness (seconds). */
+export const DEFAULT_MAX_GRACE_SECONDS = 2;
+
+/**
+ * The grace period of a deleted pod — `metadata.deletionGracePeriodSeconds` (what the delete
+ * asked for), else `spec.terminationGracePeriodSeconds`, else 30 s — capped at `maxGraceSeconds`,
+ * and its preStop sleep (`lifecycle.preStop.sleep.seconds`, the longest of the containers').
+ * Other preStop handlers (exec, httpGet) are not run.
+ */
+export function terminationOf(
+  pod: V1Pod,
+  maxGraceSeconds = DEFAULT_MAX_GRACE_SECONDS,
+): Termination {
+  const grace = pod.metadata?.deletionGracePeriodSeconds ??
+    pod.spec?.terminationGracePeriodSeconds ?? 30;
+  const preStop = Math.max(
+    0,
+    ...(pod.spec?.containers ?? []).map((c) => c.lifecycle?.preStop?.sleep?.seconds ?? 0),
+  );
+  return { graceMs: Math.min(grace, maxGraceSeconds) * 1000, preStopMs: preStop * 1000 };
+}
+
 /** True if the runtime should play this pod's containers now. */
 export function shouldPlay(pod: V1Pod): boolean {
   return Boolean(pod.spec?.nodeName) && Boolean(pod.status?.podIP) &&

@@ -2,7 +2,7 @@
  * Entry point of the test cluster's pod runtime (started by tests/cluster/cluster.ts):
  *
  *   deno run -A tests/cluster/runtime/main.ts --kubeconfig FILE --state-dir DIR --repo DIR
- *     [--agent PATH] [--dns HOST:PORT] [--propagation-delay-ms N]
+ *     [--agent PATH] [--dns HOST:PORT] [--propagation-delay-ms N] [--max-grace-seconds N]
  *
  * Prints `runtime ready` once the first lists are done and the servers run; exits cleanly
  * (agents and servers stopped) on SIGTERM/SIGINT.
@@ -27,11 +27,12 @@ async function main(): Promise<number> {
       agent: { type: "string" },
       dns: { type: "string" },
       "propagation-delay-ms": { type: "string" },
+      "max-grace-seconds": { type: "string" },
     },
   });
   if (!values.kubeconfig || !values["state-dir"]) {
     console.error(
-      "usage: main.ts --kubeconfig FILE --state-dir DIR --repo DIR [--agent PATH] [--dns HOST:PORT] [--propagation-delay-ms N]",
+      "usage: main.ts --kubeconfig FILE --state-dir DIR --repo DIR [--agent PATH] [--dns HOST:PORT] [--propagation-delay-ms N] [--max-grace-seconds N]",
     );
     return 2;
   }
@@ -48,6 +49,9 @@ async function main(): Promise<number> {
     agentPath: values.agent ?? `${repo.replace(/\/$/, "")}/agent.ts`,
     dnsIP,
     dnsPort,
+    maxGraceSeconds: values["max-grace-seconds"] === undefined
+      ? undefined
+      : Number(values["max-grace-seconds"]),
     propagationDelayMs: values["propagation-delay-ms"] === undefined
       ? undefined
       : Number(values["propagation-delay-ms"]),

@@ -4,13 +4,25 @@
  * real servers bound to the pod IP (HTTP, test-zone DNS, redis-server). Then it publishes a kwok
  * `PortForward` for the pod and marks the pod Ready.
  *
+ * A deleted pod ends as a kubelet ends it ({@link PodPlayer.terminate}): the preStop sleep (the
+ * servers serve as before), then SIGTERM — our servers stop accepting (listeners released, UDP
+ * sockets closed) and finish their open TCP connections; processes get SIGTERM — then SIGKILL
+ * (connections closed) when the grace period is over.
+ *
  * @module
  */
 
 import { type ManagedChild, spawnChild } from "./child.ts";
 import { type DnsServer, startDnsServer } from "./dns_server.ts";
 import { type EchoServer, startTcpEcho, startUdpEcho } from "./echo_server.ts";
-import { agentArgs, isAgentPod, type PlannedServer, portPlan, type V1Pod } from "./kube.ts";
+import {
+  agentArgs,
+  isAgentPod,
+  type PlannedServer,
+  portPlan,
+  type Termination,
+  type V1Pod,
+} from "./kube.ts";
 import { type PodHttpServer, startPodHttpServer } from "./pod_http.ts";
 import { testZoneAnswerer } from "./zones.ts";
 import { CLUSTER_DOMAIN } from "./zones.ts";
@@ -40,6 +52,38 @@ export interface PlayerEnv {
 
 type Closer = () => Promise<void>;
 
+/** kubelet's `minimumGracePeriodInSeconds`: SIGTERM always gets at least this before SIGKILL. */
+export const MIN_GRACE_AFTER_PRESTOP_MS = 2000;
+
+/** Something the pod runs (a server or a process), ended as a kubelet ends a container. */
+interface Running {
+  what: string;
+  /** SIGTERM: stop accepting / signal the process. */
+  term(): void;
+  /** Resolves with the exit code once it has ended by itself (after term()). */
+  readonly exited: Promise<number>;
+  /** SIGKILL: end now (open connections closed); resolves when it is gone. */
+  kill(): Promise<void>;
+}
+
+/** A graceful in-process server: on SIGTERM it stops accepting and exits once drained. */
+function gracefulServer(
+  what: string,
+  srv: { stopAccepting(): Promise<void>; drained(): Promise<void>; close(): Promise<void> },
+): Running {
+  let termed!: () => void;
+  const term = new Promise<void>((r) => termed = r);
+  return {
+    what,
+    term: () => termed(),
+    exited: term.then(() => srv.stopAccepting()).then(() => srv.drained()).then(async () => {
+      await srv.close();
+      return 0;
+    }),
+    kill: () => srv.close(),
+  };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Retry `fn` while it fails with AddrInUse (a reused pod IP whose old server is stopping). */
@@ -68,6 +112,19 @@ async function waitTcp(hostname: string, port: number, timeoutMs: number): Promi
   }
 }
 
+/** A process: SIGTERM (+SIGCONT), exit code from its status, SIGKILL. */
+function processRunning(what: string, child: ManagedChild): Running {
+  return {
+    what,
+    // stop() sends SIGTERM; its own SIGKILL timer is superseded by kill() (stop(0)).
+    term: () => void child.stop(24 * 3600_000),
+    exited: child.status.then((st) => st.code),
+    kill: async () => {
+      await child.stop(0);
+    },
+  };
+}
+
 /** resolv.conf text for pods of namespace `ns`. */
 export function resolvConf(ns: string, nameserver: string): string {
   return [
@@ -85,9 +142,13 @@ export class PodPlayer {
   readonly name: string;
   readonly ip: string;
   #closers: Closer[] = [];
+  #running: Running[] = [];
   #agent?: ManagedChild;
+  /** Set once stop() or terminate() began: start() gives up, late servers are killed. */
   #stopped = false;
-  #stopping?: Promise<void>;
+  #killNow?: () => void;
+  #killed = new Promise<void>((r) => this.#killNow = r);
+  #ending?: Promise<number>;
   #pidFile?: string;
 
   constructor(readonly pod: V1Pod, readonly env: PlayerEnv) {
@@ -124,7 +185,7 @@ export class PodPlayer {
     this.env.log(`pod ${this.key} (${this.ip}) ready, ports ${ports.join(",") || "none"}`);
   }
 
-  /** Register a cleanup; if stop() already ran, clean up at once (a start racing a stop). */
+  /** Register a cleanup; if the pod is already ending, clean up at once (a start racing a stop). */
   #own(closer: Closer): void {
     if (!this.#stopped) {
       this.#closers.push(closer);
@@ -133,18 +194,80 @@ export class PodPlayer {
     closer().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
   }
 
-  /** Stop everything (idempotent; concurrent callers share one stop). */
-  stop(): Promise<void> {
-    this.#stopping ??= (async () => {
+  /** Register something the pod runs; killed at once if the pod is already ending. */
+  #run(r: Running): void {
+    if (!this.#stopped) {
+      this.#running.push(r);
+      return;
+    }
+    r.term();
+    r.kill().catch((e) => this.env.log(`pod ${this.key}: stop ${r.what}: ${e}`));
+  }
+
+  /** Kill everything now (idempotent): runtime shutdown, or the pod object vanished. */
+  async stop(): Promise<void> {
+    this.#killNow!();
+    await this.#end({ graceMs: 0, preStopMs: 0 });
+  }
+
+  /**
+   * End the pod as a kubelet ends a deleted one: preStop sleep, SIGTERM, SIGKILL at the end of
+   * the grace period (at least {@link MIN_GRACE_AFTER_PRESTOP_MS} after SIGTERM). Resolves with
+   * the exit code: 0 if everything ended by itself, else that of a process, 137 if killed.
+   * Idempotent; stop() cuts it short.
+   */
+  terminate(t: Termination): Promise<number> {
+    return this.#end(t);
+  }
+
+  #end(t: Termination): Promise<number> {
+    this.#ending ??= (async () => {
       this.#stopped = true;
+      const t0 = Date.now();
+      const killed = this.#killed.then(() => "killed" as const);
+      const wait = async (ms: number) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const r = await Promise.race([
+          killed,
+          new Promise<"time">((res) => timer = setTimeout(() => res("time"), ms)),
+        ]);
+        clearTimeout(timer);
+        return r;
+      };
+      if (t.preStopMs > 0) await wait(Math.min(t.preStopMs, t.graceMs));
+      const left = Math.max(t.graceMs - (Date.now() - t0), MIN_GRACE_AFTER_PRESTOP_MS);
+      const running = this.#running;
+      this.#running = [];
+      for (const r of running) r.term();
+      // Exit codes: set by whichever comes first, the process's own exit or our SIGKILL.
+      const codes: (number | undefined)[] = running.map(() => undefined);
+      const exited = Promise.all(running.map((r, i) =>
+        r.exited.then((c) => {
+          codes[i] ??= c;
+        }, () => {
+          codes[i] ??= 1;
+        })
+      ));
+      const outcome = t.graceMs > 0
+        ? await Promise.race([exited.then(() => "exited" as const), wait(left)])
+        : "killed";
+      if (outcome !== "exited") {
+        await Promise.all(running.map(async (r, i) => {
+          if (codes[i] !== undefined) return;
+          codes[i] = 137;
+          await r.kill().catch((e) => this.env.log(`pod ${this.key}: kill ${r.what}: ${e}`));
+        }));
+      }
       const closers = this.#closers.reverse();
       this.#closers = [];
       for (const c of closers) {
         await c().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
       }
-      this.env.log(`pod ${this.key} stopped`);
+      const code = codes.find((c) => c !== 0) ?? 0;
+      this.env.log(`pod ${this.key} stopped (exit code ${code}, ${Date.now() - t0} ms)`);
+      return code;
     })();
-    return this.#stopping;
+    return this.#ending;
   }
 
   async #startServers(): Promise<number[]> {
@@ -164,12 +287,12 @@ export class PodPlayer {
       const srv: EchoServer = await bindRetry(() =>
         s.protocol === "TCP" ? startTcpEcho(this.ip, s.port) : startUdpEcho(this.ip, s.port)
       );
-      this.#own(() => srv.close());
+      this.#run(gracefulServer(`echo ${where}`, srv));
     } else if (s.role === "http") {
       const srv: PodHttpServer = await bindRetry(() =>
         startPodHttpServer(this.ip, s.port, this.name)
       );
-      this.#own(() => srv.close());
+      this.#run(gracefulServer(`http ${where}`, srv));
     } else if (s.role === "dns") {
       const srv: DnsServer = await bindRetry(() =>
         startDnsServer({
@@ -180,7 +303,7 @@ export class PodPlayer {
           answer: testZoneAnswerer(this.name),
         })
       );
-      this.#own(() => srv.close());
+      this.#run(gracefulServer(`dns ${where}`, srv));
     } else {
       const dir = `${this.env.stateDir}/redis/${this.namespace}_${this.name}_${s.port}`;
       await Deno.mkdir(dir, { recursive: true });
@@ -203,10 +326,8 @@ export class PodPlayer {
         ],
         logFile: `${dir}/redis.log`,
       });
-      this.#own(async () => {
-        await child.stop();
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-      });
+      this.#run(processRunning(`redis-server ${where}`, child));
+      this.#own(() => Deno.remove(dir, { recursive: true }).catch(() => {}));
       await Promise.race([
         waitTcp(this.ip, s.port, 10000),
         child.status.then((st) => {
@@ -257,8 +378,8 @@ export class PodPlayer {
     this.#agent = child;
     this.#pidFile = `${base}.pid`;
     await Deno.writeTextFile(this.#pidFile, `${child.pid}\n`);
+    this.#run(processRunning("agent", child));
     this.#own(async () => {
-      await child.stop();
       await Deno.remove(this.#pidFile!).catch(() => {});
       await Deno.remove(`${base}.resolv.conf`).catch(() => {});
     });

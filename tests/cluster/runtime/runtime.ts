@@ -17,13 +17,17 @@ import {
 } from "./forwarder.ts";
 import {
   clusterIPOf,
+  DEFAULT_MAX_GRACE_SECONDS,
+  isFinished,
   isReady,
+  isTerminating,
   keyOf,
   type Proto,
   proxyEndpoints,
   resolveTargetPort,
   selectedReadyPods,
   shouldPlay,
+  terminationOf,
   type V1Pod,
   type V1Service,
 } from "./kube.ts";
@@ -44,6 +48,8 @@ export interface RuntimeOptions {
   agentPath: string;
   dnsIP?: string;
   dnsPort?: number;
+  /** Cap of a deleted pod's grace period (default 2 s). */
+  maxGraceSeconds?: number;
   /** Delay before Service endpoint changes reach the forwarders (default 1000 ms). */
   propagationDelayMs?: number;
   log?: (line: string) => void;
@@ -72,6 +78,8 @@ export class Runtime {
   readonly pods: k8s.Informer<k8s.V1Pod> & k8s.ObjectCache<k8s.V1Pod>;
   readonly services: k8s.Informer<k8s.V1Service> & k8s.ObjectCache<k8s.V1Service>;
   #players = new Map<string, PodPlayer>();
+  /** Uids of deleted pods whose termination has begun. */
+  #finalized = new Set<string>();
   #chains = new Map<string, Promise<void>>();
   #forwarders = new Map<string, ServiceForward>();
   #svcChain: Promise<void> = Promise.resolve();
@@ -129,7 +137,10 @@ export class Runtime {
     };
     this.pods.on("add", onPod);
     this.pods.on("update", onPod);
-    this.pods.on("delete", onPod);
+    this.pods.on("delete", (pod: V1Pod) => {
+      this.#finalized.delete(pod.metadata?.uid ?? "");
+      onPod(pod);
+    });
     const onSvc = () => this.#queueServices();
     this.services.on("add", onSvc);
     this.services.on("update", onSvc);
@@ -150,7 +161,8 @@ export class Runtime {
       this.#queueServices();
       for (const p of this.pods.list()) {
         const k = keyOf(p);
-        if (shouldPlay(p) !== this.#players.has(k)) this.#queuePod(k);
+        const unfinished = isTerminating(p) && !this.#finalized.has(p.metadata?.uid ?? "");
+        if (unfinished || shouldPlay(p) !== this.#players.has(k)) this.#queuePod(k);
       }
     }, 5000);
   }
@@ -193,12 +205,15 @@ export class Runtime {
 
   #queuePod(key: string): void {
     if (this.#stopped) return;
-    // A pod that went away stops at once, even while its start is still queued or running.
     const [pns, pname] = key.split("/");
     const current = this.pods.get(pname, pns);
     const player = this.#players.get(key);
-    if (player && (!current || !shouldPlay(current) || current.metadata?.uid !== player.uid)) {
+    if (player && (!current || current.metadata?.uid !== player.uid || isFinished(current))) {
+      // The pod object vanished (or finished): its processes stop at once.
       player.stop().catch(() => {});
+    } else if (player && current && isTerminating(current)) {
+      // Deleted: the graceful termination starts now, even while the start is still queued.
+      player.terminate(terminationOf(current, this.#maxGrace)).catch(() => {});
     }
     const prev = this.#chains.get(key) ?? Promise.resolve();
     const next = prev.then(() => this.#syncPod(key)).catch((e) =>
@@ -210,17 +225,25 @@ export class Runtime {
     });
   }
 
+  get #maxGrace(): number {
+    return this.opts.maxGraceSeconds ?? DEFAULT_MAX_GRACE_SECONDS;
+  }
+
   async #syncPod(key: string): Promise<void> {
     if (this.#stopped) return;
     const [ns, name] = key.split("/");
     const pod = this.pods.get(name, ns);
-    const want = pod !== undefined && shouldPlay(pod);
     let player = this.#players.get(key);
-    if (player && (!want || player.uid !== pod?.metadata?.uid)) {
+    if (player && (!pod || player.uid !== pod.metadata?.uid || isFinished(pod))) {
       this.#players.delete(key);
       await player.stop();
       player = undefined;
     }
+    if (pod && isTerminating(pod)) {
+      await this.#terminate(pod, player);
+      return;
+    }
+    const want = pod !== undefined && shouldPlay(pod);
     if (want && !player) {
       player = new PodPlayer(pod!, this.#playerEnv());
       this.#players.set(key, player);
@@ -232,6 +255,39 @@ export class Runtime {
         this.#players.delete(key);
         await player.stop();
       }
+    }
+  }
+
+  /**
+   * A deleted pod, as a kubelet ends it: the player's graceful termination (preStop, SIGTERM,
+   * SIGKILL at the end of the grace period), then the terminal status (containers terminated,
+   * phase Succeeded if everything exited 0, else Failed), then the pod object is removed
+   * (delete with grace period 0, uid precondition). Unscheduled pods are the apiserver's.
+   */
+  async #terminate(pod: V1Pod, player: PodPlayer | undefined): Promise<void> {
+    const uid = pod.metadata?.uid ?? "";
+    if (!pod.spec?.nodeName || this.#finalized.has(uid)) return;
+    this.#finalized.add(uid);
+    const key = keyOf(pod);
+    const t = terminationOf(pod, this.#maxGrace);
+    if (player) {
+      this.#log(`pod ${key} deleted: grace ${t.graceMs} ms, preStop ${t.preStopMs} ms`);
+      const code = await player.terminate(t);
+      if (this.#players.get(key) === player) this.#players.delete(key);
+      if (this.#stopped) return;
+      await this.#markFinished(pod, code).catch((e) => this.#log(`pod ${key}: ${errText(e)}`));
+    }
+    try {
+      await this.core.deleteNamespacedPod({
+        name: pod.metadata!.name!,
+        namespace: pod.metadata!.namespace!,
+        gracePeriodSeconds: 0,
+        body: { gracePeriodSeconds: 0, preconditions: { uid } },
+      });
+      this.#log(`pod ${key} removed`);
+    } catch (e) {
+      const code = errCode(e);
+      if (code !== 404 && code !== 409) throw new Error(`delete pod ${key}: ${errText(e)}`);
     }
   }
 
