@@ -10,6 +10,7 @@ import { sharedCluster } from "./cluster.ts";
 import { dig, digFull, requireTools, runCmd } from "./runtime/_testlib.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
 import { probeKwokForward } from "./runtime/kwok_probe.ts";
+import { lookupA } from "./dns_probe.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const HAVE_AGENT = (() => {
@@ -127,12 +128,6 @@ async function curl(url: string): Promise<string> {
 async function tryCurl(url: string): Promise<string | null> {
   const r = await runCmd("curl", ["-sS", "--max-time", "5", url]);
   return r.code === 0 ? r.stdout : null;
-}
-
-async function runtimeDns(dir: string): Promise<[string, number]> {
-  const info = JSON.parse(await Deno.readTextFile(`${dir}/runtime.json`)) as { dns: string };
-  const [ip, port] = info.dns.split(":");
-  return [ip, Number(port)];
 }
 
 const NS = `rt-${crypto.randomUUID().slice(0, 6)}`;
@@ -319,7 +314,21 @@ Deno.test({
 }, async () => {
   const kc = await setup();
   const c = await sharedCluster();
-  const [dnsIP, dnsPort] = await runtimeDns(c.dir);
+  // The cluster DNS is the kube-dns Service (coredns pods behind it).
+  const [dnsIP, dnsPort] = [c.clusterDNS, 53];
+  assert.equal(
+    await kubectl(
+      kc,
+      "-n",
+      "kube-system",
+      "get",
+      "svc",
+      "kube-dns",
+      "-o",
+      "jsonpath={.spec.clusterIP}",
+    ),
+    dnsIP,
+  );
   const svcIP =
     (await kubectl(kc, "-n", NS, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")).trim();
   assert.deepEqual(await dig(dnsIP, dnsPort, `web.${NS}.svc.cluster.local`, "A"), [svcIP]);
@@ -426,6 +435,81 @@ async function readHttpResponse(conn: Deno.Conn): Promise<{ head: string; body: 
   }
 }
 
+Deno.test({
+  name: "runtime: cluster DNS is a workload (kube-system/coredns behind kube-dns)",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const c = await sharedCluster();
+  const deploy = JSON.parse(
+    await kubectl(kc, "-n", "kube-system", "get", "deploy", "coredns", "-o", "json"),
+  );
+  assert.equal(deploy.spec.replicas, 2);
+  assert.equal(deploy.status.readyReplicas, 2);
+  assert.deepEqual(deploy.spec.selector.matchLabels, { "k8s-app": "kube-dns" });
+  assert.match(deploy.spec.template.spec.containers[0].image, /coredns/);
+  const svc = JSON.parse(
+    await kubectl(kc, "-n", "kube-system", "get", "svc", "kube-dns", "-o", "json"),
+  );
+  assert.equal(svc.spec.clusterIP, c.clusterDNS);
+  assert.deepEqual(
+    svc.spec.ports.map((p: { name: string; port: number; protocol: string }) =>
+      `${p.name} ${p.port}/${p.protocol}`
+    ),
+    ["dns 53/UDP", "dns-tcp 53/TCP", "metrics 9153/TCP"],
+  );
+  // Each coredns pod serves the cluster zone on its own IP (UDP and TCP).
+  const apiIP = (await kubectl(kc, "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
+    .trim();
+  for (const p of await pods(kc, "kube-system", "k8s-app=kube-dns")) {
+    assert.deepEqual(await dig(p.ip, 53, "kubernetes.default.svc.cluster.local", "A"), [apiIP]);
+    assert.deepEqual(
+      await dig(p.ip, 53, "kubernetes.default.svc.cluster.local", "A", ["+tcp"]),
+      [apiIP],
+    );
+  }
+});
+
+Deno.test({
+  name:
+    "runtime: a coredns rollout does not break cluster DNS (new UDP flow / TCP connection per query)",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const c = await sharedCluster();
+  const apiIP = (await kubectl(kc, "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
+    .trim();
+  const name = "kubernetes.default.svc.cluster.local";
+  const before = (await pods(kc, "kube-system", "k8s-app=kube-dns")).map((p) => p.name);
+  let done = false;
+  const counts = { udp: { ok: 0, failed: 0 }, tcp: { ok: 0, failed: 0 } };
+  const worker = async (transport: "udp" | "tcp") => {
+    // Bounded: at most 2000 queries per worker, and the loop ends 3 s after the rollout.
+    for (let i = 0; i < 2000 && !done; i++) {
+      const a = await lookupA(c.clusterDNS, 53, name, transport, 2000);
+      if (a?.includes(apiIP)) counts[transport].ok++;
+      else counts[transport].failed++;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const workers = [worker("udp"), worker("udp"), worker("tcp")];
+  try {
+    await kubectl(kc, "-n", "kube-system", "rollout", "restart", "deploy/coredns");
+    await kubectl(kc, "-n", "kube-system", "rollout", "status", "deploy/coredns", "--timeout=90s");
+    await poll("old coredns pods gone", 30000, async () => {
+      const ps = await pods(kc, "kube-system", "k8s-app=kube-dns");
+      return ps.length === 2 && ps.every((p) => p.ready && !before.includes(p.name)) ? true : null;
+    });
+    await new Promise((r) => setTimeout(r, 3000));
+  } finally {
+    done = true;
+    await Promise.all(workers);
+  }
+  console.log(`coredns rollout: ${JSON.stringify(counts)}`);
+  assert.ok(counts.udp.ok > 20 && counts.tcp.ok > 10, JSON.stringify(counts));
+  assert.equal(counts.udp.failed + counts.tcp.failed, 0, JSON.stringify(counts));
+});
+
 /** A keep-alive GET on a raw connection: the body, or null if the connection ended. */
 async function rawGet(conn: Deno.Conn): Promise<string | null> {
   try {
@@ -525,6 +609,11 @@ Deno.test({
   const [agent] = await readyPods(kc, NS, "app.kubernetes.io/name=kubectl-relay-agent", 1);
   const pidFile = `${c.dir}/agents/${NS}_${agent.name}.pid`;
   const pid = Number((await Deno.readTextFile(pidFile)).trim());
+  // resolv.conf as a kubelet writes it for dnsPolicy ClusterFirst: the kube-dns Service.
+  assert.equal(
+    await Deno.readTextFile(`${c.dir}/agents/${NS}_${agent.name}.resolv.conf`),
+    `search ${NS}.svc.cluster.local svc.cluster.local cluster.local\nnameserver ${c.clusterDNS}\noptions ndots:5\n`,
+  );
   const cmdline = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
   assert.ok(cmdline.some((a) => a.endsWith("agent.ts")), cmdline.join(" "));
   assert.ok(cmdline.includes(`${agent.ip}:9527`), cmdline.join(" "));

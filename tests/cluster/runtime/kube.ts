@@ -194,17 +194,34 @@ export function agentArgs(args: string[] | undefined, podIP: string): [string[],
 }
 
 /** What one container port is played as. */
-export type PortRole = "http" | "dns" | "redis" | "echo";
+export type PortRole = "http" | "dns" | "cluster-dns" | "redis" | "echo";
+
+/** CoreDNS's lameduck in kubeadm's Corefile (`health { lameduck 5s }`). */
+export const COREDNS_LAMEDUCK_MS = 5000;
 
 /** One server to run for a pod. */
 export interface PlannedServer {
   port: number;
   protocol: Proto;
   role: PortRole;
+  /**
+   * After SIGTERM, keep serving everything (accepting included) this long, then exit (CoreDNS's
+   * lameduck). 0 = stop accepting at SIGTERM.
+   */
+  lameduckMs: number;
+}
+
+/** True for a container image played as the cluster DNS (CoreDNS). */
+export function isCoreDnsImage(image: string | undefined): boolean {
+  return /coredns/i.test(image ?? "");
 }
 
 /**
  * How the runtime plays a non-agent pod, one entry per (port, protocol):
+ * - a container whose image contains "coredns" is the cluster DNS: its UDP ports, and its TCP
+ *   ports named `dns*` or also declared as UDP, serve the cluster zone (`zones.ts`
+ *   clusterAnswerer); its other TCP ports (metrics, probes) HTTP; all of it with CoreDNS's
+ *   lameduck ({@link COREDNS_LAMEDUCK_MS});
  * - a port named `echo*` (TCP or UDP) → echo server (TCP echoes bytes and half-close, UDP echoes
  *   datagrams); so does a TCP port of a container whose image contains "echo" (unless named
  *   `dns*`/`http*`);
@@ -217,12 +234,20 @@ export function portPlan(pod: V1Pod): PlannedServer[] {
   const images = new Map((pod.spec?.containers ?? []).map((c) => [c.name, c.image ?? ""]));
   const ports = containerPorts(pod);
   const out = new Map<string, PlannedServer>();
+  const lameduck = (container: string) =>
+    isCoreDnsImage(images.get(container)) ? COREDNS_LAMEDUCK_MS : 0;
   for (const p of ports) {
     if (p.protocol !== "TCP") continue;
     const name = p.name ?? "";
     const image = images.get(p.container) ?? "";
-    const role: PortRole = /^echo/i.test(name) ||
-        (/echo/i.test(image) && !/^(dns|http)/i.test(name))
+    const role: PortRole = isCoreDnsImage(image)
+      ? (/^dns/i.test(name) ||
+          ports.some((u) =>
+            u.container === p.container && u.protocol === "UDP" && u.port === p.port
+          )
+        ? "cluster-dns"
+        : "http")
+      : /^echo/i.test(name) || (/echo/i.test(image) && !/^(dns|http)/i.test(name))
       ? "echo"
       : /redis/i.test(image)
       ? "redis"
@@ -230,15 +255,25 @@ export function portPlan(pod: V1Pod): PlannedServer[] {
       ? "dns"
       : "http";
     if (!out.has(`${p.port}/TCP`)) {
-      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role });
+      out.set(`${p.port}/TCP`, {
+        port: p.port,
+        protocol: "TCP",
+        role,
+        lameduckMs: lameduck(p.container),
+      });
     }
   }
   for (const p of ports) {
     if (p.protocol !== "UDP") continue;
-    const role: PortRole = /^echo/i.test(p.name ?? "") ? "echo" : "dns";
-    out.set(`${p.port}/UDP`, { port: p.port, protocol: "UDP", role });
+    const role: PortRole = isCoreDnsImage(images.get(p.container))
+      ? "cluster-dns"
+      : /^echo/i.test(p.name ?? "")
+      ? "echo"
+      : "dns";
+    const lameduckMs = lameduck(p.container);
+    out.set(`${p.port}/UDP`, { port: p.port, protocol: "UDP", role, lameduckMs });
     if (!out.has(`${p.port}/TCP`)) {
-      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role });
+      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role, lameduckMs });
     }
   }
   return [...out.values()];

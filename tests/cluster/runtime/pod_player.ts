@@ -13,7 +13,7 @@
  */
 
 import { type ManagedChild, spawnChild } from "./child.ts";
-import { type DnsServer, startDnsServer } from "./dns_server.ts";
+import { type DnsAnswerer, type DnsServer, startDnsServer } from "./dns_server.ts";
 import { type EchoServer, startTcpEcho, startUdpEcho } from "./echo_server.ts";
 import {
   agentArgs,
@@ -33,8 +33,10 @@ export interface PlayerEnv {
   agentPath: string;
   /** Runtime state dir (agent pid files and logs go under it). */
   stateDir: string;
-  /** Cluster DNS server address for the agents' resolv.conf. */
+  /** Cluster DNS server address (the kube-dns Service IP) for the agents' resolv.conf. */
   dnsServer: string;
+  /** What the cluster DNS answers: played by pods whose image contains "coredns". */
+  clusterAnswer?: DnsAnswerer;
   /** Wrap the agent in `unshare` + bind-mounted resolv.conf (default true; needs root). */
   privateResolv?: boolean;
   log: (line: string) => void;
@@ -84,6 +86,28 @@ function gracefulServer(
   };
 }
 
+/**
+ * A server with CoreDNS's lameduck: after SIGTERM it keeps serving everything (accepting
+ * included) for `lameduckMs`, then exits (its open connections closed).
+ */
+function lameduckServer(
+  what: string,
+  srv: { close(): Promise<void> },
+  lameduckMs: number,
+): Running {
+  let termed!: () => void;
+  const term = new Promise<void>((r) => termed = r);
+  return {
+    what,
+    term: () => termed(),
+    exited: term.then(() => new Promise((r) => setTimeout(r, lameduckMs))).then(async () => {
+      await srv.close();
+      return 0;
+    }),
+    kill: () => srv.close(),
+  };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Retry `fn` while it fails with AddrInUse (a reused pod IP whose old server is stopping). */
@@ -125,11 +149,14 @@ function processRunning(what: string, child: ManagedChild): Running {
   };
 }
 
-/** resolv.conf text for pods of namespace `ns`. */
+/**
+ * resolv.conf for pods of namespace `ns` with dnsPolicy ClusterFirst, as a kubelet writes it
+ * (search list, the cluster DNS Service IP, ndots:5).
+ */
 export function resolvConf(ns: string, nameserver: string): string {
   return [
-    `nameserver ${nameserver}`,
     `search ${ns}.svc.${CLUSTER_DOMAIN} svc.${CLUSTER_DOMAIN} ${CLUSTER_DOMAIN}`,
+    `nameserver ${nameserver}`,
     "options ndots:5",
     "",
   ].join("\n");
@@ -270,6 +297,11 @@ export class PodPlayer {
     return this.#ending;
   }
 
+  /** How a server of this pod stops: CoreDNS's lameduck, else a graceful server's way. */
+  #stopping(what: string, srv: EchoServer | DnsServer, s: PlannedServer): Running {
+    return s.lameduckMs > 0 ? lameduckServer(what, srv, s.lameduckMs) : gracefulServer(what, srv);
+  }
+
   async #startServers(): Promise<number[]> {
     const plan = portPlan(this.pod);
     const ports = new Set<number>();
@@ -287,23 +319,25 @@ export class PodPlayer {
       const srv: EchoServer = await bindRetry(() =>
         s.protocol === "TCP" ? startTcpEcho(this.ip, s.port) : startUdpEcho(this.ip, s.port)
       );
-      this.#run(gracefulServer(`echo ${where}`, srv));
+      this.#run(this.#stopping(`echo ${where}`, srv, s));
     } else if (s.role === "http") {
       const srv: PodHttpServer = await bindRetry(() =>
         startPodHttpServer(this.ip, s.port, this.name)
       );
-      this.#run(gracefulServer(`http ${where}`, srv));
-    } else if (s.role === "dns") {
+      this.#run(this.#stopping(`http ${where}`, srv, s));
+    } else if (s.role === "dns" || s.role === "cluster-dns") {
+      const answer = s.role === "dns" ? testZoneAnswerer(this.name) : this.env.clusterAnswer;
+      if (!answer) throw new Error(`no cluster DNS view to serve ${where}`);
       const srv: DnsServer = await bindRetry(() =>
         startDnsServer({
           hostname: this.ip,
           port: s.port,
           udp: s.protocol === "UDP",
           tcp: s.protocol === "TCP",
-          answer: testZoneAnswerer(this.name),
+          answer,
         })
       );
-      this.#run(gracefulServer(`dns ${where}`, srv));
+      this.#run(this.#stopping(`${s.role} ${where}`, srv, s));
     } else {
       const dir = `${this.env.stateDir}/redis/${this.namespace}_${this.name}_${s.port}`;
       await Deno.mkdir(dir, { recursive: true });

@@ -1,13 +1,12 @@
 /**
  * The pod runtime of the test cluster: watches Pods and Services (list+watch, re-list on 410)
- * and plays pods ({@link PodPlayer}), forwards Service cluster IPs like kube-proxy, and serves
- * the cluster DNS.
+ * and plays pods ({@link PodPlayer}; pods whose image contains "coredns" serve the cluster DNS),
+ * and forwards Service cluster IPs like kube-proxy.
  *
  * @module
  */
 
 import * as k8s from "@kubernetes/client-node";
-import { type DnsServer, startDnsServer } from "./dns_server.ts";
 import {
   type Backend,
   createTcpForwarder,
@@ -33,10 +32,8 @@ import {
 } from "./kube.ts";
 import { type PlayerEnv, PodPlayer } from "./pod_player.ts";
 import { clusterAnswerer } from "./zones.ts";
+import type { DnsAnswerer } from "./dns_server.ts";
 import { waitKwokForward } from "./kwok_probe.ts";
-
-/** Cluster DNS address (UDP+TCP port 53). */
-export const CLUSTER_DNS_IP = "127.0.10.53";
 
 /** kwok PortForward resource. */
 const PF = { group: "kwok.x-k8s.io", version: "v1alpha1", plural: "portforwards" };
@@ -46,8 +43,11 @@ export interface RuntimeOptions {
   kubeconfig: string;
   stateDir: string;
   agentPath: string;
-  dnsIP?: string;
-  dnsPort?: number;
+  /**
+   * The kube-dns Service IP written into agent pods' resolv.conf (kubelet's `clusterDNS`);
+   * default: the cluster IP of `kube-system/kube-dns`.
+   */
+  clusterDNS?: string;
   /** Cap of a deleted pod's grace period (default 2 s). */
   maxGraceSeconds?: number;
   /** Delay before Service endpoint changes reach the forwarders (default 1000 ms). */
@@ -70,7 +70,7 @@ function errText(e: unknown): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The runtime. `start()` resolves once the first lists are done and the DNS is serving. */
+/** The runtime. `start()` resolves once the first lists of Services and Pods are done. */
 export class Runtime {
   readonly kc = new k8s.KubeConfig();
   readonly core: k8s.CoreV1Api;
@@ -84,19 +84,21 @@ export class Runtime {
   #forwarders = new Map<string, ServiceForward>();
   #svcChain: Promise<void> = Promise.resolve();
   #endpointsQueued = false;
-  #dns?: DnsServer;
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
   #log: (line: string) => void;
-  /** Address the cluster DNS actually serves on (set by start()). */
-  dnsIP: string;
+  #answer: DnsAnswerer;
 
   constructor(readonly opts: RuntimeOptions) {
     this.kc.loadFromFile(opts.kubeconfig);
     this.core = this.kc.makeApiClient(k8s.CoreV1Api);
     this.custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     this.#log = opts.log ?? ((l) => console.log(l));
-    this.dnsIP = opts.dnsIP ?? CLUSTER_DNS_IP;
+    this.#answer = clusterAnswerer({
+      service: (ns, name) => this.services.get(name, ns),
+      pods: (ns) => this.pods.list(ns),
+      readyEndpoints: (svc) => selectedReadyPods(svc, this.pods.list(svc.metadata?.namespace)),
+    });
     this.pods = k8s.makeInformer(
       this.kc,
       "/api/v1/pods",
@@ -109,28 +111,14 @@ export class Runtime {
     );
   }
 
-  /** Start watching, serving DNS and playing pods. */
-  async start(): Promise<void> {
-    const answer = clusterAnswerer({
-      service: (ns, name) => this.services.get(name, ns),
-      pods: (ns) => this.pods.list(ns),
-      readyEndpoints: (svc) => selectedReadyPods(svc, this.pods.list(svc.metadata?.namespace)),
-    });
-    // 127.0.10.53 unless another cluster's runtime holds it: then the next free 127.0.10.x.
-    const first = this.opts.dnsIP ?? CLUSTER_DNS_IP;
-    const base = first.split(".").map(Number);
-    for (let i = 0;; i++) {
-      const ip = [...base.slice(0, 3), base[3] + i].join(".");
-      try {
-        this.#dns = await startDnsServer({ hostname: ip, port: this.opts.dnsPort ?? 53, answer });
-        this.dnsIP = ip;
-        break;
-      } catch (e) {
-        if (!(e instanceof Deno.errors.AddrInUse) || i >= 40 || base[3] + i >= 254) throw e;
-      }
-    }
-    this.#log(`cluster DNS on ${this.dnsIP}:${this.#dns!.port} (udp+tcp)`);
+  /** The cluster DNS address for pods' resolv.conf (see {@link RuntimeOptions.clusterDNS}). */
+  get clusterDNS(): string | undefined {
+    return this.opts.clusterDNS ??
+      clusterIPOf(this.services.get("kube-dns", "kube-system") ?? {});
+  }
 
+  /** Start watching and playing pods (coredns pods serve the cluster DNS). */
+  async start(): Promise<void> {
     const onPod = (pod: V1Pod) => {
       this.#queuePod(keyOf(pod));
       this.#queueEndpoints();
@@ -182,7 +170,7 @@ export class Runtime {
     }
   }
 
-  /** Stop everything: informers, players (agents killed), forwarders, DNS. */
+  /** Stop everything: informers, players (agents killed), forwarders. */
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
@@ -193,7 +181,6 @@ export class Runtime {
     this.#players.clear();
     await Promise.allSettled([...this.#forwarders.values()].map((f) => f.fwd.close()));
     this.#forwarders.clear();
-    await this.#dns?.close();
   }
 
   /** Pid of the agent process of a pod (for tests). */
@@ -295,7 +282,8 @@ export class Runtime {
     return {
       agentPath: this.opts.agentPath,
       stateDir: this.opts.stateDir,
-      dnsServer: this.dnsIP,
+      dnsServer: this.clusterDNS ?? "",
+      clusterAnswer: this.#answer,
       log: this.#log,
       publishPorts: (pod, ports) => this.#publish(pod, ports),
       confirmPublished: (pod, port, cancelled) => this.#confirmPublished(pod, port, cancelled),
