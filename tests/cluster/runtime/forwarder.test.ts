@@ -273,7 +273,7 @@ Deno.test("forwarder TCP: no endpoint → connection refused; open connections s
   }
 });
 
-Deno.test("forwarder UDP: one endpoint per flow, silence without endpoints, removed endpoints' flows flushed", async () => {
+Deno.test("forwarder UDP: one endpoint per flow, silence without endpoints, flows flushed when their endpoint stops serving", async () => {
   const a = udpNameServer(POD_A, "a");
   const b = udpNameServer(POD_B, "b");
   const fwd = createUdpForwarder({ hostname: VIP, port: SVC_PORT, propagationDelayMs: 0 });
@@ -296,8 +296,17 @@ Deno.test("forwarder UDP: one endpoint per flow, silence without endpoints, remo
       flows.push([c, first]);
     }
     assert.deepEqual([...seen].sort(), ["a", "b"], "flows are spread over the endpoints");
-    // Remove b: its flows are flushed, their next datagram starts a new flow (to a).
-    fwd.setEndpoints([a.backend]);
+    // b terminating but still serving: new flows avoid it, its flows go on (conntrack kept).
+    fwd.setEndpoints([a.backend], [a.backend, b.backend]);
+    await fwd.settled();
+    for (const [c, first] of flows) assert.equal(await udpAsk(c, SVC_PORT, 2000), first);
+    for (let i = 0; i < 6; i++) {
+      const c = newClient();
+      clients.push(c);
+      assert.equal(await udpAsk(c, SVC_PORT, 2000), "a", "a new flow goes to a ready endpoint");
+    }
+    // b no longer serving: its flows are flushed, their next datagram starts a new flow (to a).
+    fwd.setEndpoints([a.backend], [a.backend]);
     await fwd.settled();
     for (const [c] of flows) assert.equal(await udpAsk(c, SVC_PORT, 2000), "a");
     fwd.setEndpoints([]);

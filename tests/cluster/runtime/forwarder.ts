@@ -14,9 +14,11 @@
  * - **Propagation delay.** {@link Forwarder.setEndpoints} takes effect after
  *   `propagationDelayMs` (default 1 s), like EndpointSlice changes reaching kube-proxy on a busy
  *   cluster; 0 applies at once (unit tests). Updates apply in order.
- * - A UDP flow is one client address (conntrack entry, idle timeout 30 s); flows whose endpoint
- *   is removed are flushed (kube-proxy clears UDP conntrack entries of removed endpoints), so the
- *   client's next datagram starts a new flow.
+ * - A UDP flow is one client address (conntrack entry, idle timeout 30 s). Flows to an endpoint
+ *   that is no longer *serving* are flushed (kube-proxy's `CleanStaleEntries`: a terminating pod
+ *   that still serves keeps its flows, only new flows avoid it), so the client's next datagram
+ *   starts a new flow. With no serving endpoint at all nothing is flushed (but the socket is
+ *   closed, see above).
  *
  * One difference remains: a connection whose endpoint refuses is accepted by us first, then
  * closed (the client sees the connection open and end, or a reset if it had sent data) instead
@@ -63,8 +65,12 @@ export interface Forwarder {
   readonly listening: boolean;
   /** The endpoints in effect now. */
   readonly endpoints: readonly Backend[];
-  /** Replace the endpoints; takes effect after the propagation delay. */
-  setEndpoints(endpoints: readonly Backend[]): void;
+  /**
+   * Replace the endpoints new connections/flows go to, and the serving ones (default: the same;
+   * UDP flows to an endpoint that is not serving are flushed). Takes effect after the
+   * propagation delay.
+   */
+  setEndpoints(endpoints: readonly Backend[], serving?: readonly Backend[]): void;
   /** Resolves once the socket is bound/released as the endpoints in effect say. */
   settled(): Promise<void>;
   /** Unbind, drop pending updates, close every connection/flow. */
@@ -107,16 +113,17 @@ abstract class ForwarderBase implements Forwarder {
 
   abstract get listening(): boolean;
 
-  setEndpoints(endpoints: readonly Backend[]): void {
+  setEndpoints(endpoints: readonly Backend[], serving: readonly Backend[] = endpoints): void {
     if (this.closed) return;
-    const snapshot = endpoints.map((b) => ({ hostname: b.hostname, port: b.port }));
+    const copy = (l: readonly Backend[]) => l.map((b) => ({ hostname: b.hostname, port: b.port }));
+    const [eps, srv] = [copy(endpoints), copy(serving)];
     if (this.#delay <= 0) {
-      this.#apply(snapshot);
+      this.#apply(eps, srv);
       return;
     }
     const t = setTimeout(() => {
       this.#timers.delete(t);
-      this.#apply(snapshot);
+      this.#apply(eps, srv);
     }, this.#delay);
     this.#timers.add(t);
   }
@@ -128,11 +135,10 @@ abstract class ForwarderBase implements Forwarder {
     return eps[Math.min(eps.length - 1, Math.floor(this.#random() * eps.length))];
   }
 
-  #apply(endpoints: Backend[]): void {
+  #apply(endpoints: Backend[], serving: Backend[]): void {
     if (this.closed) return;
-    const removed = this.#endpoints.filter((b) => !endpoints.some((x) => sameBackend(b, x)));
     this.#endpoints = endpoints;
-    if (removed.length) this.onRemoved(removed);
+    if (serving.length) this.onServing(serving);
     this.#kick();
   }
 
@@ -174,8 +180,8 @@ abstract class ForwarderBase implements Forwarder {
    * flows end).
    */
   protected abstract unbind(): Promise<void>;
-  /** Endpoints that were removed (flush UDP flows to them). */
-  protected onRemoved(_removed: Backend[]): void {}
+  /** The serving endpoints changed (flush UDP flows to any other endpoint). */
+  protected onServing(_serving: Backend[]): void {}
   /** Close everything else (connections, flows) and wait for the tasks. */
   protected abstract shutdown(): Promise<void>;
 
@@ -304,9 +310,9 @@ class UdpForwarder extends ForwarderBase {
     await this.#serving;
   }
 
-  protected override onRemoved(removed: Backend[]): void {
+  protected override onServing(serving: Backend[]): void {
     for (const [key, f] of this.#flows) {
-      if (removed.some((b) => sameBackend(b, f.backend))) this.#endFlow(key);
+      if (!serving.some((b) => sameBackend(b, f.backend))) this.#endFlow(key);
     }
   }
 

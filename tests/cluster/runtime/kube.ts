@@ -164,6 +164,18 @@ export function proxyEndpoints(svc: V1Service, pods: Iterable<V1Pod>): V1Pod[] {
   return ready.length ? ready : selected.filter((p) => isTerminating(p) && isServing(p));
 }
 
+/**
+ * A Service's serving endpoints (EndpointSlice `serving`: the Ready condition is True, terminating
+ * or not): kube-proxy keeps UDP conntrack entries to these. Stable order (by name).
+ */
+export function servingEndpoints(svc: V1Service, pods: Iterable<V1Pod>): V1Pod[] {
+  const ns = svc.metadata?.namespace;
+  return [...pods].filter((p) =>
+    p.metadata?.namespace === ns && matchesSelector(p.metadata?.labels, svc.spec?.selector) &&
+    isServing(p)
+  ).sort((a, b) => (a.metadata!.name! < b.metadata!.name! ? -1 : 1));
+}
+
 /** The cluster IP of a Service, or undefined if headless/ExternalName/none. */
 export function clusterIPOf(svc: V1Service): string | undefined {
   const ip = svc.spec?.clusterIP;

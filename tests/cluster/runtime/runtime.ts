@@ -25,6 +25,7 @@ import {
   proxyEndpoints,
   resolveTargetPort,
   selectedReadyPods,
+  servingEndpoints,
   shouldPlay,
   terminationOf,
   type V1Pod,
@@ -492,16 +493,25 @@ export class Runtime {
   #publishEndpoints(): void {
     if (this.#stopped) return;
     for (const f of this.#forwarders.values()) {
-      const eps = this.#endpoints(f.svcKey, f.port, f.proto);
-      const text = JSON.stringify(eps);
+      const eps = this.#endpoints(f.svcKey, f.port, f.proto, proxyEndpoints);
+      const serving = this.#endpoints(f.svcKey, f.port, f.proto, servingEndpoints);
+      const text = JSON.stringify([eps, serving]);
       if (text === f.last) continue;
       f.last = text;
-      f.fwd.setEndpoints(eps);
+      f.fwd.setEndpoints(eps, serving);
     }
   }
 
-  /** The endpoints kube-proxy would use for a Service port (see {@link proxyEndpoints}). */
-  #endpoints(svcKey: string, port: number, proto: Proto): Backend[] {
+  /**
+   * A Service port's endpoints, as pod IP + target port: those kube-proxy sends new connections
+   * to ({@link proxyEndpoints}) or the serving ones ({@link servingEndpoints}).
+   */
+  #endpoints(
+    svcKey: string,
+    port: number,
+    proto: Proto,
+    which: (svc: V1Service, pods: Iterable<V1Pod>) => V1Pod[],
+  ): Backend[] {
     const [ns, name] = svcKey.split("/");
     const svc: V1Service | undefined = this.services.get(name, ns);
     const sp = svc?.spec?.ports?.find((p) => p.port === port && (p.protocol ?? "TCP") === proto);
@@ -512,7 +522,7 @@ export class Runtime {
       return [{ hostname: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || 443) }];
     }
     const out: Backend[] = [];
-    for (const pod of proxyEndpoints(svc, this.pods.list(ns))) {
+    for (const pod of which(svc, this.pods.list(ns))) {
       const target = resolveTargetPort(
         pod,
         sp.targetPort as number | string | undefined,
