@@ -72,7 +72,7 @@ const usedPorts = new Set<number>();
  * for conntrack (and for the relay's flow table), not the continuation of an earlier flow from a
  * reused ephemeral port.
  */
-function freshSocket(): Deno.DatagramConn {
+export function freshSocket(): Deno.DatagramConn {
   for (let i = 0;; i++) {
     const sock = udpSocket();
     const port = (sock.addr as Deno.NetAddr).port;

@@ -13,13 +13,18 @@ import {
   RecordType,
 } from "./runtime/dns_wire.ts";
 
-/** The A records for `name` from server:port, or null on no answer / an error within `timeoutMs`. */
+/**
+ * The A records for `name` from server:port, or null on no answer / an error within `timeoutMs`.
+ * For UDP, `socket` makes the client socket (default: 127.0.0.1, an ephemeral port).
+ */
 export async function lookupA(
   server: string,
   port: number,
   name: string,
   transport: "udp" | "tcp",
   timeoutMs = 1000,
+  socket: () => Deno.DatagramConn = () =>
+    Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" }),
 ): Promise<string[] | null> {
   const id = Math.floor(Math.random() * 65536);
   const query = encodeMessage({
@@ -46,7 +51,7 @@ export async function lookupA(
   );
   const ask = async (): Promise<DnsMessage | null> => {
     if (transport === "udp") {
-      const sock = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+      const sock = socket();
       closer = () => sock.close();
       try {
         await sock.send(query, { transport: "udp", hostname: server, port });

@@ -11,6 +11,7 @@ import { dig, digFull, requireTools, runCmd } from "./runtime/_testlib.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
 import { probeKwokForward } from "./runtime/kwok_probe.ts";
 import { lookupA } from "./dns_probe.ts";
+import { freshSocket } from "../_lib/traffic.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const HAVE_AGENT = (() => {
@@ -336,10 +337,15 @@ Deno.test({
     svcIP,
   ]);
   const podIPs = (await pods(kc, NS, "app=web")).map((p) => p.ip).sort();
-  assert.deepEqual(
-    (await dig(dnsIP, dnsPort, `web-hl.${NS}.svc.cluster.local`, "A")).sort(),
-    podIPs,
+  // Headless answers come from the endpoints, which reach the DNS after the propagation delay.
+  const headless = async () =>
+    (await dig(dnsIP, dnsPort, `web-hl.${NS}.svc.cluster.local`, "A")).sort();
+  await poll(
+    "headless answer",
+    5000,
+    async () => JSON.stringify(await headless()) === JSON.stringify(podIPs) ? true : null,
   );
+  assert.deepEqual(await headless(), podIPs);
   assert.deepEqual(await dig(dnsIP, dnsPort, `web-ext.${NS}.svc.cluster.local`, "A"), [
     `web.${NS}.svc.cluster.local.`,
     svcIP,
@@ -486,7 +492,8 @@ Deno.test({
   const worker = async (transport: "udp" | "tcp") => {
     // Bounded: at most 2000 queries per worker, and the loop ends 3 s after the rollout.
     for (let i = 0; i < 2000 && !done; i++) {
-      const a = await lookupA(c.clusterDNS, 53, name, transport, 2000);
+      // Each query from a port never used before: a new flow (not a reused conntrack entry).
+      const a = await lookupA(c.clusterDNS, 53, name, transport, 2000, freshSocket);
       if (a?.includes(apiIP)) counts[transport].ok++;
       else counts[transport].failed++;
       await new Promise((r) => setTimeout(r, 20));

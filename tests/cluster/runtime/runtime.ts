@@ -85,6 +85,9 @@ export class Runtime {
   #forwarders = new Map<string, ServiceForward>();
   #svcChain: Promise<void> = Promise.resolve();
   #endpointsQueued = false;
+  /** The pods as the cluster DNS sees them (a snapshot, updated after the propagation delay). */
+  #dnsPods: readonly V1Pod[] = [];
+  #dnsTimers = new Set<ReturnType<typeof setTimeout>>();
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
   #log: (line: string) => void;
@@ -95,10 +98,13 @@ export class Runtime {
     this.core = this.kc.makeApiClient(k8s.CoreV1Api);
     this.custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     this.#log = opts.log ?? ((l) => console.log(l));
+    // The cluster DNS sees pods (headless answers, StatefulSet host names) with the same
+    // propagation delay as kube-proxy: CoreDNS learns them from EndpointSlices too.
+    const dnsPods = (ns: string) => this.#dnsPods.filter((p) => p.metadata?.namespace === ns);
     this.#answer = clusterAnswerer({
       service: (ns, name) => this.services.get(name, ns),
-      pods: (ns) => this.pods.list(ns),
-      readyEndpoints: (svc) => selectedReadyPods(svc, this.pods.list(svc.metadata?.namespace)),
+      pods: dnsPods,
+      readyEndpoints: (svc) => selectedReadyPods(svc, dnsPods(svc.metadata?.namespace ?? "")),
     });
     this.pods = k8s.makeInformer(
       this.kc,
@@ -176,6 +182,7 @@ export class Runtime {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#resync);
+    for (const t of this.#dnsTimers) clearTimeout(t);
     await this.pods.stop?.();
     await this.services.stop?.();
     await Promise.allSettled([...this.#players.values()].map((p) => p.stop()));
@@ -492,6 +499,13 @@ export class Runtime {
   /** Hand each forwarder its Service's endpoints (applied after the propagation delay). */
   #publishEndpoints(): void {
     if (this.#stopped) return;
+    const snapshot = [...this.pods.list()];
+    const delay = this.opts.propagationDelayMs ?? DEFAULT_PROPAGATION_DELAY_MS;
+    const t = setTimeout(() => {
+      this.#dnsTimers.delete(t);
+      this.#dnsPods = snapshot;
+    }, delay);
+    this.#dnsTimers.add(t);
     for (const f of this.#forwarders.values()) {
       const eps = this.#endpoints(f.svcKey, f.port, f.proto, proxyEndpoints);
       const serving = this.#endpoints(f.svcKey, f.port, f.proto, servingEndpoints);
