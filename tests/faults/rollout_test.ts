@@ -14,7 +14,8 @@
  *   more often (failure rates, compared within sampling noise: which endpoint a connection gets is
  *   random). `deploy/` follows ready pods and retries a pod that refuses; what remains is the
  *   race of a connection the kernel had queued when the pod closed its listener (reset after
- *   connect; the request may have reached the pod, so it is not retried): at most 2 allowed.
+ *   connect; the request may have reached the pod, so it is not retried): failures are allowed
+ *   only at a pod's deletion instant, at most one per worker and deleted pod.
  * - `graceful` (`preStop: sleep 2 s`, longer than the propagation delay, as Kubernetes recommends
  *   for Services): direct connections do not fail, and the relay must not fail either: 0 for
  *   `deploy/` (TCP and UDP), relay ≤ direct for `svc/` TCP. For `svc/` UDP the agent opens a
