@@ -9,6 +9,8 @@
 
 import { ensureBuilt, kubectlCommand } from "./build.ts";
 import { KubeClient } from "./client.ts";
+import { clusterDnsIP, corednsObjects } from "./coredns.ts";
+import { lookupA } from "./dns_probe.ts";
 import { generatePki, issueClientCert } from "./pki.ts";
 import { agentLeftovers } from "./runtime/agent_sandbox.ts";
 import {
@@ -42,6 +44,8 @@ export interface Cluster {
   podCIDR: string;
   /** Service cluster IPs, `127.(y+1).0.0/16`. */
   serviceCIDR: string;
+  /** Cluster IP of `kube-system/kube-dns` (the 10th of the service range, as with kubeadm). */
+  clusterDNS: string;
   /**
    * New token user (a ServiceAccount `name` in namespace `relay-test-users`, token from the
    * TokenRequest API) bound ONLY to the Role/ClusterRole objects in `manifestPath` (each is
@@ -83,6 +87,8 @@ export interface ClusterState {
   server: string;
   podCIDR: string;
   serviceCIDR: string;
+  /** Cluster IP of the kube-dns Service. */
+  clusterDNS: string;
   ports: { etcd: number; etcdPeer: number; apiserver: number; kwok: number };
   caCert: string;
   adminCert: string;
@@ -328,6 +334,9 @@ class ClusterHandle implements Cluster {
   }
   get serviceCIDR() {
     return this.state.serviceCIDR;
+  }
+  get clusterDNS() {
+    return this.state.clusterDNS;
   }
 
   get statePath(): string {
@@ -619,6 +628,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
     server,
     podCIDR: cidrs.podCIDR,
     serviceCIDR: cidrs.serviceCIDR,
+    clusterDNS: clusterDnsIP(cidrs.serviceCIDR),
     ports,
     caCert: `${dir}/pki/ca.crt`,
     adminCert: `${dir}/pki/admin.crt`,
@@ -741,6 +751,16 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
     await h.save();
     await h.waitReadyz();
     log(`[cluster] kube-apiserver ready at ${server} (${elapsed(t0)})`);
+    // The cluster DNS add-on, as kubeadm installs it (created now, so that its pods are made as
+    // soon as the controllers run and scheduled as soon as the nodes are Ready).
+    {
+      const c = h.client();
+      try {
+        for (const [path, obj] of corednsObjects(state.clusterDNS)) await c.create(path, obj);
+      } finally {
+        c.close();
+      }
+    }
 
     await h.spawn({
       name: "kube-controller-manager",
@@ -781,6 +801,8 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
       "-f",
       `${assetsDir}/crds.yaml`,
     ]);
+    const withRuntime = (opts.runtime ?? true) && await exists(RUNTIME_MAIN);
+    let rt: Proc | undefined;
     const c = h.client();
     try {
       for (const name of NODES) {
@@ -814,7 +836,8 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
         "crd/clusterportforwards.kwok.x-k8s.io",
         "crd/logs.kwok.x-k8s.io",
       ]);
-      const podStages = await exists(RUNTIME_STAGES)
+      // The runtime's stages need the runtime (it readies and removes pods); kwok's own otherwise.
+      const podStages = withRuntime && await exists(RUNTIME_STAGES)
         ? RUNTIME_STAGES
         : `${assetsDir}/pod-stages.yaml`;
       await h.spawn({
@@ -837,6 +860,30 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
       });
       await h.save();
 
+      // The runtime starts now (its informers and the deno start-up overlap the nodes' start).
+      if (withRuntime) {
+        rt = await h.spawn({
+          name: "runtime",
+          bin: Deno.execPath(),
+          args: [
+            "run",
+            "-A",
+            RUNTIME_MAIN,
+            "--kubeconfig",
+            state.kubeconfig,
+            "--state-dir",
+            dir,
+            "--repo",
+            REPO,
+            "--cluster-dns",
+            state.clusterDNS,
+          ],
+          cwd: REPO,
+          log: logFile("runtime"),
+        });
+        await h.save();
+      }
+
       await waitFor("nodes Ready and the default ServiceAccount", 60000, async () => {
         const nodes = await c.request("GET", "/api/v1/nodes", undefined, 2000);
         const items = nodes.items as {
@@ -856,37 +903,36 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
     }
     log(`[cluster] nodes Ready, default ServiceAccount present (${elapsed(t0)})`);
 
-    if ((opts.runtime ?? true) && await exists(RUNTIME_MAIN)) {
-      const deno = Deno.execPath();
-      const rt = await h.spawn({
-        name: "runtime",
-        bin: deno,
-        args: [
-          "run",
-          "-A",
-          RUNTIME_MAIN,
-          "--kubeconfig",
-          state.kubeconfig,
-          "--state-dir",
-          dir,
-          "--repo",
-          REPO,
-        ],
-        cwd: REPO,
-        log: logFile("runtime"),
-      });
-      await h.save();
+    if (rt) {
       await waitFor(
         "runtime ready",
         60000,
         () => {
-          if (!isAlive(rt.pid)) throw new Error("runtime exited");
+          if (!isAlive(rt!.pid)) throw new Error("runtime exited");
           return Promise.resolve(logTail(logFile("runtime"), 1000).includes("runtime ready"));
         },
         () => logTail(logFile("runtime")),
         200,
       );
       log(`[cluster] runtime ready (${elapsed(t0)})`);
+      // Cluster DNS is a workload (coredns pods behind the kube-dns Service): ready once it
+      // answers over UDP and TCP.
+      const apiServiceIP = cidrs.apiServiceIP;
+      const name = "kubernetes.default.svc.cluster.local";
+      await waitFor(
+        `cluster DNS (${state.clusterDNS}:53 answering ${name})`,
+        60000,
+        async () => {
+          for (const transport of ["udp", "tcp"] as const) {
+            const a = await lookupA(state.clusterDNS, 53, name, transport);
+            if (!a?.includes(apiServiceIP)) return false;
+          }
+          return true;
+        },
+        () => logTail(logFile("runtime")),
+        100,
+      );
+      log(`[cluster] cluster DNS ready at ${state.clusterDNS} (${elapsed(t0)})`);
     }
     state.startSeconds = (performance.now() - t0) / 1000;
     await h.save();
@@ -962,6 +1008,7 @@ function noStop(c: Cluster): Cluster {
     server: c.server,
     podCIDR: c.podCIDR,
     serviceCIDR: c.serviceCIDR,
+    clusterDNS: c.clusterDNS,
     createUser: (name, manifest) => c.createUser(name, manifest),
     stopApiserver: () => c.stopApiserver(),
     startApiserver: () => c.startApiserver(),

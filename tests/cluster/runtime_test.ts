@@ -11,6 +11,8 @@ import { dig, digFull, requireTools, runCmd } from "./runtime/_testlib.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
 import { encodeAuth, formatToken } from "../../src/protocol/auth.ts";
 import { probeKwokForward } from "./runtime/kwok_probe.ts";
+import { lookupA } from "./dns_probe.ts";
+import { freshSocket } from "../_lib/traffic.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const HAVE_AGENT = (() => {
@@ -124,10 +126,10 @@ async function curl(url: string): Promise<string> {
   return r.stdout;
 }
 
-async function runtimeDns(dir: string): Promise<[string, number]> {
-  const info = JSON.parse(await Deno.readTextFile(`${dir}/runtime.json`)) as { dns: string };
-  const [ip, port] = info.dns.split(":");
-  return [ip, Number(port)];
+/** curl's body, or null if the request failed. */
+async function tryCurl(url: string): Promise<string | null> {
+  const r = await runCmd("curl", ["-sS", "--max-time", "5", url]);
+  return r.code === 0 ? r.stdout : null;
 }
 
 const NS = `rt-${crypto.randomUUID().slice(0, 6)}`;
@@ -293,9 +295,14 @@ Deno.test(
     const ip =
       (await kubectl(kc, "-n", NS, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")).trim();
     assert.match(ip, /^127\./);
+    // Endpoints reach the Service's forwarder after the propagation delay (about 1 s).
+    await poll("the Service to answer", 10000, async () => (await tryCurl(`http://${ip}:8080/`)));
+    // kube-proxy picks an endpoint at random per connection: both pods answer (bounded).
     const seen = new Set<string>();
-    for (let i = 0; i < 4; i++) seen.add((await curl(`http://${ip}:8080/`)).trim());
-    assert.deepEqual([...seen].sort(), ps.map((p) => p.name).sort(), "round-robin over both pods");
+    for (let i = 0; i < 30 && seen.size < 2; i++) {
+      seen.add((await curl(`http://${ip}:8080/`)).trim());
+    }
+    assert.deepEqual([...seen].sort(), ps.map((p) => p.name).sort(), "both pods answer");
     const dnsIP =
       (await kubectl(kc, "-n", NS, "get", "svc", "dns", "-o", "jsonpath={.spec.clusterIP}")).trim();
     const [dnsPod] = await pods(kc, NS, "app=dns");
@@ -309,7 +316,21 @@ Deno.test({
 }, async () => {
   const kc = await setup();
   const c = await sharedCluster();
-  const [dnsIP, dnsPort] = await runtimeDns(c.dir);
+  // The cluster DNS is the kube-dns Service (coredns pods behind it).
+  const [dnsIP, dnsPort] = [c.clusterDNS, 53];
+  assert.equal(
+    await kubectl(
+      kc,
+      "-n",
+      "kube-system",
+      "get",
+      "svc",
+      "kube-dns",
+      "-o",
+      "jsonpath={.spec.clusterIP}",
+    ),
+    dnsIP,
+  );
   const svcIP =
     (await kubectl(kc, "-n", NS, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")).trim();
   assert.deepEqual(await dig(dnsIP, dnsPort, `web.${NS}.svc.cluster.local`, "A"), [svcIP]);
@@ -317,10 +338,15 @@ Deno.test({
     svcIP,
   ]);
   const podIPs = (await pods(kc, NS, "app=web")).map((p) => p.ip).sort();
-  assert.deepEqual(
-    (await dig(dnsIP, dnsPort, `web-hl.${NS}.svc.cluster.local`, "A")).sort(),
-    podIPs,
+  // Headless answers come from the endpoints, which reach the DNS after the propagation delay.
+  const headless = async () =>
+    (await dig(dnsIP, dnsPort, `web-hl.${NS}.svc.cluster.local`, "A")).sort();
+  await poll(
+    "headless answer",
+    5000,
+    async () => JSON.stringify(await headless()) === JSON.stringify(podIPs) ? true : null,
   );
+  assert.deepEqual(await headless(), podIPs);
   assert.deepEqual(await dig(dnsIP, dnsPort, `web-ext.${NS}.svc.cluster.local`, "A"), [
     `web.${NS}.svc.cluster.local.`,
     svcIP,
@@ -371,13 +397,16 @@ Deno.test({
   } finally {
     await pf.stop();
   }
-  // The old pods' servers are gone with them; the Service reaches only new pods.
+  // Once the removal of the old endpoints has propagated, the Service reaches only new pods.
   const ip = (await kubectl(kc, "-n", NS, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"))
     .trim();
-  for (let i = 0; i < 3; i++) {
-    const name = (await curl(`http://${ip}:8080/`)).trim();
-    assert.ok(after.some((p) => p.name === name), `service answered by ${name}`);
+  let newInARow = 0;
+  for (let i = 0; i < 60 && newInARow < 5; i++) {
+    const name = (await tryCurl(`http://${ip}:8080/`))?.trim();
+    newInARow = name && after.some((p) => p.name === name) ? newInARow + 1 : 0;
+    if (newInARow === 0) await new Promise((r) => setTimeout(r, 200));
   }
+  assert.equal(newInARow, 5, "the Service answers from new pods only");
 });
 
 async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
@@ -412,6 +441,144 @@ async function readHttpResponse(conn: Deno.Conn): Promise<{ head: string; body: 
     text += new TextDecoder().decode(buf.subarray(0, r));
   }
 }
+
+Deno.test({
+  name: "runtime: cluster DNS is a workload (kube-system/coredns behind kube-dns)",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const c = await sharedCluster();
+  const deploy = JSON.parse(
+    await kubectl(kc, "-n", "kube-system", "get", "deploy", "coredns", "-o", "json"),
+  );
+  assert.equal(deploy.spec.replicas, 2);
+  assert.equal(deploy.status.readyReplicas, 2);
+  assert.deepEqual(deploy.spec.selector.matchLabels, { "k8s-app": "kube-dns" });
+  assert.match(deploy.spec.template.spec.containers[0].image, /coredns/);
+  const svc = JSON.parse(
+    await kubectl(kc, "-n", "kube-system", "get", "svc", "kube-dns", "-o", "json"),
+  );
+  assert.equal(svc.spec.clusterIP, c.clusterDNS);
+  assert.deepEqual(
+    svc.spec.ports.map((p: { name: string; port: number; protocol: string }) =>
+      `${p.name} ${p.port}/${p.protocol}`
+    ),
+    ["dns 53/UDP", "dns-tcp 53/TCP", "metrics 9153/TCP"],
+  );
+  // Each coredns pod serves the cluster zone on its own IP (UDP and TCP).
+  const apiIP = (await kubectl(kc, "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
+    .trim();
+  for (const p of await pods(kc, "kube-system", "k8s-app=kube-dns")) {
+    assert.deepEqual(await dig(p.ip, 53, "kubernetes.default.svc.cluster.local", "A"), [apiIP]);
+    assert.deepEqual(
+      await dig(p.ip, 53, "kubernetes.default.svc.cluster.local", "A", ["+tcp"]),
+      [apiIP],
+    );
+  }
+});
+
+Deno.test({
+  name:
+    "runtime: a coredns rollout does not break cluster DNS (new UDP flow / TCP connection per query)",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const c = await sharedCluster();
+  const apiIP = (await kubectl(kc, "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"))
+    .trim();
+  const name = "kubernetes.default.svc.cluster.local";
+  const before = (await pods(kc, "kube-system", "k8s-app=kube-dns")).map((p) => p.name);
+  let done = false;
+  const counts = { udp: { ok: 0, failed: 0 }, tcp: { ok: 0, failed: 0 } };
+  const worker = async (transport: "udp" | "tcp") => {
+    // Bounded: at most 2000 queries per worker, and the loop ends 3 s after the rollout.
+    for (let i = 0; i < 2000 && !done; i++) {
+      // Each query from a port never used before: a new flow (not a reused conntrack entry).
+      const a = await lookupA(c.clusterDNS, 53, name, transport, 2000, freshSocket);
+      if (a?.includes(apiIP)) counts[transport].ok++;
+      else counts[transport].failed++;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const workers = [worker("udp"), worker("udp"), worker("tcp")];
+  try {
+    await kubectl(kc, "-n", "kube-system", "rollout", "restart", "deploy/coredns");
+    await kubectl(kc, "-n", "kube-system", "rollout", "status", "deploy/coredns", "--timeout=90s");
+    await poll("old coredns pods gone", 30000, async () => {
+      const ps = await pods(kc, "kube-system", "k8s-app=kube-dns");
+      return ps.length === 2 && ps.every((p) => p.ready && !before.includes(p.name)) ? true : null;
+    });
+    await new Promise((r) => setTimeout(r, 3000));
+  } finally {
+    done = true;
+    await Promise.all(workers);
+  }
+  console.log(`coredns rollout: ${JSON.stringify(counts)}`);
+  assert.ok(counts.udp.ok > 20 && counts.tcp.ok > 10, JSON.stringify(counts));
+  assert.equal(counts.udp.failed + counts.tcp.failed, 0, JSON.stringify(counts));
+});
+
+/** A keep-alive GET on a raw connection: the body, or null if the connection ended. */
+async function rawGet(conn: Deno.Conn): Promise<string | null> {
+  try {
+    await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: pod\r\n\r\n"));
+    return (await readHttpResponse(conn)).body.trim();
+  } catch {
+    return null; // EOF or reset
+  }
+}
+
+Deno.test({
+  name: "runtime: a deleted pod terminates as on a kubelet (grace period, then removed)",
+  ...opts,
+}, async () => {
+  const kc = await setup();
+  const pod = {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: "term", namespace: NS, labels: { app: "term" } },
+    spec: {
+      terminationGracePeriodSeconds: 30, // the harness caps it at 2 s
+      containers: [{ name: "web", image: "relay-test/http", ports: [{ containerPort: 80 }] }],
+    },
+  };
+  const file = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.writeTextFile(file, JSON.stringify(pod));
+  try {
+    await kubectl(kc, "apply", "-f", file);
+  } finally {
+    await Deno.remove(file);
+  }
+  const [p] = await readyPods(kc, NS, "app=term", 1);
+  const conn = await Deno.connect({ hostname: p.ip, port: 80 });
+  try {
+    assert.equal(await rawGet(conn), "term");
+    const t0 = Date.now();
+    await kubectl(kc, "-n", NS, "delete", "pod", "term", "--wait=false");
+    const obj = JSON.parse(await kubectl(kc, "-n", NS, "get", "pod", "term", "-o", "json"));
+    assert.ok(obj.metadata.deletionTimestamp, "the pod is Terminating");
+    assert.equal(obj.status.phase, "Running", "its containers still run");
+    // New connections are refused once the kubelet-like runtime has sent SIGTERM.
+    await poll("new connections refused", 5000, async () => {
+      try {
+        (await Deno.connect({ hostname: p.ip, port: 80 })).close();
+        return null;
+      } catch (e) {
+        return e instanceof Deno.errors.ConnectionRefused ? true : null;
+      }
+    });
+    assert.equal(await rawGet(conn), "term", "the open connection is still served");
+    await poll("pod object removed", 20000, async () => {
+      const r = await runCmd("kubectl", ["--kubeconfig", kc, "-n", NS, "get", "pod", "term"]);
+      return /NotFound/.test(r.stderr) ? true : null;
+    });
+    const ms = Date.now() - t0;
+    assert.ok(ms >= 1500, `removed ${ms} ms after the delete: not before the grace period`);
+    assert.equal(await rawGet(conn), null, "the connection ended with the kill");
+  } finally {
+    conn.close();
+  }
+});
 
 Deno.test({
   name: "runtime: an agent Job pod runs agent.ts, resolves cluster names, dies with its pod",
@@ -452,6 +619,11 @@ Deno.test({
   const [agent] = await readyPods(kc, NS, "app.kubernetes.io/name=kubectl-relay-agent", 1);
   const pidFile = `${c.dir}/agents/${NS}_${agent.name}.pid`;
   const pid = Number((await Deno.readTextFile(pidFile)).trim());
+  // resolv.conf as a kubelet writes it for dnsPolicy ClusterFirst: the kube-dns Service.
+  assert.equal(
+    await Deno.readTextFile(`${c.dir}/agents/${NS}_${agent.name}.resolv.conf`),
+    `search ${NS}.svc.cluster.local svc.cluster.local cluster.local\nnameserver ${c.clusterDNS}\noptions ndots:5\n`,
+  );
   const cmdline = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
   assert.ok(cmdline.some((a) => a.endsWith("agent.ts")), cmdline.join(" "));
   assert.ok(cmdline.includes(`${agent.ip}:9527`), cmdline.join(" "));

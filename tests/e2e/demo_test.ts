@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 Deno.test({
-  name: "demo: deno task demo --once shows relayed HTTP, DNS, host/ and a rolling update",
+  name:
+    "demo: deno task demo --once shows relayed HTTP, DNS (kube-dns too), host/ and a rolling update",
   ...opts,
 }, async () => {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -21,7 +22,17 @@ Deno.test({
   assert.match(text, /Forwarding from 127\.0\.0\.1:\d+ -> 53 \(udp\)/);
   assert.match(text, /served by pod web-/);
   assert.match(text, /answered by pod dns-/);
+  // UDP to the cluster DNS: kube-dns answers with the kubernetes Service's IP.
+  assert.match(
+    text,
+    /kube-dns answered kubernetes\.default\.svc\.cluster\.local A (\d+\.\d+\.\d+\.\d+) \(the kubernetes Service is \1\)/,
+  );
+  assert.match(text, /responses from web-\S+ \(old\)/);
   assert.match(text, /responses from web-\S+ \(new\)/);
-  assert.match(text, /0 failed requests; the relay stayed up/);
+  // Counted per request, each on a new connection.
+  const m = text.match(/(\d+) requests, each on a new TCP connection: (\d+) failed requests/);
+  assert.ok(m, text);
+  assert.ok(Number(m[1]) > 50, `only ${m[1]} requests`);
+  assert.equal(m[2], "0", text);
   assert.match(text, /Done\./);
 });

@@ -1,6 +1,6 @@
 /** The end-to-end workloads (fixtures.yaml, namespace relay-e2e) and small lookups on them. */
 import { sharedCluster } from "../cluster/cluster.ts";
-import { kubectl, podNames as podNamesIn } from "../_lib/relay.ts";
+import { curl, kubectl, podNames as podNamesIn } from "../_lib/relay.ts";
 import { requireTools } from "../cluster/runtime/_testlib.ts";
 
 /** Namespace of the e2e workloads. */
@@ -21,9 +21,27 @@ export function setup(): Promise<string> {
       await kubectl(kc, "-n", NS, "rollout", "status", w, "--timeout=90s");
     }
     await kubectl(kc, "-n", NS, "wait", "--for=condition=Ready", "pod/multi", "--timeout=90s");
+    // As on any cluster, a Service answers once its endpoints have reached kube-proxy.
+    await serviceAnswers(kc, "web", 8080);
     return kc;
   })();
   return setupDone;
+}
+
+/** Waits (at most 15 s) until an HTTP request to a Service's cluster IP succeeds. */
+export async function serviceAnswers(kc: string, svc: string, port: number): Promise<void> {
+  const ip = (await kubectl(kc, "-n", NS, "get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"))
+    .trim();
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await curl(`http://${ip}:${port}/`);
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 }
 
 /** Names of the pods matching a label selector in the e2e namespace. */

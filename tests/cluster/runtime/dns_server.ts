@@ -15,6 +15,7 @@ import {
   Rcode,
   RecordType,
 } from "./dns_wire.ts";
+import { safeClose, serveTcp, type TcpServer } from "./tcp_server.ts";
 
 /** What an answerer returns for one question. */
 export interface DnsAnswer {
@@ -45,6 +46,13 @@ export interface DnsServerOptions {
 export interface DnsServer {
   /** Actual port (useful with port 0; UDP and TCP share it). */
   readonly port: number;
+  /**
+   * Stop like a graceful server: the UDP socket and the TCP listener are closed (resolves once
+   * released); open TCP connections go on.
+   */
+  stopAccepting(): Promise<void>;
+  /** Resolves once no TCP connection is open. */
+  drained(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -177,66 +185,46 @@ async function serveTcpConn(conn: Deno.Conn, opts: DnsServerOptions): Promise<vo
 }
 
 /** Start serving; resolves once the sockets are bound. */
-export function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
+export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
   const wantUdp = opts.udp ?? true;
   const wantTcp = opts.tcp ?? true;
   let port = opts.port;
-  let listener: Deno.Listener | undefined;
+  let tcp: TcpServer | undefined;
   let sock: Deno.DatagramConn | undefined;
   try {
     if (wantTcp) {
-      listener = Deno.listen({ hostname: opts.hostname, port, transport: "tcp" });
-      port = (listener.addr as Deno.NetAddr).port;
+      tcp = await serveTcp(opts.hostname, port, (conn) => serveTcpConn(conn, opts));
+      port = tcp.port;
     }
     if (wantUdp) {
       sock = Deno.listenDatagram({ hostname: opts.hostname, port, transport: "udp" });
       port = (sock.addr as Deno.NetAddr).port;
     }
   } catch (e) {
-    listener?.close();
-    return Promise.reject(e);
+    await tcp?.close();
+    throw e;
   }
-  const conns = new Set<Deno.Conn>();
-  const tasks: Promise<void>[] = [];
-  if (sock) tasks.push(serveUdp(sock, opts));
-  if (listener) {
-    const l = listener;
-    tasks.push((async () => {
-      const inflight = new Set<Promise<void>>();
-      try {
-        for await (const conn of l) {
-          conns.add(conn);
-          const p = serveTcpConn(conn, opts).finally(() => {
-            conns.delete(conn);
-            inflight.delete(p);
-          });
-          inflight.add(p);
-        }
-      } catch {
-        // listener closed
-      }
-      await Promise.all(inflight);
-    })());
-  }
+  const udpTask = sock ? serveUdp(sock, opts) : Promise.resolve();
+  let stopping: Promise<void> | undefined;
+  const stopAccepting = () => {
+    stopping ??= (async () => {
+      if (sock) safeClose(sock);
+      await udpTask;
+      await tcp?.stopAccepting();
+    })();
+    return stopping;
+  };
   let closing: Promise<void> | undefined;
-  return Promise.resolve({
+  return {
     port,
+    stopAccepting,
+    drained: () => tcp?.drained() ?? Promise.resolve(),
     close() {
       closing ??= (async () => {
-        try {
-          sock?.close();
-        } catch { /* closed */ }
-        try {
-          listener?.close();
-        } catch { /* closed */ }
-        for (const c of conns) {
-          try {
-            c.close();
-          } catch { /* closed */ }
-        }
-        await Promise.all(tasks);
+        await stopAccepting();
+        await tcp?.close();
       })();
       return closing;
     },
-  });
+  };
 }

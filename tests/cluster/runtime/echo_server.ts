@@ -1,6 +1,7 @@
 /**
  * Echo servers played for pod ports named `echo*`: TCP sends back every byte and half-closes
- * after the client's EOF; UDP sends every datagram back to its sender.
+ * after the client's EOF; UDP sends every datagram back to its sender. Both stop like a graceful
+ * server ({@link EchoServer.stopAccepting}): TCP keeps its open connections, UDP closes its socket.
  *
  * @module
  */
@@ -42,14 +43,18 @@ export function startUdpEcho(hostname: string, port: number): Promise<EchoServer
     }
   })();
   let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      safeClose(sock);
+      await serving;
+    })();
+    return closing;
+  };
   return Promise.resolve({
     port: (sock.addr as Deno.NetAddr).port,
-    close() {
-      closing ??= (async () => {
-        safeClose(sock);
-        await serving;
-      })();
-      return closing;
-    },
+    // A UDP server has nothing established to finish: stopping is closing the socket.
+    stopAccepting: close,
+    drained: () => Promise.resolve(),
+    close,
   });
 }

@@ -38,6 +38,42 @@ export function isReady(pod: V1Pod): boolean {
     (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
 }
 
+/** The Ready condition is True and the pod is Running with an IP (terminating or not). */
+export function isServing(pod: V1Pod): boolean {
+  return pod.status?.phase === "Running" && Boolean(pod.status?.podIP) &&
+    (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+}
+
+/** How a kubelet ends a deleted pod. */
+export interface Termination {
+  /** Grace period (ms): from the deletion to SIGKILL. */
+  graceMs: number;
+  /** preStop sleep (ms), within the grace period. */
+  preStopMs: number;
+}
+
+/** Default cap of a pod's grace period in the harness (seconds). */
+export const DEFAULT_MAX_GRACE_SECONDS = 2;
+
+/**
+ * The grace period of a deleted pod — `metadata.deletionGracePeriodSeconds` (what the delete
+ * asked for), else `spec.terminationGracePeriodSeconds`, else 30 s — capped at `maxGraceSeconds`,
+ * and its preStop sleep (`lifecycle.preStop.sleep.seconds`, the longest of the containers').
+ * Other preStop handlers (exec, httpGet) are not run.
+ */
+export function terminationOf(
+  pod: V1Pod,
+  maxGraceSeconds = DEFAULT_MAX_GRACE_SECONDS,
+): Termination {
+  const grace = pod.metadata?.deletionGracePeriodSeconds ??
+    pod.spec?.terminationGracePeriodSeconds ?? 30;
+  const preStop = Math.max(
+    0,
+    ...(pod.spec?.containers ?? []).map((c) => c.lifecycle?.preStop?.sleep?.seconds ?? 0),
+  );
+  return { graceMs: Math.min(grace, maxGraceSeconds) * 1000, preStopMs: preStop * 1000 };
+}
+
 /** True if the runtime should play this pod's containers now. */
 export function shouldPlay(pod: V1Pod): boolean {
   return Boolean(pod.spec?.nodeName) && Boolean(pod.status?.podIP) &&
@@ -112,6 +148,32 @@ export function selectedReadyPods(svc: V1Service, pods: Iterable<V1Pod>): V1Pod[
     out.push(p);
   }
   return out.sort((a, b) => (a.metadata!.name! < b.metadata!.name! ? -1 : 1));
+}
+
+/**
+ * The pods kube-proxy sends a Service's new connections to: the ready endpoints (Ready and not
+ * terminating); if there is none, the serving terminating ones (kube-proxy's fallback, as in
+ * `CategorizeEndpoints`). Stable order (by name).
+ */
+export function proxyEndpoints(svc: V1Service, pods: Iterable<V1Pod>): V1Pod[] {
+  const ns = svc.metadata?.namespace;
+  const selected = [...pods].filter((p) =>
+    p.metadata?.namespace === ns && matchesSelector(p.metadata?.labels, svc.spec?.selector)
+  ).sort((a, b) => (a.metadata!.name! < b.metadata!.name! ? -1 : 1));
+  const ready = selected.filter(isReady);
+  return ready.length ? ready : selected.filter((p) => isTerminating(p) && isServing(p));
+}
+
+/**
+ * A Service's serving endpoints (EndpointSlice `serving`: the Ready condition is True, terminating
+ * or not): kube-proxy keeps UDP conntrack entries to these. Stable order (by name).
+ */
+export function servingEndpoints(svc: V1Service, pods: Iterable<V1Pod>): V1Pod[] {
+  const ns = svc.metadata?.namespace;
+  return [...pods].filter((p) =>
+    p.metadata?.namespace === ns && matchesSelector(p.metadata?.labels, svc.spec?.selector) &&
+    isServing(p)
+  ).sort((a, b) => (a.metadata!.name! < b.metadata!.name! ? -1 : 1));
 }
 
 /** The cluster IP of a Service, or undefined if headless/ExternalName/none. */
@@ -189,7 +251,10 @@ export function agentArgs(args: string[] | undefined, podIP: string): AgentPlan 
 }
 
 /** What one container port is played as. */
-export type PortRole = "http" | "dns" | "redis" | "echo";
+export type PortRole = "http" | "dns" | "cluster-dns" | "redis" | "echo";
+
+/** CoreDNS's lameduck in kubeadm's Corefile (`health { lameduck 5s }`). */
+export const COREDNS_LAMEDUCK_MS = 5000;
 
 /** One server to run for a pod. */
 export interface PlannedServer {
@@ -202,6 +267,16 @@ export interface PlannedServer {
    * pod's localhost; nothing listens on podIP:port, so a connection to the pod IP is refused.
    */
   local?: boolean;
+  /**
+   * After SIGTERM, keep serving everything (accepting included) this long, then exit (CoreDNS's
+   * lameduck). 0 = stop accepting at SIGTERM.
+   */
+  lameduckMs: number;
+}
+
+/** True for a container image played as the cluster DNS (CoreDNS). */
+export function isCoreDnsImage(image: string | undefined): boolean {
+  return /coredns/i.test(image ?? "");
 }
 
 /** Port names starting with this are served on the pod's localhost only. */
@@ -209,6 +284,10 @@ export const LOCAL_PORT_PREFIX = "local-";
 
 /**
  * How the runtime plays a non-agent pod, one entry per (port, protocol):
+ * - a container whose image contains "coredns" is the cluster DNS: its UDP ports, and its TCP
+ *   ports named `dns*` or also declared as UDP, serve the cluster zone (`zones.ts`
+ *   clusterAnswerer); its other TCP ports (metrics, probes) HTTP; all of it with CoreDNS's
+ *   lameduck ({@link COREDNS_LAMEDUCK_MS});
  * - a port named `echo*` (TCP or UDP) → echo server (TCP echoes bytes and half-close, UDP echoes
  *   datagrams); so does a TCP port of a container whose image contains "echo" (unless named
  *   `dns*`/`http*`);
@@ -223,13 +302,21 @@ export function portPlan(pod: V1Pod): PlannedServer[] {
   const images = new Map((pod.spec?.containers ?? []).map((c) => [c.name, c.image ?? ""]));
   const ports = containerPorts(pod);
   const out = new Map<string, PlannedServer>();
+  const lameduck = (container: string) =>
+    isCoreDnsImage(images.get(container)) ? COREDNS_LAMEDUCK_MS : 0;
   for (const p of ports) {
     if (p.protocol !== "TCP") continue;
     const local = (p.name ?? "").startsWith(LOCAL_PORT_PREFIX);
     const name = local ? p.name!.slice(LOCAL_PORT_PREFIX.length) : p.name ?? "";
     const image = images.get(p.container) ?? "";
-    const role: PortRole = /^echo/i.test(name) ||
-        (/echo/i.test(image) && !/^(dns|http)/i.test(name))
+    const role: PortRole = isCoreDnsImage(image)
+      ? (/^dns/i.test(name) ||
+          ports.some((u) =>
+            u.container === p.container && u.protocol === "UDP" && u.port === p.port
+          )
+        ? "cluster-dns"
+        : "http")
+      : /^echo/i.test(name) || (/echo/i.test(image) && !/^(dns|http)/i.test(name))
       ? "echo"
       : /redis/i.test(image)
       ? "redis"
@@ -237,15 +324,26 @@ export function portPlan(pod: V1Pod): PlannedServer[] {
       ? "dns"
       : "http";
     if (!out.has(`${p.port}/TCP`)) {
-      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role, ...(local && { local }) });
+      out.set(`${p.port}/TCP`, {
+        port: p.port,
+        protocol: "TCP",
+        role,
+        lameduckMs: lameduck(p.container),
+        ...(local && { local }),
+      });
     }
   }
   for (const p of ports) {
     if (p.protocol !== "UDP") continue;
-    const role: PortRole = /^echo/i.test(p.name ?? "") ? "echo" : "dns";
-    out.set(`${p.port}/UDP`, { port: p.port, protocol: "UDP", role });
+    const role: PortRole = isCoreDnsImage(images.get(p.container))
+      ? "cluster-dns"
+      : /^echo/i.test(p.name ?? "")
+      ? "echo"
+      : "dns";
+    const lameduckMs = lameduck(p.container);
+    out.set(`${p.port}/UDP`, { port: p.port, protocol: "UDP", role, lameduckMs });
     if (!out.has(`${p.port}/TCP`)) {
-      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role });
+      out.set(`${p.port}/TCP`, { port: p.port, protocol: "TCP", role, lameduckMs });
     }
   }
   return [...out.values()];

@@ -36,17 +36,27 @@ export function probeKwokForward(
     }
     ws.binaryType = "arraybuffer";
     let done = false;
+    let closed = false;
+    let result: ProbeResult = "unreachable";
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let closeTimer: ReturnType<typeof setTimeout> | undefined;
+    const settle = () => {
+      clearTimeout(closeTimer);
+      resolve(result);
+    };
+    // Resolve once the socket is closed (at most 1 s later): no WebSocket outlives the probe.
     const finish = (r: ProbeResult) => {
       if (done) return;
       done = true;
+      result = r;
       clearTimeout(timer);
+      if (closed) return settle();
+      closeTimer = setTimeout(settle, 1000);
       try {
         ws.close();
       } catch {
         // closing
       }
-      resolve(r);
     };
     const errText: string[] = [];
     ws.onopen = () => {
@@ -65,7 +75,11 @@ export function probeKwokForward(
       finish(/no forward found|not found/i.test(text) ? "missing" : "found");
     };
     ws.onerror = () => finish("unreachable");
-    ws.onclose = () => finish(done ? "found" : errText.length ? "found" : "unreachable");
+    ws.onclose = () => {
+      closed = true;
+      if (done) settle();
+      else finish(errText.length ? "found" : "unreachable");
+    };
   });
 }
 

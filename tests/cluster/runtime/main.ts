@@ -2,7 +2,7 @@
  * Entry point of the test cluster's pod runtime (started by tests/cluster/cluster.ts):
  *
  *   deno run -A tests/cluster/runtime/main.ts --kubeconfig FILE --state-dir DIR --repo DIR
- *     [--agent PATH] [--dns HOST:PORT]
+ *     [--agent PATH] [--cluster-dns IP] [--propagation-delay-ms N] [--max-grace-seconds N]
  *
  * Prints `runtime ready` once the first lists are done and the servers run; exits cleanly
  * (agents and servers stopped) on SIGTERM/SIGINT.
@@ -11,7 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { CLUSTER_DNS_IP, Runtime } from "./runtime.ts";
+import { Runtime } from "./runtime.ts";
 
 function ts(): string {
   return new Date().toISOString().slice(11, 23);
@@ -25,19 +25,18 @@ async function main(): Promise<number> {
       "state-dir": { type: "string" },
       repo: { type: "string" },
       agent: { type: "string" },
-      dns: { type: "string" },
+      "cluster-dns": { type: "string" },
+      "propagation-delay-ms": { type: "string" },
+      "max-grace-seconds": { type: "string" },
     },
   });
   if (!values.kubeconfig || !values["state-dir"]) {
     console.error(
-      "usage: main.ts --kubeconfig FILE --state-dir DIR --repo DIR [--agent PATH] [--dns HOST:PORT]",
+      "usage: main.ts --kubeconfig FILE --state-dir DIR --repo DIR [--agent PATH] [--cluster-dns IP] [--propagation-delay-ms N] [--max-grace-seconds N]",
     );
     return 2;
   }
   const repo = values.repo ?? new URL("../../../", import.meta.url).pathname;
-  const [dnsIP, dnsPort] = values.dns
-    ? [values.dns.replace(/:\d+$/, ""), Number(values.dns.match(/:(\d+)$/)?.[1] ?? 53)]
-    : [CLUSTER_DNS_IP, 53];
   const stateDir = `${values["state-dir"]}`;
   await Deno.mkdir(`${stateDir}/agents`, { recursive: true });
   const log = (line: string) => console.log(`${ts()} ${line}`);
@@ -45,8 +44,13 @@ async function main(): Promise<number> {
     kubeconfig: values.kubeconfig,
     stateDir,
     agentPath: values.agent ?? `${repo.replace(/\/$/, "")}/agent.ts`,
-    dnsIP,
-    dnsPort,
+    clusterDNS: values["cluster-dns"],
+    maxGraceSeconds: values["max-grace-seconds"] === undefined
+      ? undefined
+      : Number(values["max-grace-seconds"]),
+    propagationDelayMs: values["propagation-delay-ms"] === undefined
+      ? undefined
+      : Number(values["propagation-delay-ms"]),
     log,
   });
   let stopping: Promise<void> | undefined;
@@ -67,9 +71,9 @@ async function main(): Promise<number> {
     await rt.stop().catch(() => {});
     return 1;
   }
-  const info = { dns: `${rt.dnsIP}:${dnsPort}`, pid: Deno.pid, cgroup: rt.agentCgroupDir };
+  const info = { clusterDNS: rt.clusterDNS ?? null, pid: Deno.pid, cgroup: rt.agentCgroupDir };
   await Deno.writeTextFile(`${stateDir}/runtime.json`, JSON.stringify(info, null, 2) + "\n");
-  log(`cluster DNS ${info.dns}; pod processes under ${stateDir}/agents`);
+  log(`cluster DNS ${info.clusterDNS}; pod processes under ${stateDir}/agents`);
   log("runtime ready");
   await new Promise(() => {}); // until a signal
   return 0;

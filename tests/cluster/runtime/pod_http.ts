@@ -5,14 +5,18 @@
  * - `GET /bytes/<n>`: n bytes (n ≤ 1 GiB), byte i = i mod 251 (deterministic, for throughput);
  * - anything else: body `<pod name>\n`.
  *
+ * The pod IP:port is a TCP front ({@link serveTcp}) relaying each connection to the HTTP server
+ * on 127.0.0.1, so that the pod stops like a graceful server: `stopAccepting()` releases the
+ * listener while open connections (keep-alive included) go on until they end or `close()`.
+ * (`Deno.serve` alone cannot stop accepting without also closing idle keep-alive connections.)
+ *
  * @module
  */
 
+import { pipeConns, safeClose, serveTcp, type TcpServer } from "./tcp_server.ts";
+
 /** A running pod HTTP server. */
-export interface PodHttpServer {
-  readonly port: number;
-  close(): Promise<void>;
-}
+export type PodHttpServer = TcpServer;
 
 const MAX_BYTES = 1 << 30;
 const PATTERN = (() => {
@@ -46,11 +50,51 @@ function bytesStream(n: number): ReadableStream<Uint8Array> {
 }
 
 /** Start serving on hostname:port (port 0 = any). Resolves once listening. */
-export function startPodHttpServer(
+export async function startPodHttpServer(
   hostname: string,
   port: number,
   podName: string,
 ): Promise<PodHttpServer> {
+  const inner = await startHttp("127.0.0.1", 0, podName);
+  let front: TcpServer;
+  try {
+    front = await serveTcp(hostname, port, async (conn) => {
+      let up: Deno.TcpConn;
+      try {
+        up = await Deno.connect({ hostname: "127.0.0.1", port: inner.port });
+      } catch {
+        safeClose(conn);
+        return;
+      }
+      conn.setNoDelay(true);
+      up.setNoDelay(true);
+      await pipeConns(conn, up);
+    });
+  } catch (e) {
+    await inner.close();
+    throw e;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    port: front.port,
+    stopAccepting: () => front.stopAccepting(),
+    drained: () => front.drained(),
+    close() {
+      closing ??= (async () => {
+        await front.close();
+        await inner.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The HTTP server itself. */
+function startHttp(
+  hostname: string,
+  port: number,
+  podName: string,
+): Promise<{ port: number; close(): Promise<void> }> {
   return new Promise((resolve, reject) => {
     let server: Deno.HttpServer<Deno.NetAddr> | undefined;
     try {
@@ -61,8 +105,7 @@ export function startPodHttpServer(
           resolve({
             port: addr.port,
             close: async () => {
-              // Graceful, but a pod going away does not wait long for slow clients: after 1 s
-              // the listener is closed anyway and open responses finish in the background.
+              // The front has closed every connection by now; do not wait long anyway.
               let timer: ReturnType<typeof setTimeout> | undefined;
               await Promise.race([
                 server!.shutdown(),

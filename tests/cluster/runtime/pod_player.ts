@@ -5,12 +5,17 @@
  * to the pod IP (HTTP, test-zone DNS, redis-server). Then it publishes a kwok `PortForward` for
  * the pod, runs the agent container's tcpSocket readiness probe, and marks the pod Ready.
  *
+ * A deleted pod ends as a kubelet ends it ({@link PodPlayer.terminate}): the preStop sleep (the
+ * servers serve as before), then SIGTERM — our servers stop accepting (listeners released, UDP
+ * sockets closed) and finish their open TCP connections; processes get SIGTERM — then SIGKILL
+ * (connections closed) when the grace period is over.
+ *
  * @module
  */
 
 import type { AgentSandbox } from "./agent_sandbox.ts";
 import { type ManagedChild, spawnChild } from "./child.ts";
-import { type DnsServer, startDnsServer } from "./dns_server.ts";
+import { type DnsAnswerer, type DnsServer, startDnsServer } from "./dns_server.ts";
 import { type EchoServer, startTcpEcho, startUdpEcho } from "./echo_server.ts";
 import {
   agentArgs,
@@ -18,6 +23,7 @@ import {
   isAgentPod,
   type PlannedServer,
   portPlan,
+  type Termination,
   type V1Pod,
 } from "./kube.ts";
 import { type PodHttpServer, startPodHttpServer } from "./pod_http.ts";
@@ -30,8 +36,10 @@ export interface PlayerEnv {
   agentPath: string;
   /** Runtime state dir (agent pid files and logs go under it). */
   stateDir: string;
-  /** Cluster DNS server address for the agents' resolv.conf. */
+  /** Cluster DNS server address (the kube-dns Service IP) for the agents' resolv.conf. */
   dnsServer: string;
+  /** What the cluster DNS answers: played by pods whose image contains "coredns". */
+  clusterAnswer?: DnsAnswerer;
   /** Wrap the agent in `unshare` + bind-mounted resolv.conf (default true; needs root). */
   privateResolv?: boolean;
   /**
@@ -71,6 +79,60 @@ export interface HostPort {
 /** Where the servers of `local-*` ports listen: the pod's "localhost" (a random port there). */
 const POD_LOCALHOST = "127.0.0.1";
 
+/** kubelet's `minimumGracePeriodInSeconds`: SIGTERM always gets at least this before SIGKILL. */
+export const MIN_GRACE_AFTER_PRESTOP_MS = 2000;
+
+/** Something the pod runs (a server or a process), ended as a kubelet ends a container. */
+interface Running {
+  what: string;
+  /** SIGTERM: stop accepting / signal the process. */
+  term(): void;
+  /** Resolves with the exit code once it has ended by itself (after term()). */
+  readonly exited: Promise<number>;
+  /** SIGKILL: end now (open connections closed); resolves when it is gone. */
+  kill(): Promise<void>;
+}
+
+/** A graceful in-process server: on SIGTERM it stops accepting and exits once drained. */
+function gracefulServer(
+  what: string,
+  srv: { stopAccepting(): Promise<void>; drained(): Promise<void>; close(): Promise<void> },
+): Running {
+  let termed!: () => void;
+  const term = new Promise<void>((r) => termed = r);
+  return {
+    what,
+    term: () => termed(),
+    exited: term.then(() => srv.stopAccepting()).then(() => srv.drained()).then(async () => {
+      await srv.close();
+      return 0;
+    }),
+    kill: () => srv.close(),
+  };
+}
+
+/**
+ * A server with CoreDNS's lameduck: after SIGTERM it keeps serving everything (accepting
+ * included) for `lameduckMs`, then exits (its open connections closed).
+ */
+function lameduckServer(
+  what: string,
+  srv: { close(): Promise<void> },
+  lameduckMs: number,
+): Running {
+  let termed!: () => void;
+  const term = new Promise<void>((r) => termed = r);
+  return {
+    what,
+    term: () => termed(),
+    exited: term.then(() => new Promise((r) => setTimeout(r, lameduckMs))).then(async () => {
+      await srv.close();
+      return 0;
+    }),
+    kill: () => srv.close(),
+  };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Retry `fn` while it fails with AddrInUse (a reused pod IP whose old server is stopping). */
@@ -99,11 +161,27 @@ async function waitTcp(hostname: string, port: number, timeoutMs: number): Promi
   }
 }
 
-/** resolv.conf text for pods of namespace `ns`. */
+/** A process: SIGTERM (+SIGCONT), exit code from its status, SIGKILL. */
+function processRunning(what: string, child: ManagedChild): Running {
+  return {
+    what,
+    // stop() sends SIGTERM; its own SIGKILL timer is superseded by kill() (stop(0)).
+    term: () => void child.stop(24 * 3600_000),
+    exited: child.status.then((st) => st.code),
+    kill: async () => {
+      await child.stop(0);
+    },
+  };
+}
+
+/**
+ * resolv.conf for pods of namespace `ns` with dnsPolicy ClusterFirst, as a kubelet writes it
+ * (search list, the cluster DNS Service IP, ndots:5).
+ */
 export function resolvConf(ns: string, nameserver: string): string {
   return [
-    `nameserver ${nameserver}`,
     `search ${ns}.svc.${CLUSTER_DOMAIN} svc.${CLUSTER_DOMAIN} ${CLUSTER_DOMAIN}`,
+    `nameserver ${nameserver}`,
     "options ndots:5",
     "",
   ].join("\n");
@@ -132,9 +210,13 @@ export class PodPlayer {
   readonly name: string;
   readonly ip: string;
   #closers: Closer[] = [];
+  #running: Running[] = [];
   #agent?: ManagedChild;
+  /** Set once stop() or terminate() began: start() gives up, late servers are killed. */
   #stopped = false;
-  #stopping?: Promise<void>;
+  #killNow?: () => void;
+  #killed = new Promise<void>((r) => this.#killNow = r);
+  #ending?: Promise<number>;
   #pidFile?: string;
   /** Ports served on the pod's localhost only: pod port → where its server really listens. */
   #localTargets = new Map<number, HostPort>();
@@ -186,7 +268,7 @@ export class PodPlayer {
     this.env.log(`pod ${this.key} (${this.ip}) ready, ports ${ports.join(",") || "none"}`);
   }
 
-  /** Register a cleanup; if stop() already ran, clean up at once (a start racing a stop). */
+  /** Register a cleanup; if the pod is already ending, clean up at once (a start racing a stop). */
   #own(closer: Closer): void {
     if (!this.#stopped) {
       this.#closers.push(closer);
@@ -195,18 +277,85 @@ export class PodPlayer {
     closer().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
   }
 
-  /** Stop everything (idempotent; concurrent callers share one stop). */
-  stop(): Promise<void> {
-    this.#stopping ??= (async () => {
+  /** Register something the pod runs; killed at once if the pod is already ending. */
+  #run(r: Running): void {
+    if (!this.#stopped) {
+      this.#running.push(r);
+      return;
+    }
+    r.term();
+    r.kill().catch((e) => this.env.log(`pod ${this.key}: stop ${r.what}: ${e}`));
+  }
+
+  /** Kill everything now (idempotent): runtime shutdown, or the pod object vanished. */
+  async stop(): Promise<void> {
+    this.#killNow!();
+    await this.#end({ graceMs: 0, preStopMs: 0 });
+  }
+
+  /**
+   * End the pod as a kubelet ends a deleted one: preStop sleep, SIGTERM, SIGKILL at the end of
+   * the grace period (at least {@link MIN_GRACE_AFTER_PRESTOP_MS} after SIGTERM). Resolves with
+   * the exit code: 0 if everything ended by itself, else that of a process, 137 if killed.
+   * Idempotent; stop() cuts it short.
+   */
+  terminate(t: Termination): Promise<number> {
+    return this.#end(t);
+  }
+
+  #end(t: Termination): Promise<number> {
+    this.#ending ??= (async () => {
       this.#stopped = true;
+      const t0 = Date.now();
+      const killed = this.#killed.then(() => "killed" as const);
+      const wait = async (ms: number) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const r = await Promise.race([
+          killed,
+          new Promise<"time">((res) => timer = setTimeout(() => res("time"), ms)),
+        ]);
+        clearTimeout(timer);
+        return r;
+      };
+      if (t.preStopMs > 0) await wait(Math.min(t.preStopMs, t.graceMs));
+      const left = Math.max(t.graceMs - (Date.now() - t0), MIN_GRACE_AFTER_PRESTOP_MS);
+      const running = this.#running;
+      this.#running = [];
+      for (const r of running) r.term();
+      // Exit codes: set by whichever comes first, the process's own exit or our SIGKILL.
+      const codes: (number | undefined)[] = running.map(() => undefined);
+      const exited = Promise.all(running.map((r, i) =>
+        r.exited.then((c) => {
+          codes[i] ??= c;
+        }, () => {
+          codes[i] ??= 1;
+        })
+      ));
+      const outcome = t.graceMs > 0
+        ? await Promise.race([exited.then(() => "exited" as const), wait(left)])
+        : "killed";
+      if (outcome !== "exited") {
+        await Promise.all(running.map(async (r, i) => {
+          if (codes[i] !== undefined) return;
+          codes[i] = 137;
+          await r.kill().catch((e) => this.env.log(`pod ${this.key}: kill ${r.what}: ${e}`));
+        }));
+      }
       const closers = this.#closers.reverse();
       this.#closers = [];
       for (const c of closers) {
         await c().catch((e) => this.env.log(`pod ${this.key}: stop: ${e}`));
       }
-      this.env.log(`pod ${this.key} stopped`);
+      const code = codes.find((c) => c !== 0) ?? 0;
+      this.env.log(`pod ${this.key} stopped (exit code ${code}, ${Date.now() - t0} ms)`);
+      return code;
     })();
-    return this.#stopping;
+    return this.#ending;
+  }
+
+  /** How a server of this pod stops: CoreDNS's lameduck, else a graceful server's way. */
+  #stopping(what: string, srv: EchoServer | DnsServer, s: PlannedServer): Running {
+    return s.lameduckMs > 0 ? lameduckServer(what, srv, s.lameduckMs) : gracefulServer(what, srv);
   }
 
   async #startServers(): Promise<number[]> {
@@ -234,24 +383,26 @@ export class PodPlayer {
       const srv: EchoServer = await bindRetry(() =>
         s.protocol === "TCP" ? startTcpEcho(host, port) : startUdpEcho(host, port)
       );
-      this.#own(() => srv.close());
       bound(srv.port);
+      this.#run(this.#stopping(`echo ${where}`, srv, s));
     } else if (s.role === "http") {
       const srv: PodHttpServer = await bindRetry(() => startPodHttpServer(host, port, this.name));
-      this.#own(() => srv.close());
       bound(srv.port);
-    } else if (s.role === "dns") {
+      this.#run(this.#stopping(`http ${where}`, srv, s));
+    } else if (s.role === "dns" || s.role === "cluster-dns") {
+      const answer = s.role === "dns" ? testZoneAnswerer(this.name) : this.env.clusterAnswer;
+      if (!answer) throw new Error(`no cluster DNS view to serve ${where}`);
       const srv: DnsServer = await bindRetry(() =>
         startDnsServer({
           hostname: host,
           port,
           udp: s.protocol === "UDP",
           tcp: s.protocol === "TCP",
-          answer: testZoneAnswerer(this.name),
+          answer,
         })
       );
-      this.#own(() => srv.close());
       bound(srv.port);
+      this.#run(this.#stopping(`${s.role} ${where}`, srv, s));
     } else {
       const dir = `${this.env.stateDir}/redis/${this.namespace}_${this.name}_${s.port}`;
       await Deno.mkdir(dir, { recursive: true });
@@ -274,10 +425,8 @@ export class PodPlayer {
         ],
         logFile: `${dir}/redis.log`,
       });
-      this.#own(async () => {
-        await child.stop();
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-      });
+      this.#run(processRunning(`redis-server ${where}`, child));
+      this.#own(() => Deno.remove(dir, { recursive: true }).catch(() => {}));
       await Promise.race([
         waitTcp(this.ip, s.port, 10000),
         child.status.then((st) => {
@@ -395,8 +544,8 @@ export class PodPlayer {
     this.#agent = child;
     this.#pidFile = `${base}.pid`;
     await Deno.writeTextFile(this.#pidFile, `${child.pid}\n`);
+    this.#run(processRunning("agent", child));
     this.#own(async () => {
-      await child.stop();
       await Deno.remove(this.#pidFile!).catch(() => {});
       await Deno.remove(`${base}.resolv.conf`).catch(() => {});
     });

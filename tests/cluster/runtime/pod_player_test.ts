@@ -45,6 +45,32 @@ Deno.test("agentArgs: --listen and --health are replaced by the pod IP, other ar
   });
 });
 
+Deno.test("portPlan: a coredns image is the cluster DNS (with lameduck); metrics/probes HTTP", () => {
+  const pod: V1Pod = {
+    spec: {
+      containers: [{
+        name: "coredns",
+        image: "registry.k8s.io/coredns/coredns:v1.14.2",
+        ports: [
+          { name: "dns", containerPort: 53, protocol: "UDP" },
+          { name: "dns-tcp", containerPort: 53, protocol: "TCP" },
+          { name: "metrics", containerPort: 9153, protocol: "TCP" },
+          { name: "liveness-probe", containerPort: 8080, protocol: "TCP" },
+        ],
+      }],
+    },
+  };
+  assert.deepEqual(
+    portPlan(pod).map((s) => `${s.port}/${s.protocol}=${s.role}/${s.lameduckMs}`).sort(),
+    [
+      "53/TCP=cluster-dns/5000",
+      "53/UDP=cluster-dns/5000",
+      "8080/TCP=http/5000",
+      "9153/TCP=http/5000",
+    ],
+  );
+});
+
 Deno.test("portPlan: HTTP, DNS (UDP + TCP), redis, named dns TCP port", () => {
   const pod: V1Pod = {
     spec: {

@@ -1,32 +1,41 @@
 /**
  * The pod runtime of the test cluster: watches Pods and Services (list+watch, re-list on 410)
- * and plays pods ({@link PodPlayer}), forwards Service cluster IPs like kube-proxy, and serves
- * the cluster DNS.
+ * and plays pods ({@link PodPlayer}; pods whose image contains "coredns" serve the cluster DNS),
+ * and forwards Service cluster IPs like kube-proxy.
  *
  * @module
  */
 
 import * as k8s from "@kubernetes/client-node";
 import { AgentSandbox } from "./agent_sandbox.ts";
-import { type DnsServer, startDnsServer } from "./dns_server.ts";
-import { type Backend, type Forwarder, startTcpForwarder, startUdpForwarder } from "./forwarder.ts";
+import {
+  type Backend,
+  createTcpForwarder,
+  createUdpForwarder,
+  DEFAULT_PROPAGATION_DELAY_MS,
+  type Forwarder,
+} from "./forwarder.ts";
 import {
   clusterIPOf,
+  DEFAULT_MAX_GRACE_SECONDS,
+  isFinished,
   isReady,
+  isTerminating,
   keyOf,
   type Proto,
+  proxyEndpoints,
   resolveTargetPort,
   selectedReadyPods,
+  servingEndpoints,
   shouldPlay,
+  terminationOf,
   type V1Pod,
   type V1Service,
 } from "./kube.ts";
 import { type HostPort, type PlayerEnv, PodPlayer } from "./pod_player.ts";
 import { clusterAnswerer } from "./zones.ts";
+import type { DnsAnswerer } from "./dns_server.ts";
 import { waitKwokForward } from "./kwok_probe.ts";
-
-/** Cluster DNS address (UDP+TCP port 53). */
-export const CLUSTER_DNS_IP = "127.0.10.53";
 
 /** kwok PortForward resource. */
 const PF = { group: "kwok.x-k8s.io", version: "v1alpha1", plural: "portforwards" };
@@ -38,8 +47,15 @@ export interface RuntimeOptions {
   kubeconfig: string;
   stateDir: string;
   agentPath: string;
-  dnsIP?: string;
-  dnsPort?: number;
+  /**
+   * The kube-dns Service IP written into agent pods' resolv.conf (kubelet's `clusterDNS`);
+   * default: the cluster IP of `kube-system/kube-dns`.
+   */
+  clusterDNS?: string;
+  /** Cap of a deleted pod's grace period (default 2 s). */
+  maxGraceSeconds?: number;
+  /** Delay before Service endpoint changes reach the forwarders (default 1000 ms). */
+  propagationDelayMs?: number;
   log?: (line: string) => void;
 }
 
@@ -58,7 +74,7 @@ function errText(e: unknown): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The runtime. `start()` resolves once the first lists are done and the DNS is serving. */
+/** The runtime. `start()` resolves once the first lists of Services and Pods are done. */
 export class Runtime {
   readonly kc = new k8s.KubeConfig();
   readonly core: k8s.CoreV1Api;
@@ -66,26 +82,36 @@ export class Runtime {
   readonly pods: k8s.Informer<k8s.V1Pod> & k8s.ObjectCache<k8s.V1Pod>;
   readonly services: k8s.Informer<k8s.V1Service> & k8s.ObjectCache<k8s.V1Service>;
   #players = new Map<string, PodPlayer>();
+  /** Uids of deleted pods whose termination has begun. */
+  #finalized = new Set<string>();
   #chains = new Map<string, Promise<void>>();
-  #forwarders = new Map<string, Forwarder>();
+  #forwarders = new Map<string, ServiceForward>();
   #svcChain: Promise<void> = Promise.resolve();
-  #rr = new Map<string, number>();
-  #dns?: DnsServer;
   #sandbox?: AgentSandbox;
   /** Uids of agent pods whose container terminated: never run again (restartPolicy Never). */
   #ended = new Set<string>();
+  #endpointsQueued = false;
+  /** The pods as the cluster DNS sees them (a snapshot, updated after the propagation delay). */
+  #dnsPods: readonly V1Pod[] = [];
+  #dnsTimers = new Set<ReturnType<typeof setTimeout>>();
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
   #log: (line: string) => void;
-  /** Address the cluster DNS actually serves on (set by start()). */
-  dnsIP: string;
+  #answer: DnsAnswerer;
 
   constructor(readonly opts: RuntimeOptions) {
     this.kc.loadFromFile(opts.kubeconfig);
     this.core = this.kc.makeApiClient(k8s.CoreV1Api);
     this.custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     this.#log = opts.log ?? ((l) => console.log(l));
-    this.dnsIP = opts.dnsIP ?? CLUSTER_DNS_IP;
+    // The cluster DNS sees pods (headless answers, StatefulSet host names) with the same
+    // propagation delay as kube-proxy: CoreDNS learns them from EndpointSlices too.
+    const dnsPods = (ns: string) => this.#dnsPods.filter((p) => p.metadata?.namespace === ns);
+    this.#answer = clusterAnswerer({
+      service: (ns, name) => this.services.get(name, ns),
+      pods: dnsPods,
+      readyEndpoints: (svc) => selectedReadyPods(svc, dnsPods(svc.metadata?.namespace ?? "")),
+    });
     this.pods = k8s.makeInformer(
       this.kc,
       "/api/v1/pods",
@@ -98,33 +124,25 @@ export class Runtime {
     );
   }
 
-  /** Start watching, serving DNS and playing pods. */
-  async start(): Promise<void> {
-    const answer = clusterAnswerer({
-      service: (ns, name) => this.services.get(name, ns),
-      pods: (ns) => this.pods.list(ns),
-      readyEndpoints: (svc) => selectedReadyPods(svc, this.pods.list(svc.metadata?.namespace)),
-    });
-    // 127.0.10.53 unless another cluster's runtime holds it: then the next free 127.0.10.x.
-    const first = this.opts.dnsIP ?? CLUSTER_DNS_IP;
-    const base = first.split(".").map(Number);
-    for (let i = 0;; i++) {
-      const ip = [...base.slice(0, 3), base[3] + i].join(".");
-      try {
-        this.#dns = await startDnsServer({ hostname: ip, port: this.opts.dnsPort ?? 53, answer });
-        this.dnsIP = ip;
-        break;
-      } catch (e) {
-        if (!(e instanceof Deno.errors.AddrInUse) || i >= 40 || base[3] + i >= 254) throw e;
-      }
-    }
-    this.#log(`cluster DNS on ${this.dnsIP}:${this.#dns!.port} (udp+tcp)`);
-    this.#sandbox = await AgentSandbox.create({ stateDir: this.opts.stateDir, log: this.#log });
+  /** The cluster DNS address for pods' resolv.conf (see {@link RuntimeOptions.clusterDNS}). */
+  get clusterDNS(): string | undefined {
+    return this.opts.clusterDNS ??
+      clusterIPOf(this.services.get("kube-dns", "kube-system") ?? {});
+  }
 
-    const onPod = (pod: V1Pod) => this.#queuePod(keyOf(pod));
+  /** Start watching and playing pods (coredns pods serve the cluster DNS). */
+  async start(): Promise<void> {
+    this.#sandbox = await AgentSandbox.create({ stateDir: this.opts.stateDir, log: this.#log });
+    const onPod = (pod: V1Pod) => {
+      this.#queuePod(keyOf(pod));
+      this.#queueEndpoints();
+    };
     this.pods.on("add", onPod);
     this.pods.on("update", onPod);
-    this.pods.on("delete", onPod);
+    this.pods.on("delete", (pod: V1Pod) => {
+      this.#finalized.delete(pod.metadata?.uid ?? "");
+      onPod(pod);
+    });
     const onSvc = () => this.#queueServices();
     this.services.on("add", onSvc);
     this.services.on("update", onSvc);
@@ -145,7 +163,8 @@ export class Runtime {
       this.#queueServices();
       for (const p of this.pods.list()) {
         const k = keyOf(p);
-        if (shouldPlay(p) !== this.#players.has(k)) this.#queuePod(k);
+        const unfinished = isTerminating(p) && !this.#finalized.has(p.metadata?.uid ?? "");
+        if (unfinished || shouldPlay(p) !== this.#players.has(k)) this.#queuePod(k);
       }
     }, 5000);
   }
@@ -165,20 +184,20 @@ export class Runtime {
     }
   }
 
-  /** Stop everything: informers, players (agents killed), forwarders, DNS. */
+  /** Stop everything: informers, players (agents killed), forwarders. */
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#resync);
+    for (const t of this.#dnsTimers) clearTimeout(t);
     await this.pods.stop?.();
     await this.services.stop?.();
     await Promise.allSettled([...this.#players.values()].map((p) => p.stop()));
     this.#players.clear();
     const left = await this.#sandbox?.close();
     if (left?.length) this.#log(`agent cgroups still holding processes: ${left.join(", ")}`);
-    await Promise.allSettled([...this.#forwarders.values()].map((f) => f.close()));
+    await Promise.allSettled([...this.#forwarders.values()].map((f) => f.fwd.close()));
     this.#forwarders.clear();
-    await this.#dns?.close();
   }
 
   /** This runtime's agent memory cgroups dir (pods in `<dir>/<ns>_<pod>`), once started. */
@@ -195,12 +214,15 @@ export class Runtime {
 
   #queuePod(key: string): void {
     if (this.#stopped) return;
-    // A pod that went away stops at once, even while its start is still queued or running.
     const [pns, pname] = key.split("/");
     const current = this.pods.get(pname, pns);
     const player = this.#players.get(key);
-    if (player && (!current || !shouldPlay(current) || current.metadata?.uid !== player.uid)) {
+    if (player && (!current || current.metadata?.uid !== player.uid || isFinished(current))) {
+      // The pod object vanished (or finished): its processes stop at once.
       player.stop().catch(() => {});
+    } else if (player && current && isTerminating(current)) {
+      // Deleted: the graceful termination starts now, even while the start is still queued.
+      player.terminate(terminationOf(current, this.#maxGrace)).catch(() => {});
     }
     const prev = this.#chains.get(key) ?? Promise.resolve();
     const next = prev.then(() => this.#syncPod(key)).catch((e) =>
@@ -212,17 +234,25 @@ export class Runtime {
     });
   }
 
+  get #maxGrace(): number {
+    return this.opts.maxGraceSeconds ?? DEFAULT_MAX_GRACE_SECONDS;
+  }
+
   async #syncPod(key: string): Promise<void> {
     if (this.#stopped) return;
     const [ns, name] = key.split("/");
     const pod = this.pods.get(name, ns);
-    const want = pod !== undefined && shouldPlay(pod) && !this.#ended.has(pod.metadata?.uid ?? "");
     let player = this.#players.get(key);
-    if (player && (!want || player.uid !== pod?.metadata?.uid)) {
+    if (player && (!pod || player.uid !== pod.metadata?.uid || isFinished(pod))) {
       this.#players.delete(key);
       await player.stop();
       player = undefined;
     }
+    if (pod && isTerminating(pod)) {
+      await this.#terminate(pod, player);
+      return;
+    }
+    const want = pod !== undefined && shouldPlay(pod) && !this.#ended.has(pod.metadata?.uid ?? "");
     if (want && !player) {
       player = new PodPlayer(pod!, this.#playerEnv());
       this.#players.set(key, player);
@@ -239,12 +269,46 @@ export class Runtime {
     }
   }
 
+  /**
+   * A deleted pod, as a kubelet ends it: the player's graceful termination (preStop, SIGTERM,
+   * SIGKILL at the end of the grace period), then the terminal status (containers terminated,
+   * phase Succeeded if everything exited 0, else Failed), then the pod object is removed
+   * (delete with grace period 0, uid precondition). Unscheduled pods are the apiserver's.
+   */
+  async #terminate(pod: V1Pod, player: PodPlayer | undefined): Promise<void> {
+    const uid = pod.metadata?.uid ?? "";
+    if (!pod.spec?.nodeName || this.#finalized.has(uid)) return;
+    this.#finalized.add(uid);
+    const key = keyOf(pod);
+    const t = terminationOf(pod, this.#maxGrace);
+    if (player) {
+      this.#log(`pod ${key} deleted: grace ${t.graceMs} ms, preStop ${t.preStopMs} ms`);
+      const code = await player.terminate(t);
+      if (this.#players.get(key) === player) this.#players.delete(key);
+      if (this.#stopped) return;
+      await this.#markFinished(pod, code).catch((e) => this.#log(`pod ${key}: ${errText(e)}`));
+    }
+    try {
+      await this.core.deleteNamespacedPod({
+        name: pod.metadata!.name!,
+        namespace: pod.metadata!.namespace!,
+        gracePeriodSeconds: 0,
+        body: { gracePeriodSeconds: 0, preconditions: { uid } },
+      });
+      this.#log(`pod ${key} removed`);
+    } catch (e) {
+      const code = errCode(e);
+      if (code !== 404 && code !== 409) throw new Error(`delete pod ${key}: ${errText(e)}`);
+    }
+  }
+
   #playerEnv(): PlayerEnv {
     return {
       agentPath: this.opts.agentPath,
       stateDir: this.opts.stateDir,
-      dnsServer: this.dnsIP,
       agentSandbox: this.#sandbox,
+      dnsServer: this.clusterDNS ?? "",
+      clusterAnswer: this.#answer,
       log: this.#log,
       publishPorts: (pod, ports, targets) => this.#publish(pod, ports, targets),
       confirmPublished: (pod, port, cancelled) => this.#confirmPublished(pod, port, cancelled),
@@ -477,9 +541,10 @@ export class Runtime {
       }
     }
     for (const [k, f] of this.#forwarders) {
-      if (!want.has(k)) {
+      const w = want.get(k);
+      if (!w || w.svcKey !== f.svcKey) {
         this.#forwarders.delete(k);
-        await f.close();
+        await f.fwd.close();
         this.#log(`service forward ${k} closed`);
       }
     }
@@ -488,27 +553,56 @@ export class Runtime {
       const opts = {
         hostname: w.ip,
         port: w.port,
-        pick: () => this.#pickBackends(w.svcKey, w.port, w.proto),
+        propagationDelayMs: this.opts.propagationDelayMs ?? DEFAULT_PROPAGATION_DELAY_MS,
         log: this.#log,
       };
-      try {
-        const f = w.proto === "TCP" ? await startTcpForwarder(opts) : await startUdpForwarder({
-          ...opts,
-          backendAlive: (b) =>
-            this.#pickBackends(w.svcKey, w.port, w.proto, false).some((x) =>
-              x.hostname === b.hostname && x.port === b.port
-            ),
-        });
-        this.#forwarders.set(k, f);
-        this.#log(`service ${w.svcKey}: forwarding ${k}`);
-      } catch (e) {
-        this.#log(`service ${w.svcKey}: cannot listen on ${k}: ${errText(e)} (retrying)`);
-      }
+      const fwd = w.proto === "TCP" ? createTcpForwarder(opts) : createUdpForwarder(opts);
+      this.#forwarders.set(k, { ...w, fwd, last: "" });
+      this.#log(`service ${w.svcKey}: forwarding ${k}`);
+    }
+    this.#publishEndpoints();
+  }
+
+  /** Recompute every Service's endpoints once the current burst of events is handled. */
+  #queueEndpoints(): void {
+    if (this.#endpointsQueued || this.#stopped) return;
+    this.#endpointsQueued = true;
+    queueMicrotask(() => {
+      this.#endpointsQueued = false;
+      this.#publishEndpoints();
+    });
+  }
+
+  /** Hand each forwarder its Service's endpoints (applied after the propagation delay). */
+  #publishEndpoints(): void {
+    if (this.#stopped) return;
+    const snapshot = [...this.pods.list()];
+    const delay = this.opts.propagationDelayMs ?? DEFAULT_PROPAGATION_DELAY_MS;
+    const t = setTimeout(() => {
+      this.#dnsTimers.delete(t);
+      this.#dnsPods = snapshot;
+    }, delay);
+    this.#dnsTimers.add(t);
+    for (const f of this.#forwarders.values()) {
+      const eps = this.#endpoints(f.svcKey, f.port, f.proto, proxyEndpoints);
+      const serving = this.#endpoints(f.svcKey, f.port, f.proto, servingEndpoints);
+      const text = JSON.stringify([eps, serving]);
+      if (text === f.last) continue;
+      f.last = text;
+      f.fwd.setEndpoints(eps, serving);
     }
   }
 
-  /** Ready endpoints of a service port, rotated round-robin per call. */
-  #pickBackends(svcKey: string, port: number, proto: Proto, rotate = true): Backend[] {
+  /**
+   * A Service port's endpoints, as pod IP + target port: those kube-proxy sends new connections
+   * to ({@link proxyEndpoints}) or the serving ones ({@link servingEndpoints}).
+   */
+  #endpoints(
+    svcKey: string,
+    port: number,
+    proto: Proto,
+    which: (svc: V1Service, pods: Iterable<V1Pod>) => V1Pod[],
+  ): Backend[] {
     const [ns, name] = svcKey.split("/");
     const svc: V1Service | undefined = this.services.get(name, ns);
     const sp = svc?.spec?.ports?.find((p) => p.port === port && (p.protocol ?? "TCP") === proto);
@@ -519,7 +613,7 @@ export class Runtime {
       return [{ hostname: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || 443) }];
     }
     const out: Backend[] = [];
-    for (const pod of selectedReadyPods(svc, this.pods.list(ns))) {
+    for (const pod of which(svc, this.pods.list(ns))) {
       const target = resolveTargetPort(
         pod,
         sp.targetPort as number | string | undefined,
@@ -528,10 +622,17 @@ export class Runtime {
       );
       if (target !== undefined) out.push({ hostname: pod.status!.podIP!, port: target });
     }
-    if (out.length === 0 || !rotate) return out;
-    const rrKey = `${svcKey}:${port}/${proto}`;
-    const n = (this.#rr.get(rrKey) ?? 0) % out.length;
-    this.#rr.set(rrKey, n + 1);
-    return [...out.slice(n), ...out.slice(0, n)];
+    return out;
   }
+}
+
+/** A Service port's forwarder and the endpoints last handed to it. */
+interface ServiceForward {
+  svcKey: string;
+  ip: string;
+  port: number;
+  proto: Proto;
+  fwd: Forwarder;
+  /** JSON of the endpoints last passed to setEndpoints (to skip unchanged updates). */
+  last: string;
 }

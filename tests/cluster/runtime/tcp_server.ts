@@ -1,7 +1,9 @@
 /**
- * A TCP server that hands each accepted connection to a handler and, on close, stops accepting,
- * closes open connections and waits for their handlers. Shared by the echo servers and the
- * Service forwarders.
+ * A TCP server that hands each accepted connection to a handler. Termination as a graceful
+ * server does it: {@link TcpServer.stopAccepting} releases the listener (new connections are
+ * refused) while established connections go on; {@link TcpServer.drained} resolves when the last
+ * one has ended; {@link TcpServer.close} ends everything (a kill). Shared by the echo servers and
+ * the pod HTTP server's front.
  *
  * @module
  */
@@ -9,6 +11,11 @@
 /** A running TCP server. */
 export interface TcpServer {
   readonly port: number;
+  /** Stop accepting (resolves once the listener is released); open connections go on. */
+  stopAccepting(): Promise<void>;
+  /** Resolves once no connection is open (never before stopAccepting() in practice). */
+  drained(): Promise<void>;
+  /** Stop accepting, close open connections, wait for their handlers. */
   close(): Promise<void>;
 }
 
@@ -18,6 +25,37 @@ export function safeClose(c: { close(): void }): void {
     c.close();
   } catch {
     // already closed
+  }
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** Copy src → dst until EOF, then half-close dst. Errors end the copy and close both. */
+async function pump(src: Deno.Conn, dst: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    for (;;) {
+      const n = await src.read(buf);
+      if (n === null) break;
+      await writeAll(dst, buf.subarray(0, n));
+    }
+    await dst.closeWrite().catch(() => {});
+  } catch {
+    safeClose(src);
+    safeClose(dst);
+  }
+}
+
+/** Relay two connections both ways (half-close passed on) until both directions end. */
+export async function pipeConns(a: Deno.Conn, b: Deno.Conn): Promise<void> {
+  try {
+    await Promise.all([pump(a, b), pump(b, a)]);
+  } finally {
+    safeClose(a);
+    safeClose(b);
   }
 }
 
@@ -35,13 +73,19 @@ export function serveTcp(
   }
   const conns = new Set<Deno.Conn>();
   const inflight = new Set<Promise<void>>();
+  let idle: (() => void)[] = [];
   const accepting = (async () => {
     try {
       for await (const conn of listener) {
         conns.add(conn);
-        const p = handle(conn).finally(() => {
+        const p = handle(conn).catch(() => {}).finally(() => {
           conns.delete(conn);
           inflight.delete(p);
+          if (inflight.size === 0) {
+            const w = idle;
+            idle = [];
+            w.forEach((f) => f());
+          }
         });
         inflight.add(p);
       }
@@ -49,13 +93,22 @@ export function serveTcp(
       // closed
     }
   })();
+  let stopping: Promise<void> | undefined;
+  const stopAccepting = () => {
+    stopping ??= (async () => {
+      safeClose(listener);
+      await accepting;
+    })();
+    return stopping;
+  };
   let closing: Promise<void> | undefined;
   return Promise.resolve({
     port: (listener.addr as Deno.NetAddr).port,
+    stopAccepting,
+    drained: () => inflight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)),
     close() {
       closing ??= (async () => {
-        safeClose(listener);
-        await accepting;
+        await stopAccepting();
         for (const c of conns) safeClose(c);
         await Promise.all(inflight);
       })();

@@ -96,8 +96,9 @@ export interface ClusterView {
   readyEndpoints(svc: V1Service): V1Pod[];
 }
 
-const TTL_SERVICE = 5;
-const TTL_POD = 1;
+/** kubeadm's Corefile: `kubernetes cluster.local … { ttl 30 }`. */
+const TTL_SERVICE = 30;
+const TTL_POD = 30;
 
 /** Answerer for the cluster DNS. */
 export function clusterAnswerer(view: ClusterView): DnsAnswerer {
