@@ -70,10 +70,29 @@ export async function agentJob(
   const podSpec = template.spec as { containers: Record<string, Json>[] };
   const container = podSpec.containers[0];
   container.image = opts.image;
+  const templateArgs = container.args as string[];
   if (opts.patch) applyAgentPatch(job, opts.patch);
   const patched = (job.spec as Record<string, Json>).template as Record<string, Json>;
-  setTokenEnv(patched.spec as { containers?: Record<string, Json>[] }, token);
+  const patchedSpec = patched.spec as { containers?: Record<string, Json>[] };
+  keepTemplateArgs(patchedSpec, templateArgs);
+  setTokenEnv(patchedSpec, token);
   return job;
+}
+
+/**
+ * Args that a patch gives the agent container come after the template's (the agent takes the last
+ * value of a repeated flag), so a patch written for krelay (`args: ["--idle-timeout=15s"]`) keeps
+ * the tunnel on the pod's loopback and the health port its readiness probe needs.
+ */
+function keepTemplateArgs(
+  podSpec: { containers?: Record<string, Json>[] },
+  templateArgs: string[],
+): void {
+  const c = podSpec.containers?.find((c) => c.name === AGENT_CONTAINER);
+  if (!c || !Array.isArray(c.args) || c.args === templateArgs) return;
+  const args = c.args as string[];
+  if (args.length >= templateArgs.length && templateArgs.every((a, i) => args[i] === a)) return;
+  c.args = [...templateArgs, ...args];
 }
 
 /** Sets (or replaces) `KUBECTL_RELAY_TOKEN` in the agent container's env. */

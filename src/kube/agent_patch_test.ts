@@ -79,9 +79,18 @@ Deno.test("patch: container args written for krelay's server change the agent's 
     const containers = job.spec.template.spec.containers;
     assert.equal(containers.length, 1, `one container (${name})`);
     assert.equal(containers[0].name, "agent");
-    assert.deepEqual(containers[0].args, ["--idle-timeout=15s"]);
+    // After the template's args, so the tunnel stays on loopback and the health port stays.
+    assert.deepEqual(containers[0].args, [
+      "--listen",
+      "127.0.0.1:9527",
+      "--health",
+      "0.0.0.0:9528",
+      "--idle-exit",
+      "5m",
+      "--idle-timeout=15s",
+    ]);
     assert.equal(containers[0].image, "img:1");
-    assert.equal(containers[0].readinessProbe.tcpSocket.port, 9527);
+    assert.equal(containers[0].readinessProbe.tcpSocket.port, "health");
     assert.equal(containers[0].securityContext.readOnlyRootFilesystem, true);
   }
 });
@@ -104,7 +113,8 @@ Deno.test("patch: lists Kubernetes merges by key merge; others replace (RFC 7386
   const spec = job.spec.template.spec;
   assert.deepEqual(spec.tolerations, [{ key: "dedicated", operator: "Exists" }]);
   assert.deepEqual(spec.containers.map((c: Any) => c.name), ["agent", "sidecar"]);
-  assert.deepEqual(spec.containers[0].env, [{ name: "A", value: "1" }]);
+  assert.deepEqual(spec.containers[0].env[0], { name: "A", value: "1" });
+  assert.equal(spec.containers[0].env[1].name, "KUBECTL_RELAY_TOKEN", "the token is kept");
   assert.equal(spec.containers[0].resources.limits.memory, "256Mi");
   assert.equal(spec.containers[0].resources.limits.cpu, "1", "other limits kept");
   assert.deepEqual(spec.volumes.map((v: Any) => v.name), ["tmp", "extra"]);
