@@ -198,7 +198,9 @@ Deno.test({
   assert.equal((await curl(`http://127.0.0.1:${relay.ports[0]}/`)).trim(), pod);
   const before = await agentObjects(kc);
   assert.equal(before.jobs.length, 1);
-  assert.deepEqual(before.pods[0].spec.containers[0].args, ["--idle-timeout=15s"]);
+  // The patch's args come after the agent's own; the last --idle-* wins.
+  assert.deepEqual(before.pods[0].spec.containers[0].args.slice(-1), ["--idle-timeout=15s"]);
+  assert.equal(before.pods[0].spec.containers[0].args[0], "--listen");
   assert.equal(await relay.stop("SIGKILL"), 137);
   const t0 = performance.now();
   let completed = false;

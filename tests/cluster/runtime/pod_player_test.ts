@@ -279,11 +279,11 @@ Deno.test("portPlan: a TCP port named local-* is served on the pod's localhost o
     },
   };
   assert.deepEqual(portPlan(pod).map((s) => JSON.stringify(s)).sort(), [
-    '{"port":53,"protocol":"TCP","role":"dns"}',
-    '{"port":53,"protocol":"UDP","role":"dns"}',
-    '{"port":7000,"protocol":"TCP","role":"echo","local":true}',
-    '{"port":80,"protocol":"TCP","role":"http"}',
-    '{"port":8080,"protocol":"TCP","role":"http","local":true}',
+    '{"port":53,"protocol":"TCP","role":"dns","lameduckMs":0}',
+    '{"port":53,"protocol":"UDP","role":"dns","lameduckMs":0}',
+    '{"port":7000,"protocol":"TCP","role":"echo","lameduckMs":0,"local":true}',
+    '{"port":80,"protocol":"TCP","role":"http","lameduckMs":0}',
+    '{"port":8080,"protocol":"TCP","role":"http","lameduckMs":0,"local":true}',
   ]);
 });
 
