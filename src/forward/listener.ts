@@ -15,6 +15,13 @@ import type { RelayStream } from "./pipe.ts";
 export interface OpenedStream extends RelayStream {
   /** Resolves once the destination was reached; rejects with the error to show the user. */
   readonly ready: Promise<void>;
+  /**
+   * For a destination that follows pods (a workload, a headless Service, a pod): calls `onGone`
+   * once the pod this stream reached (after `ready`) stops being a ready target (deleted, not
+   * ready, terminating, replaced), as kube-proxy drops a removed endpoint's UDP conntrack entries.
+   * Returns a function that cancels the watch. Absent when the destination does not go away.
+   */
+  onTargetGone?(onGone: () => void): () => void;
 }
 
 /** What a listener needs from the rest of the client. */
