@@ -17,8 +17,9 @@ export interface OpenedStream extends RelayStream {
   readonly ready: Promise<void>;
   /**
    * For a destination that follows pods (a workload, a headless Service, a pod): calls `onGone`
-   * once the pod this stream reached (after `ready`) stops being a ready target (deleted, not
-   * ready, terminating, replaced), as kube-proxy drops a removed endpoint's UDP conntrack entries.
+   * once the pod this stream reached (after `ready`) stops serving (deleted, not Ready, replaced;
+   * not while it is terminating but still Ready), as kube-proxy drops the UDP conntrack entries of
+   * an endpoint that stops serving.
    * Returns a function that cancels the watch. Absent when the destination does not go away.
    */
   onTargetGone?(onGone: () => void): () => void;

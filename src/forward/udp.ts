@@ -45,7 +45,7 @@ function send(flow: Flow, stream: OpenedStream, dg: Uint8Array): void {
 /**
  * Binds a UDP socket (port 0 = random); `serve` then keeps one relayed flow per local client
  * address:port. Flows idle for `idleMs` are closed, and so is a flow whose pod stops being a
- * ready target (`OpenedStream.onTargetGone`): the client's next datagram opens a new flow.
+ * serving pod (`OpenedStream.onTargetGone`): the client's next datagram opens a new flow.
  */
 export function bindUdp(address: string, port: number, idleMs = 60_000): BoundSocket {
   const s = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
@@ -100,7 +100,7 @@ function serveUdp(
     // The pod this flow reached went away: end the flow, so the client's next datagram opens a
     // new one to a current ready pod (a kept client socket is not pinned to a deleted pod).
     flow.unwatch = flow.stream.onTargetGone?.(() => {
-      ctx.log(2, `udp flow ${key}: its pod is gone or not ready, closing it`);
+      ctx.log(2, `udp flow ${key}: its pod is gone or not Ready, closing it`);
       endFlow(key, flow, "pod gone");
     });
     const queued = flow.pending;

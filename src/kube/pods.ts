@@ -1,6 +1,6 @@
 import { formatAddress, parseAddress } from "../protocol/addr.ts";
 import { KubeApiError, type KubeReader } from "./client.ts";
-import { isPodReady, type List, type Pod } from "./types.ts";
+import { isPodReady, isPodServing, type List, type Pod } from "./types.ts";
 
 /** Options for a PodTracker. */
 export interface PodTrackerOptions {
@@ -76,10 +76,11 @@ export class PodTracker {
   }
 
   /**
-   * Calls `onGone` once the pod `name` with IP `ip` stops being a ready pod of the selector:
-   * deleted, no longer ready, terminating, or replaced by a pod of the same name with another IP
-   * (as kube-proxy drops a removed endpoint's UDP conntrack entries). If it is not one already,
-   * `onGone` is called soon (asynchronously). Returns a function that cancels the watch.
+   * Calls `onGone` once the pod `name` with IP `ip` stops serving: deleted, no longer Ready, or
+   * replaced by a pod of the same name with another IP. As kube-proxy keeps the UDP conntrack
+   * entries of a serving endpoint, a pod that is terminating but still Ready (say, in its preStop
+   * hook) is not gone yet: it may still answer. If it is gone already, `onGone` is called soon
+   * (asynchronously). Returns a function that cancels the watch.
    */
   whenGone(name: string, ip: string, onGone: () => void): () => void {
     if (this.#abort.signal.aborted) return () => {};
@@ -102,7 +103,7 @@ export class PodTracker {
       const set = this.#goneWatchers.get(n);
       if (!set) continue;
       const pod = this.#pods.get(n);
-      const live = pod && isPodReady(pod) ? canonicalIp(pod.status!.podIP!) : undefined;
+      const live = pod && isPodServing(pod) ? canonicalIp(pod.status!.podIP!) : undefined;
       for (const w of [...set]) {
         if (w.ip === live) continue;
         set.delete(w);

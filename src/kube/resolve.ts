@@ -35,10 +35,10 @@ export interface ResolvedTarget {
    */
   declaresPort?(dest: Destination, protocol: "tcp" | "udp"): boolean;
   /**
-   * Calls `onGone` once the pod of `dest` stops being a ready target (deleted, not ready,
-   * terminating, replaced); at once (asynchronously) if it is not one now. Returns a function that
-   * cancels the watch. Absent where destinations do not follow pods (ip/, host/, a Service's
-   * cluster IP or external name).
+   * Calls `onGone` once the pod of `dest` stops serving (deleted, not Ready, replaced; a pod that
+   * is terminating but still Ready is not gone yet, as for kube-proxy's UDP conntrack entries); at
+   * once (asynchronously) if it is gone now. Returns a function that cancels the watch. Absent
+   * where destinations do not follow pods (ip/, host/, a Service's cluster IP or external name).
    */
   watchPod?(dest: Destination, onGone: () => void): () => void;
   /** Stops watching pods. */

@@ -209,7 +209,7 @@ Deno.test("resolve: a new connection waits for a ready pod, up to --pod-running-
   target.stop();
 });
 
-Deno.test("resolve: watchPod calls back once the pod of a destination is not ready, deleted or replaced", async () => {
+Deno.test("resolve: watchPod calls back once the pod of a destination is not Ready, deleted or replaced (not while terminating and Ready)", async () => {
   const labels = { app: "dns" };
   const kube = new FakeKube().put("/apis/apps/v1/namespaces/default/deployments/dns", {
     metadata: { name: "dns" },
@@ -238,7 +238,13 @@ Deno.test("resolve: watchPod calls back once the pod of a destination is not rea
   kube.setPod(fakePod("dns-a", "10.1.0.1", { labels, readySince: "2026-01-01T00:00:01Z" }));
   await settle();
   assert.deepEqual(gone, ["dns-z 10.1.0.9"]);
-  // Not ready (terminating, as a rollout does), then deleted: called once.
+  // Terminating but still Ready (a preStop hook): it may still answer, not gone yet.
+  const terminating = fakePod("dns-a", "10.1.0.1", { labels });
+  terminating.metadata.deletionTimestamp = "2026-01-01T00:02:00Z";
+  kube.setPod(terminating);
+  await settle();
+  assert.deepEqual(gone, ["dns-z 10.1.0.9"]);
+  // Not Ready, then deleted: called once.
   kube.setPod(fakePod("dns-a", "10.1.0.1", { labels, ready: false }));
   kube.deletePod("dns-a");
   // Replaced by a pod of the same name on another IP (a StatefulSet's pod).

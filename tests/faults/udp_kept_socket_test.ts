@@ -2,7 +2,7 @@
  * A UDP client that keeps its socket across a rolling update (`kubectl rollout restart`): its
  * flow was opened to a pod that goes away, and it keeps sending from the same local port. As
  * kube-proxy drops the conntrack entries of a removed endpoint, the relay ends a flow once its pod
- * stops being a ready target, so the client's next datagram opens a new flow to a current pod.
+ * stops serving (deleted, not Ready), so the client's next datagram opens a new flow to a current pod.
  * Checked for `deploy/` and a headless `svc/`: after the old pod is gone, the same socket gets
  * answers from a new pod (bounded waits), and the relay printed a new `Handling connection` line.
  */
