@@ -61,7 +61,8 @@ export function refusedHint(target: ResolvedTarget, dest: Destination, spec: Por
  * OPEN. An open the agent never acted on is replayed, bytes included, on a new stream (at most
  * MAX_OPEN_ATTEMPTS opens in all): a pod that refused with a RETRYABLE status (usually one being
  * replaced) is reported to the target and another ready pod is tried; a session going away
- * (RESET "going away") is retried on the next session. Anything else is reported as is.
+ * (RESET "going away") is retried on the next session. Anything else is reported as is. Where the
+ * target follows pods, the stream's `onTargetGone` watches the pod it reached.
  */
 export function streamOpener(source: StreamSource, log: Log): Opener {
   return async (target, spec) => {
@@ -106,6 +107,12 @@ export function streamOpener(source: StreamSource, log: Log): Opener {
       current = await open();
       return current.stream;
     };
-    return new RetryingStream(current.stream, retry);
+    const stream: OpenedStream = new RetryingStream(current.stream, retry);
+    const watchPod = target.watchPod?.bind(target);
+    if (!watchPod) return stream;
+    // The pod of the stream accepted last: `current` once `ready` has resolved.
+    return Object.assign(stream, {
+      onTargetGone: (onGone: () => void) => watchPod(current.dest, onGone),
+    });
   };
 }

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { FakeAgent } from "../../tests/_lib/fake_agent.ts";
 import { readStream } from "../../tests/_lib/net.ts";
 import type { Destination, ResolvedTarget } from "../kube/resolve.ts";
+import { formatAddress } from "../protocol/addr.ts";
 import { Status } from "../protocol/status.ts";
 import type { PortSpec } from "../spec/ports.ts";
 import { MAX_OPEN_ATTEMPTS, streamOpener } from "./opener.ts";
@@ -16,9 +17,13 @@ const SPEC: PortSpec = { local: 0, remote: 80, protocol: "tcp", text: "80" };
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
-/** A target whose ready pods are `pods` (10.0.0.1, 10.0.0.2, …); a reported pod is skipped. */
+/**
+ * A target whose ready pods are `pods` (10.0.0.1, 10.0.0.2, …); a reported pod is skipped.
+ * `watched` holds the pods whose watch (watchPod) is on; `gone(pod)` ends them.
+ */
 function podTarget(pods: string[]) {
   const reported: string[] = [];
+  const watched = new Map<string, () => void>();
   const target: ResolvedTarget = {
     remoteLabel: (spec) => String(spec.remote),
     destination(spec): Promise<Destination> {
@@ -33,9 +38,18 @@ function podTarget(pods: string[]) {
     reportFailure(dest) {
       reported.push(dest.pod!);
     },
+    watchPod(dest, onGone) {
+      const key = `${dest.pod} ${formatAddress(dest.address)}`;
+      watched.set(key, onGone);
+      return () => watched.delete(key);
+    },
     stop() {},
   };
-  return { target, reported };
+  const gone = (key: string) => {
+    watched.get(key)?.();
+    watched.delete(key);
+  };
+  return { target, reported, watched, gone };
 }
 
 /** A fixed destination without a pod (ip/ and host/ targets). */
@@ -105,6 +119,34 @@ Deno.test("opener: a pod that refuses is reported and the open is replayed on th
     assert.deepEqual(agent.streams.map((s) => s.answer), [Status.ConnectionRefused, "echo"]);
     // The accepted stream got the bytes exactly once.
     assert.equal(dec(await agent.streams[1].received!), "hello world");
+  });
+});
+
+Deno.test("opener: onTargetGone watches the pod the stream reached, and only where targets follow pods", async () => {
+  const agent = new FakeAgent((
+    h,
+  ) => (h.address.type === "ipv4" && h.address.ip === "10.0.0.1"
+    ? Status.ConnectionRefused
+    : "echo")
+  );
+  await withTunnel(agent, async (tunnel) => {
+    const { target, watched, gone } = podTarget(["web-a", "web-b"]);
+    const stream = await streamOpener(tunnel, () => {})(target, {
+      ...SPEC,
+      protocol: "udp",
+    });
+    await stream.ready;
+    let calls = 0;
+    const cancel = stream.onTargetGone!(() => calls++);
+    // web-a refused; the stream went to web-b, so web-b is the pod watched.
+    assert.deepEqual([...watched.keys()], ["web-b 10.0.0.2"]);
+    gone("web-b 10.0.0.2");
+    assert.equal(calls, 1);
+    cancel();
+    stream.reset("done");
+    const fixed = await streamOpener(tunnel, () => {})(ipTarget, SPEC);
+    assert.equal(fixed.onTargetGone, undefined);
+    fixed.reset("done");
   });
 });
 

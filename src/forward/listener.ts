@@ -15,6 +15,14 @@ import type { RelayStream } from "./pipe.ts";
 export interface OpenedStream extends RelayStream {
   /** Resolves once the destination was reached; rejects with the error to show the user. */
   readonly ready: Promise<void>;
+  /**
+   * For a destination that follows pods (a workload, a headless Service, a pod): calls `onGone`
+   * once the pod this stream reached (after `ready`) stops serving (deleted, not Ready, replaced;
+   * not while it is terminating but still Ready), as kube-proxy drops the UDP conntrack entries of
+   * an endpoint that stops serving.
+   * Returns a function that cancels the watch. Absent when the destination does not go away.
+   */
+  onTargetGone?(onGone: () => void): () => void;
 }
 
 /** What a listener needs from the rest of the client. */

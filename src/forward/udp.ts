@@ -25,6 +25,8 @@ interface Flow {
   inflight: number;
   lastActive: number;
   closed: boolean;
+  /** Cancels the watch of the flow's pod (`OpenedStream.onTargetGone`). */
+  unwatch?: () => void;
 }
 
 /**
@@ -42,7 +44,8 @@ function send(flow: Flow, stream: OpenedStream, dg: Uint8Array): void {
 
 /**
  * Binds a UDP socket (port 0 = random); `serve` then keeps one relayed flow per local client
- * address:port. Flows idle for `idleMs` are closed.
+ * address:port. Flows idle for `idleMs` are closed, and so is a flow whose pod stops being a
+ * serving pod (`OpenedStream.onTargetGone`): the client's next datagram opens a new flow.
  */
 export function bindUdp(address: string, port: number, idleMs = 60_000): BoundSocket {
   const s = Deno.listenDatagram({ hostname: address, port, transport: "udp" });
@@ -64,6 +67,7 @@ function serveUdp(
     if (flow.closed) return;
     flow.closed = true;
     flows.delete(key);
+    flow.unwatch?.();
     flow.stream?.reset(why);
   };
 
@@ -85,7 +89,7 @@ function serveUdp(
       flow.stream = stream;
     } catch (e) {
       ctx.err(`error: ${(e as Error).message}`);
-      flows.delete(key);
+      if (flows.get(key) === flow) flows.delete(key);
       flow.closed = true;
       return;
     }
@@ -93,6 +97,12 @@ function serveUdp(
       flow.stream.reset("closed");
       return;
     }
+    // The pod this flow reached went away: end the flow, so the client's next datagram opens a
+    // new one to a current ready pod (a kept client socket is not pinned to a deleted pod).
+    flow.unwatch = flow.stream.onTargetGone?.(() => {
+      ctx.log(2, `udp flow ${key}: its pod is gone or not Ready, closing it`);
+      endFlow(key, flow, "pod gone");
+    });
     const queued = flow.pending;
     flow.pending = [];
     for (const dg of queued) send(flow, flow.stream, dg);

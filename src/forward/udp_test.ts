@@ -113,6 +113,51 @@ Deno.test("udp listener: a refused flow is one error line; the next datagram ope
   a.close();
 });
 
+Deno.test("udp listener: a flow whose pod goes away is closed; the same client's next datagram opens a new flow", async () => {
+  const bound = bindUdp("127.0.0.1", 0);
+  const streams: FakeStream[] = [];
+  const { ctx, out } = context(() => {
+    const s = new FakeStream();
+    streams.push(s);
+    return Promise.resolve(s);
+  });
+  const listener = bound.serve(ctx);
+  const dest = { transport: "udp", hostname: "127.0.0.1", port: bound.port } as const;
+  const a = client();
+  const b = client();
+  await a.send(enc("a1"), dest);
+  await until("a's flow watches its pod", () => streams[0]?.goneWatchers.size === 1);
+  await b.send(enc("b1"), dest);
+  await until("b's flow watches its pod", () => streams[1]?.goneWatchers.size === 1);
+  streams[0].push(encodeUdpFrame(enc("old pod")));
+  assert.equal(await receive(a), "old pod");
+  // a's pod is deleted (b's is not): a's flow ends, b's goes on.
+  streams[0].targetGone();
+  assert.equal(streams[0].resetReason, "pod gone");
+  await until("a's flow forgotten", () => listener.active === 1);
+  // The same socket keeps sending: a new flow (and stream) carries it, to wherever the opener
+  // sends a new flow now.
+  await a.send(enc("a2"), dest);
+  await until(
+    "a's new flow carries a2",
+    () => datagrams(streams[2] ?? new FakeStream()).length === 1,
+  );
+  assert.deepEqual(datagrams(streams[2]), ["a2"]);
+  assert.deepEqual(datagrams(streams[0]), ["a1"]);
+  streams[2].push(encodeUdpFrame(enc("new pod")));
+  assert.equal(await receive(a), "new pod");
+  await b.send(enc("b2"), dest);
+  await until("b2 on b's first flow", () => datagrams(streams[1]).length === 2);
+  assert.equal(streams.length, 3);
+  assert.equal(streams[1].resetReason, undefined);
+  assert.equal(out.length, 3);
+  // Flows ended otherwise stop watching their pod.
+  listener.close();
+  assert.ok(streams.every((s) => s.goneWatchers.size === 0));
+  a.close();
+  b.close();
+});
+
 Deno.test("udp listener: a flow with no datagram either way for idleMs is closed", async () => {
   const bound = bindUdp("127.0.0.1", 0, 200);
   const streams: FakeStream[] = [];

@@ -1,5 +1,6 @@
+import { formatAddress, parseAddress } from "../protocol/addr.ts";
 import { KubeApiError, type KubeReader } from "./client.ts";
-import { isPodReady, type List, type Pod } from "./types.ts";
+import { isPodReady, isPodServing, type List, type Pod } from "./types.ts";
 
 /** Options for a PodTracker. */
 export interface PodTrackerOptions {
@@ -25,6 +26,8 @@ export class PodTracker {
   #started: Promise<void> | undefined;
   /** Pods that just refused a connection, skipped until the given time (ms since epoch). */
   #avoid = new Map<string, number>();
+  /** `whenGone` callbacks by pod name, each with the pod IP it was given. */
+  #goneWatchers = new Map<string, Set<GoneWatcher>>();
 
   constructor(client: KubeReader, namespace: string, query: string, opts: PodTrackerOptions = {}) {
     this.#client = client;
@@ -65,10 +68,53 @@ export class PodTracker {
     return [...this.#pods.values()];
   }
 
-  /** Stops watching. */
+  /** Stops watching (pending `whenGone` callbacks are dropped, not called). */
   stop(): void {
     this.#abort.abort();
+    this.#goneWatchers.clear();
     this.#wake();
+  }
+
+  /**
+   * Calls `onGone` once the pod `name` with IP `ip` stops serving: deleted, no longer Ready, or
+   * replaced by a pod of the same name with another IP. As kube-proxy keeps the UDP conntrack
+   * entries of a serving endpoint, a pod that is terminating but still Ready (say, in its preStop
+   * hook) is not gone yet: it may still answer. If it is gone already, `onGone` is called soon
+   * (asynchronously). Returns a function that cancels the watch.
+   */
+  whenGone(name: string, ip: string, onGone: () => void): () => void {
+    if (this.#abort.signal.aborted) return () => {};
+    const w: GoneWatcher = { ip: canonicalIp(ip), onGone };
+    let set = this.#goneWatchers.get(name);
+    if (!set) this.#goneWatchers.set(name, set = new Set());
+    set.add(w);
+    queueMicrotask(() => this.#checkGone(name));
+    return () => {
+      const s = this.#goneWatchers.get(name);
+      if (!s?.delete(w)) return;
+      if (s.size === 0) this.#goneWatchers.delete(name);
+    };
+  }
+
+  /** Calls (and drops) the `whenGone` callbacks of `name`, or of every pod, that are gone. */
+  #checkGone(name?: string): void {
+    const names = name === undefined ? [...this.#goneWatchers.keys()] : [name];
+    for (const n of names) {
+      const set = this.#goneWatchers.get(n);
+      if (!set) continue;
+      const pod = this.#pods.get(n);
+      const live = pod && isPodServing(pod) ? canonicalIp(pod.status!.podIP!) : undefined;
+      for (const w of [...set]) {
+        if (w.ip === live) continue;
+        set.delete(w);
+        try {
+          w.onGone();
+        } catch (e) {
+          this.#opts.log?.(`pod ${n} gone: ${(e as Error).message}`);
+        }
+      }
+      if (set.size === 0) this.#goneWatchers.delete(n);
+    }
   }
 
   /**
@@ -113,6 +159,7 @@ export class PodTracker {
     this.#pods = new Map(list.items.map((p) => [p.metadata.name, p]));
     this.#wake();
     this.#pick();
+    this.#checkGone();
     return list.metadata.resourceVersion;
   }
 
@@ -136,6 +183,7 @@ export class PodTracker {
           else this.#pods.set(ev.object.metadata.name, ev.object);
           this.#pick();
           this.#wake();
+          this.#checkGone(ev.object.metadata.name);
         }
       } catch (e) {
         if (this.#abort.signal.aborted) return;
@@ -161,6 +209,17 @@ export class PodTracker {
       }
     }
   }
+}
+
+/** One `whenGone` callback: the pod IP it was opened to. */
+interface GoneWatcher {
+  ip: string;
+  onGone: () => void;
+}
+
+/** One spelling per IP (an IPv6 address can be written several ways). */
+function canonicalIp(ip: string): string {
+  return formatAddress(parseAddress(ip));
 }
 
 function readySince(p: Pod): string {

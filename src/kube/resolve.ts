@@ -1,7 +1,7 @@
 import { UsageError } from "../errors.ts";
 import type { ForwardRequest } from "../spec/request.ts";
 import type { PortSpec } from "../spec/ports.ts";
-import { type Address, parseAddress } from "../protocol/addr.ts";
+import { type Address, formatAddress, parseAddress } from "../protocol/addr.ts";
 import type { KubeReader } from "./client.ts";
 import { PodTracker } from "./pods.ts";
 import {
@@ -34,6 +34,13 @@ export interface ResolvedTarget {
    * connection then usually means a server listening only on the pod's localhost.
    */
   declaresPort?(dest: Destination, protocol: "tcp" | "udp"): boolean;
+  /**
+   * Calls `onGone` once the pod of `dest` stops serving (deleted, not Ready, replaced; a pod that
+   * is terminating but still Ready is not gone yet, as for kube-proxy's UDP conntrack entries); at
+   * once (asynchronously) if it is gone now. Returns a function that cancels the watch. Absent
+   * where destinations do not follow pods (ip/, host/, a Service's cluster IP or external name).
+   */
+  watchPod?(dest: Destination, onGone: () => void): () => void;
   /** Stops watching pods. */
   stop(): void;
 }
@@ -119,6 +126,8 @@ function podTarget(
     reportFailure: (dest) => {
       if (dest.pod) tracker.avoid(dest.pod, 5000);
     },
+    watchPod: (dest, onGone) =>
+      dest.pod ? tracker.whenGone(dest.pod, formatAddress(dest.address), onGone) : () => {},
     declaresPort: (dest, protocol) => {
       const pod = tracker.pods.find((p) => p.metadata.name === dest.pod);
       return (pod?.spec.containers ?? []).some((c) =>

@@ -208,3 +208,48 @@ Deno.test("resolve: a new connection waits for a ready pod, up to --pod-running-
   assert.deepEqual([d.pod, d.port], ["once-2", 7000]);
   target.stop();
 });
+
+Deno.test("resolve: watchPod calls back once the pod of a destination is not Ready, deleted or replaced (not while terminating and Ready)", async () => {
+  const labels = { app: "dns" };
+  const kube = new FakeKube().put("/apis/apps/v1/namespaces/default/deployments/dns", {
+    metadata: { name: "dns" },
+    spec: { selector: { matchLabels: labels } },
+  });
+  kube.setPod(fakePod("dns-a", "10.1.0.1", { labels }));
+  kube.setPod(fakePod("dns-b", "fd00::0:2", { labels }));
+  const req = request("deploy/dns", "53@udp");
+  const { target } = await resolve(kube, req);
+  const gone: string[] = [];
+  const watch = (pod: string, ip: string) =>
+    target.watchPod!(
+      { address: { type: ip.includes(":") ? "ipv6" : "ipv4", ip }, port: 53, pod },
+      () => gone.push(`${pod} ${ip}`),
+    );
+  const settle = () => new Promise((r) => setTimeout(r, 20));
+  watch("dns-a", "10.1.0.1");
+  watch("dns-b", "fd00::2"); // the same IP spelt another way
+  const cancelled = watch("dns-b", "fd00::2");
+  cancelled();
+  watch("dns-z", "10.1.0.9"); // no such pod: gone at once
+  await settle();
+  assert.deepEqual(gone, ["dns-z 10.1.0.9"]);
+  // Another pod changing, or the same pod changing without leaving, is no reason.
+  kube.setPod(fakePod("dns-c", "10.1.0.3", { labels }));
+  kube.setPod(fakePod("dns-a", "10.1.0.1", { labels, readySince: "2026-01-01T00:00:01Z" }));
+  await settle();
+  assert.deepEqual(gone, ["dns-z 10.1.0.9"]);
+  // Terminating but still Ready (a preStop hook): it may still answer, not gone yet.
+  const terminating = fakePod("dns-a", "10.1.0.1", { labels });
+  terminating.metadata.deletionTimestamp = "2026-01-01T00:02:00Z";
+  kube.setPod(terminating);
+  await settle();
+  assert.deepEqual(gone, ["dns-z 10.1.0.9"]);
+  // Not Ready, then deleted: called once.
+  kube.setPod(fakePod("dns-a", "10.1.0.1", { labels, ready: false }));
+  kube.deletePod("dns-a");
+  // Replaced by a pod of the same name on another IP (a StatefulSet's pod).
+  kube.setPod(fakePod("dns-b", "10.1.0.7", { labels }));
+  await settle();
+  assert.deepEqual(gone, ["dns-z 10.1.0.9", "dns-a 10.1.0.1", "dns-b fd00::2"]);
+  target.stop();
+});

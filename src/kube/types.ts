@@ -101,6 +101,14 @@ export function selectorString(sel: LabelSelector): string {
 
 /** A pod that is Running, Ready and not being deleted. */
 export function isPodReady(pod: Pod): boolean {
-  return pod.status?.phase === "Running" && !pod.metadata.deletionTimestamp && !!pod.status.podIP &&
+  return !pod.metadata.deletionTimestamp && isPodServing(pod);
+}
+
+/**
+ * A pod that is Running and Ready, possibly being deleted: an EndpointSlice's `serving` endpoint.
+ * kube-proxy keeps the UDP conntrack entries of serving endpoints, terminating ones included.
+ */
+export function isPodServing(pod: Pod): boolean {
+  return pod.status?.phase === "Running" && !!pod.status.podIP &&
     (pod.status.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
 }

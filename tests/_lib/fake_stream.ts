@@ -16,6 +16,8 @@ export class FakeStream implements OpenedStream {
   halfClosed = false;
   /** The reason given to reset(), if any. */
   resetReason: string | undefined;
+  /** Callbacks given to onTargetGone() and not cancelled. */
+  readonly goneWatchers = new Set<() => void>();
   readonly ready: Promise<void>;
   #settle!: (e?: unknown) => void;
   #incoming: (Uint8Array | null)[] = [];
@@ -43,6 +45,18 @@ export class FakeStream implements OpenedStream {
     this.#settle(err);
     this.#failed = err;
     this.#wake();
+  }
+
+  /** The pod this stream reached went away: calls (and drops) the onTargetGone() callbacks. */
+  targetGone(): void {
+    const ws = [...this.goneWatchers];
+    this.goneWatchers.clear();
+    ws.forEach((w) => w());
+  }
+
+  onTargetGone(onGone: () => void): () => void {
+    this.goneWatchers.add(onGone);
+    return () => this.goneWatchers.delete(onGone);
   }
 
   /** Queues a chunk for read() (null: end of stream). */
