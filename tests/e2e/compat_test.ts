@@ -199,8 +199,9 @@ Deno.test({
   const before = await agentObjects(kc);
   assert.equal(before.jobs.length, 1);
   // The patch's args come after the agent's own; the last --idle-* wins.
-  assert.deepEqual(before.pods[0].spec.containers[0].args.slice(-1), ["--idle-timeout=15s"]);
-  assert.equal(before.pods[0].spec.containers[0].args[0], "--listen");
+  const args = before.pods[0].spec.containers[0].args ?? [];
+  assert.deepEqual(args.slice(-1), ["--idle-timeout=15s"]);
+  assert.equal(args[0], "--listen");
   assert.equal(await relay.stop("SIGKILL"), 137);
   const t0 = performance.now();
   let completed = false;
