@@ -4,7 +4,12 @@
  * concurrent workers, bounded in count and time, and a per-request tally.
  */
 
-import { CLASS_IN, decodeMessage, encodeMessage, RecordType } from "../cluster/runtime/dns_wire.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  queryMessage,
+  RecordType,
+} from "../cluster/runtime/dns_wire.ts";
 
 /** The outcome of one request: the pod that answered, or why it failed. */
 export type Outcome = { ok: true; pod: string } | { ok: false; error: string };
@@ -100,20 +105,7 @@ export async function udpWhoami(
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     await sock.send(
-      encodeMessage({
-        id,
-        qr: false,
-        opcode: 0,
-        aa: false,
-        tc: false,
-        rd: true,
-        ra: false,
-        rcode: 0,
-        questions: [{ name: "whoami.test.relay", type: RecordType.TXT, class: CLASS_IN }],
-        answers: [],
-        authorities: [],
-        additionals: [],
-      }),
+      encodeMessage(queryMessage(id, "whoami.test.relay", RecordType.TXT)),
       { transport: "udp", hostname, port },
     );
     const timeout = new Promise<Outcome>((r) =>

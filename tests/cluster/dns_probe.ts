@@ -6,10 +6,10 @@
  */
 
 import {
-  CLASS_IN,
   decodeMessage,
   type DnsMessage,
   encodeMessage,
+  queryMessage,
   RecordType,
 } from "./runtime/dns_wire.ts";
 
@@ -27,20 +27,7 @@ export async function lookupA(
     Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" }),
 ): Promise<string[] | null> {
   const id = Math.floor(Math.random() * 65536);
-  const query = encodeMessage({
-    id,
-    qr: false,
-    opcode: 0,
-    aa: false,
-    tc: false,
-    rd: true,
-    ra: false,
-    rcode: 0,
-    questions: [{ name, type: RecordType.A, class: CLASS_IN }],
-    answers: [],
-    authorities: [],
-    additionals: [],
-  });
+  const query = encodeMessage(queryMessage(id, name, RecordType.A));
   let timer: ReturnType<typeof setTimeout> | undefined;
   let closer: (() => void) | undefined;
   const timeout = new Promise<null>((r) =>

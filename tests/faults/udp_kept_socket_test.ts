@@ -8,7 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
-import { CLASS_IN, decodeMessage, encodeMessage, RecordType } from "../cluster/runtime/dns_wire.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  queryMessage,
+  RecordType,
+} from "../cluster/runtime/dns_wire.ts";
 import { kubectl, podNames, startRelay } from "../_lib/relay.ts";
 
 const NS = "relay-udp-kept";
@@ -82,20 +87,7 @@ function keptSocket(port: number) {
         timer = setTimeout(() => r("timeout"), 1000);
       });
       await sock.send(
-        encodeMessage({
-          id: q,
-          qr: false,
-          opcode: 0,
-          aa: false,
-          tc: false,
-          rd: true,
-          ra: false,
-          rcode: 0,
-          questions: [{ name: "whoami.test.relay", type: RecordType.TXT, class: CLASS_IN }],
-          answers: [],
-          authorities: [],
-          additionals: [],
-        }),
+        encodeMessage(queryMessage(q, "whoami.test.relay", RecordType.TXT)),
         { transport: "udp", hostname: "127.0.0.1", port },
       );
       const pod = await answer;

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { startDnsServer } from "./dns_server.ts";
 import {
-  CLASS_IN,
   decodeMessage,
   type DnsMessage,
   encodeMessage,
+  queryMessage,
   Rcode,
   RecordType,
 } from "./dns_wire.ts";
@@ -15,22 +15,7 @@ import { selectedReadyPods } from "./kube.ts";
 
 const HOST = "127.0.77.1";
 
-function query(name: string, type: number): DnsMessage {
-  return {
-    id: 0x1234,
-    qr: false,
-    opcode: 0,
-    aa: false,
-    tc: false,
-    rd: true,
-    ra: false,
-    rcode: 0,
-    questions: [{ name, type, class: CLASS_IN }],
-    answers: [],
-    authorities: [],
-    additionals: [],
-  };
-}
+const query = (name: string, type: number): DnsMessage => queryMessage(0x1234, name, type);
 
 Deno.test("dns_wire: a query encodes to the RFC 1035 bytes and decodes back", () => {
   const bytes = encodeMessage(query("ab.c", RecordType.A));

@@ -85,6 +85,24 @@ export interface DnsMessage {
   additionals: DnsRecord[];
 }
 
+/** A query (recursion desired) with one question: `name`, of `type`, class IN. */
+export function queryMessage(id: number, name: string, type: number): DnsMessage {
+  return {
+    id,
+    qr: false,
+    opcode: 0,
+    aa: false,
+    tc: false,
+    rd: true,
+    ra: false,
+    rcode: 0,
+    questions: [{ name, type, class: CLASS_IN }],
+    answers: [],
+    authorities: [],
+    additionals: [],
+  };
+}
+
 /** Thrown by {@link decodeMessage} for malformed input. */
 export class DnsFormatError extends Error {
   constructor(message: string) {

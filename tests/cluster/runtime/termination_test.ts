@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { MIN_GRACE_AFTER_PRESTOP_MS, type PlayerEnv, PodPlayer } from "./pod_player.ts";
 import { terminationOf, type V1Pod } from "./kube.ts";
-import { CLASS_IN, encodeMessage, RecordType } from "./dns_wire.ts";
+import { encodeMessage, queryMessage, RecordType } from "./dns_wire.ts";
 
 const POD_IP = "127.0.80.7";
 const enc = new TextEncoder();
@@ -88,20 +88,7 @@ async function refusedSoon(): Promise<boolean> {
 async function udpAnswered(port: number): Promise<boolean> {
   const sock = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
   try {
-    const q = encodeMessage({
-      id: 1,
-      qr: false,
-      opcode: 0,
-      aa: false,
-      tc: false,
-      rd: true,
-      ra: false,
-      rcode: 0,
-      questions: [{ name: "whoami.test.relay", type: RecordType.TXT, class: CLASS_IN }],
-      answers: [],
-      authorities: [],
-      additionals: [],
-    });
+    const q = encodeMessage(queryMessage(1, "whoami.test.relay", RecordType.TXT));
     await sock.send(q, { transport: "udp", hostname: POD_IP, port });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const r = await Promise.race([
