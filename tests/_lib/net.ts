@@ -13,7 +13,7 @@ export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Arra
 }
 
 /** The chunks one after the other, in one array. */
-export function concat(parts: readonly Uint8Array[]): Uint8Array {
+export function concat(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let off = 0;
   for (const p of parts) {

@@ -17,19 +17,11 @@ import {
   startAgentProcess,
 } from "../_lib/agent.ts";
 import { startTcpEcho, type TcpEcho } from "../_lib/echo.ts";
-import { readExactly, writeAll } from "../_lib/net.ts";
+import { concat, readExactly, writeAll } from "../_lib/net.ts";
 
 const ascii = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-const cat = (...parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
+const cat = (...parts: Uint8Array[]) => concat(parts);
 
 function tcpHeader(port: number): Uint8Array {
   return encodeHeader({

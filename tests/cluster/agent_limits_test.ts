@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { loadYaml } from "@kubernetes/client-node";
 import { sharedCluster } from "./cluster.ts";
 import { kubectl } from "../_lib/relay.ts";
-import { sleep } from "../_lib/net.ts";
+import { poll } from "../_lib/poll.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const NS = "relay-limits-test";
@@ -42,21 +42,6 @@ interface PodJson {
       state?: { terminated?: { reason?: string; exitCode?: number }; running?: unknown };
     }[];
   };
-}
-
-async function poll<T>(what: string, timeoutMs: number, f: () => Promise<T | null>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < end) {
-    try {
-      const v = await f();
-      if (v !== null) return v;
-    } catch (e) {
-      last = String(e);
-    }
-    await sleep(200);
-  }
-  throw new Error(`timed out waiting for ${what} ${last}`);
 }
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);

@@ -13,6 +13,7 @@ import { encodeAuth, formatToken } from "../../src/protocol/auth.ts";
 import { probeKwokForward } from "./runtime/kwok_probe.ts";
 import { lookupA } from "./dns_probe.ts";
 import { freshSocket } from "../_lib/traffic.ts";
+import { poll } from "../_lib/poll.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const HAVE_AGENT = (() => {
@@ -28,21 +29,6 @@ async function kubectl(kc: string, ...args: string[]): Promise<string> {
   const r = await runCmd("kubectl", ["--kubeconfig", kc, "--request-timeout=20s", ...args]);
   assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.stderr}`);
   return r.stdout;
-}
-
-async function poll<T>(what: string, timeoutMs: number, f: () => Promise<T | null>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < end) {
-    try {
-      const v = await f();
-      if (v !== null) return v;
-    } catch (e) {
-      last = String(e);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what} ${last}`);
 }
 
 interface PodInfo {

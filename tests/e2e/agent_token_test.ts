@@ -11,6 +11,8 @@ import { sharedCluster } from "../cluster/cluster.ts";
 import { DEFAULT_AGENT_IMAGE } from "../../src/version.ts";
 import { NS, setup } from "./fixtures.ts";
 import { agentJobs, kubectl, runRelay } from "../_lib/relay.ts";
+import { concat } from "../_lib/net.ts";
+import { poll } from "../_lib/poll.ts";
 import { agentJob } from "../../src/kube/agent.ts";
 import { KubeClient } from "../../src/kube/client.ts";
 import { accessFrom } from "../../src/kube/config.ts";
@@ -24,15 +26,7 @@ import { Session, type Transport } from "../../src/mux/mod.ts";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ascii = (s: string) => new TextEncoder().encode(s);
-const cat = (...parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
+const cat = (...parts: Uint8Array[]) => concat(parts);
 
 /** `web.relay-e2e:8080` (the fixtures' Service): answers HTTP with the serving pod's name. */
 const webHeader = () =>
@@ -42,21 +36,6 @@ const webHeader = () =>
     port: 8080,
     address: { type: "hostname", name: `web.${NS}` },
   });
-
-async function poll<T>(what: string, timeoutMs: number, f: () => Promise<T | null>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < end) {
-    try {
-      const v = await f();
-      if (v !== null) return v;
-    } catch (e) {
-      last = String(e);
-    }
-    await sleep(200);
-  }
-  throw new Error(`timed out waiting for ${what} ${last}`);
-}
 
 /**
  * Sends `bytes` on a port-forward, then one byte every 100 ms until the port-forward ends (at most
