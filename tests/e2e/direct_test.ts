@@ -15,6 +15,7 @@ import {
   runRelay,
   startRelay,
 } from "../_lib/relay.ts";
+import { applyRolledOut } from "../_lib/workloads.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const NS = "relay-direct";
@@ -62,11 +63,7 @@ let ready: Promise<string> | undefined;
 function prepare(): Promise<string> {
   ready ??= (async () => {
     const kc = await setup();
-    const file = await Deno.makeTempFile({ suffix: ".yaml" });
-    await Deno.writeTextFile(file, MANIFEST);
-    await kubectl(kc, "apply", "-f", file);
-    await Deno.remove(file);
-    await kubectl(kc, "-n", NS, "rollout", "status", "deploy/lonely", "--timeout=90s");
+    await applyRolledOut(kc, NS, MANIFEST, ["deploy/lonely"]);
     return kc;
   })();
   return ready;

@@ -8,39 +8,17 @@ import assert from "node:assert/strict";
 import yaml from "npm:js-yaml@4.1.0";
 import { sharedCluster } from "../cluster/cluster.ts";
 import { DEFAULT_AGENT_IMAGE } from "../../src/version.ts";
-import { agentJobs, kubectl, startRelay } from "../_lib/relay.ts";
+import { agentJobs, startRelay } from "../_lib/relay.ts";
+import { applyRolledOut, webManifest } from "../_lib/workloads.ts";
 
 const NS = "relay-oom";
 const LIMIT = "48Mi";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const WEB = `apiVersion: v1
-kind: Namespace
-metadata: { name: ${NS} }
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: { name: web, namespace: ${NS} }
-spec:
-  replicas: 1
-  selector: { matchLabels: { app: web } }
-  template:
-    metadata: { labels: { app: web } }
-    spec:
-      containers:
-        - name: web
-          image: relay-test/http
-          ports: [{ name: http, containerPort: 80 }]
-`;
-
 async function setup(): Promise<string> {
   const cluster = await sharedCluster();
-  const file = await Deno.makeTempFile({ suffix: ".yaml" });
-  await Deno.writeTextFile(file, WEB);
-  await kubectl(cluster.kubeconfig, "apply", "-f", file);
-  await Deno.remove(file);
-  await kubectl(cluster.kubeconfig, "-n", NS, "rollout", "status", "deploy/web", "--timeout=90s");
+  await applyRolledOut(cluster.kubeconfig, NS, webManifest(NS, 1), ["deploy/web"]);
   return cluster.kubeconfig;
 }
 

@@ -7,39 +7,17 @@ import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
 import { rssMiB } from "../_lib/rss.ts";
 import { agentJobs, kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
+import { applyRolledOut, webManifest } from "../_lib/workloads.ts";
 
 const NS = "relay-faults";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const WEB = `apiVersion: v1
-kind: Namespace
-metadata: { name: ${NS} }
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: { name: web, namespace: ${NS} }
-spec:
-  replicas: 2
-  selector: { matchLabels: { app: web } }
-  template:
-    metadata: { labels: { app: web } }
-    spec:
-      containers:
-        - name: web
-          image: relay-test/http
-          ports: [{ name: http, containerPort: 80 }]
-`;
-
 let ready: Promise<string> | undefined;
 function setup(): Promise<string> {
   ready ??= (async () => {
     const cluster = await sharedCluster();
-    const file = await Deno.makeTempFile({ suffix: ".yaml" });
-    await Deno.writeTextFile(file, WEB);
-    await kubectl(cluster.kubeconfig, "apply", "-f", file);
-    await Deno.remove(file);
-    await kubectl(cluster.kubeconfig, "-n", NS, "rollout", "status", "deploy/web", "--timeout=90s");
+    await applyRolledOut(cluster.kubeconfig, NS, webManifest(NS, 2), ["deploy/web"]);
     return cluster.kubeconfig;
   })();
   return ready;

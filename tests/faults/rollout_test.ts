@@ -28,6 +28,7 @@ import { sharedCluster } from "../cluster/cluster.ts";
 import { KubeClient } from "../cluster/client.ts";
 import type { ClusterState } from "../cluster/cluster.ts";
 import { kubectl, type RelayProcess, startRelay } from "../_lib/relay.ts";
+import { applyRolledOut } from "../_lib/workloads.ts";
 import {
   formatTally,
   httpOnce,
@@ -79,25 +80,13 @@ let ready: Promise<string> | undefined;
 function setup(): Promise<string> {
   ready ??= (async () => {
     const cluster = await sharedCluster();
-    const file = await Deno.makeTempFile({ suffix: ".yaml" });
-    await Deno.writeTextFile(
-      file,
+    await applyRolledOut(
+      cluster.kubeconfig,
+      NS,
       `apiVersion: v1\nkind: Namespace\nmetadata: { name: ${NS} }\n` +
         workload("plain", 0) + workload("graceful", 2),
+      ["deploy/plain", "deploy/graceful"],
     );
-    await kubectl(cluster.kubeconfig, "apply", "-f", file);
-    await Deno.remove(file);
-    for (const d of ["plain", "graceful"]) {
-      await kubectl(
-        cluster.kubeconfig,
-        "-n",
-        NS,
-        "rollout",
-        "status",
-        `deploy/${d}`,
-        "--timeout=90s",
-      );
-    }
     return cluster.kubeconfig;
   })();
   return ready;

@@ -15,6 +15,7 @@ import {
   RecordType,
 } from "../cluster/runtime/dns_wire.ts";
 import { kubectl, podNames, startRelay } from "../_lib/relay.ts";
+import { applyRolledOut } from "../_lib/workloads.ts";
 
 const NS = "relay-udp-kept";
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -116,11 +117,7 @@ Deno.test({
 }, async () => {
   const cluster = await sharedCluster();
   const kc = cluster.kubeconfig;
-  const file = await Deno.makeTempFile({ suffix: ".yaml" });
-  await Deno.writeTextFile(file, MANIFEST);
-  await kubectl(kc, "apply", "-f", file);
-  await Deno.remove(file);
-  await kubectl(kc, "-n", NS, "rollout", "status", "deploy/kept", "--timeout=90s");
+  await applyRolledOut(kc, NS, MANIFEST, ["deploy/kept"]);
   const before = new Set(await podNames(kc, NS, "app=kept"));
   assert.equal(before.size, 1, `one pod before the rollout: ${[...before]}`);
 
