@@ -11,6 +11,7 @@ import { loadYaml } from "@kubernetes/client-node";
 import { sharedCluster } from "./cluster.ts";
 import { kubectl } from "../_lib/relay.ts";
 import { poll } from "../_lib/poll.ts";
+import { procStatus } from "../_lib/proc.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const NS = "relay-limits-test";
@@ -96,15 +97,6 @@ async function jobPods(jobName: string): Promise<PodJson[]> {
   const kc = (await sharedCluster()).kubeconfig;
   const out = await kubectl(kc, "-n", NS, "get", "pods", "-l", `job-name=${jobName}`, "-o", "json");
   return (JSON.parse(out).items as PodJson[]).filter((p) => !p.metadata.deletionTimestamp);
-}
-
-function procStatus(pid: number): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")) {
-    const i = line.indexOf(":");
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
-  }
-  return out;
 }
 
 let nsReady: Promise<void> | undefined;

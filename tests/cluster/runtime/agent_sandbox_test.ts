@@ -9,6 +9,7 @@ import { agentLeftovers, AgentSandbox } from "./agent_sandbox.ts";
 import { detectMemoryController } from "./cgroup.ts";
 import { type PlayerEnv, PodPlayer } from "./pod_player.ts";
 import type { V1Pod } from "./kube.ts";
+import { procStatus } from "../../_lib/proc.ts";
 
 const CAN = Deno.uid() === 0 && detectMemoryController() !== undefined;
 const POD_IP = "127.0.78.9";
@@ -116,15 +117,6 @@ async function readLine(conn: Deno.Conn): Promise<string> {
     text += new TextDecoder().decode(buf.subarray(0, n));
   }
   return text;
-}
-
-function procStatus(pid: number): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")) {
-    const i = line.indexOf(":");
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
-  }
-  return out;
 }
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
