@@ -69,6 +69,31 @@ export async function httpOnce(hostname: string, port: number, timeoutMs = 5000)
   }
 }
 
+/**
+ * One `GET /` on an open connection that stays open (keep-alive; the answer's length is its
+ * `Content-Length`): the body trimmed (the pod's name), or null if the connection ended (EOF or
+ * reset) before a whole answer.
+ */
+export async function keepAliveGet(conn: Deno.Conn): Promise<string | null> {
+  try {
+    await conn.write(enc.encode("GET / HTTP/1.1\r\nHost: relay-test\r\n\r\n"));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const i = text.indexOf("\r\n\r\n");
+      if (i >= 0) {
+        const len = Number(text.slice(0, i).match(/content-length:\s*(\d+)/i)?.[1]);
+        if (text.length >= i + 4 + len) return text.slice(i + 4, i + 4 + len).trim();
+      }
+      const n = await conn.read(buf);
+      if (n === null) return null; // EOF
+      text += dec.decode(buf.subarray(0, n));
+    }
+  } catch {
+    return null; // reset
+  }
+}
+
 const udpSocket = () => Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
 const usedPorts = new Set<number>();
 

@@ -32,6 +32,7 @@ import { applyRolledOut } from "../_lib/workloads.ts";
 import {
   formatTally,
   httpOnce,
+  keepAliveGet,
   type LoadLoop,
   type Outcome,
   startLoad,
@@ -143,32 +144,18 @@ async function watchPods(app: string) {
   };
 }
 
-/** A keep-alive GET on an open connection: the pod's name, or null once the connection ended. */
-async function keepAliveGet(conn: Deno.Conn, timeoutMs = 5000): Promise<string | null | "hang"> {
-  const enc = new TextEncoder();
+/**
+ * A keep-alive GET on an open connection: the pod's name, null once the connection ended, or
+ * "hang" with no answer nor end within `timeoutMs`.
+ */
+async function keepAliveGetOrHang(
+  conn: Deno.Conn,
+  timeoutMs = 5000,
+): Promise<string | null | "hang"> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<"hang">((r) => timer = setTimeout(() => r("hang"), timeoutMs));
-  const get = (async () => {
-    try {
-      await conn.write(enc.encode("GET / HTTP/1.1\r\nHost: relay-test\r\n\r\n"));
-      let text = "";
-      const buf = new Uint8Array(4096);
-      for (;;) {
-        const i = text.indexOf("\r\n\r\n");
-        if (i >= 0) {
-          const len = Number(text.slice(0, i).match(/content-length:\s*(\d+)/i)?.[1]);
-          if (text.length >= i + 4 + len) return text.slice(i + 4, i + 4 + len).trim();
-        }
-        const n = await conn.read(buf);
-        if (n === null) return null; // EOF
-        text += new TextDecoder().decode(buf.subarray(0, n));
-      }
-    } catch {
-      return null; // reset
-    }
-  })();
   try {
-    return await Promise.race([get, timeout]);
+    return await Promise.race([keepAliveGet(conn), timeout]);
   } finally {
     clearTimeout(timer);
   }
@@ -187,7 +174,7 @@ interface LongLived {
 async function openLongLived(port: number, until: () => boolean): Promise<LongLived> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const ll: LongLived = { answers: [], end: "open", done: Promise.resolve() };
-  const first = await keepAliveGet(conn);
+  const first = await keepAliveGetOrHang(conn);
   assert.ok(typeof first === "string" && first !== "hang", `long-lived connection: ${first}`);
   ll.pod = first;
   ll.answers.push({ at: Date.now(), pod: first });
@@ -195,7 +182,7 @@ async function openLongLived(port: number, until: () => boolean): Promise<LongLi
     try {
       for (let i = 0; i < 400 && !until(); i++) {
         await sleep(250);
-        const r = await keepAliveGet(conn);
+        const r = await keepAliveGetOrHang(conn);
         if (r === "hang") {
           ll.end = "hang";
           return;
@@ -204,7 +191,7 @@ async function openLongLived(port: number, until: () => boolean): Promise<LongLi
           ll.end = "ended";
           ll.endedAt = Date.now();
           // Ended once: the connection stays ended (EOF/reset at once, no hang).
-          const again = await keepAliveGet(conn, 2000);
+          const again = await keepAliveGetOrHang(conn, 2000);
           if (again !== null) ll.end = "hang";
           return;
         }

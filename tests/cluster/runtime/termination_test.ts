@@ -8,10 +8,9 @@ import assert from "node:assert/strict";
 import { MIN_GRACE_AFTER_PRESTOP_MS, type PlayerEnv, PodPlayer } from "./pod_player.ts";
 import { terminationOf, type V1Pod } from "./kube.ts";
 import { encodeMessage, queryMessage, RecordType } from "./dns_wire.ts";
+import { keepAliveGet } from "../../_lib/traffic.ts";
 
 const POD_IP = "127.0.80.7";
-const enc = new TextEncoder();
-const dec = new TextDecoder();
 
 const env: PlayerEnv = {
   agentPath: "/nonexistent",
@@ -40,27 +39,6 @@ function webPod(extra: { udp?: boolean } = {}): V1Pod {
     },
     status: { phase: "Running", podIP: POD_IP },
   };
-}
-
-/** A GET on `conn` (keep-alive); the body, or null if the connection ended. */
-async function get(conn: Deno.Conn): Promise<string | null> {
-  try {
-    await conn.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-    let text = "";
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      const i = text.indexOf("\r\n\r\n");
-      if (i >= 0) {
-        const len = Number(text.slice(0, i).match(/content-length:\s*(\d+)/i)?.[1]);
-        if (text.length >= i + 4 + len) return text.slice(i + 4, i + 4 + len).trim();
-      }
-      const n = await conn.read(buf);
-      if (n === null) return null;
-      text += dec.decode(buf.subarray(0, n));
-    }
-  } catch {
-    return null; // reset
-  }
 }
 
 async function connect(port = 8080): Promise<Deno.Conn | "refused" | "reset"> {
@@ -126,21 +104,21 @@ Deno.test("terminate: new connections refused, open ones served until SIGKILL at
   assert.ok(typeof open !== "string");
   const conn = open;
   try {
-    assert.equal(await get(conn), "web-1");
+    assert.equal(await keepAliveGet(conn), "web-1");
     assert.equal(await udpAnswered(5353), true);
     const t0 = performance.now();
     const ended = player.terminate({ graceMs: 1000, preStopMs: 0 });
     assert.ok(await refusedSoon(), "new connections are refused after SIGTERM");
     assert.equal(await udpAnswered(5353), false, "the UDP server stopped with SIGTERM");
     // The established keep-alive connection is still served during the grace period.
-    assert.equal(await get(conn), "web-1");
+    assert.equal(await keepAliveGet(conn), "web-1");
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal(await get(conn), "web-1");
+    assert.equal(await keepAliveGet(conn), "web-1");
     // SIGKILL (at least kubelet's 2 s minimum after SIGTERM): the connection ends.
     assert.equal(await ended, 137, "killed");
     const took = performance.now() - t0;
     assert.ok(took >= MIN_GRACE_AFTER_PRESTOP_MS - 50, `killed after ${took} ms`);
-    assert.equal(await get(conn), null, "the connection ended with the kill");
+    assert.equal(await keepAliveGet(conn), null, "the connection ended with the kill");
   } finally {
     conn.close();
     await player.stop();
@@ -157,7 +135,7 @@ Deno.test("terminate: the preStop sleep serves as before; a drained pod exits by
     const c = await connect();
     assert.ok(typeof c !== "string", "preStop: still accepting");
     const conn = c;
-    assert.equal(await get(conn), "web-1");
+    assert.equal(await keepAliveGet(conn), "web-1");
     conn.close(); // nothing open any more: after SIGTERM the server drains at once
     assert.ok(await refusedSoon(), "refused after preStop (SIGTERM)");
     assert.ok(performance.now() - t0 >= 550, "not refused before the preStop sleep ended");
@@ -173,13 +151,13 @@ Deno.test("stop: kills at once, even during a termination", async () => {
   await player.start();
   const conn = await connect() as Deno.Conn;
   try {
-    assert.equal(await get(conn), "web-1");
+    assert.equal(await keepAliveGet(conn), "web-1");
     const t0 = performance.now();
     const ended = player.terminate({ graceMs: 2000, preStopMs: 2000 });
     await player.stop();
     assert.equal(await ended, 137);
     assert.ok(performance.now() - t0 < 1000, "stop() did not wait for preStop/grace");
-    assert.equal(await get(conn), null);
+    assert.equal(await keepAliveGet(conn), null);
     assert.equal(await connect(), "refused");
   } finally {
     conn.close();
