@@ -16,6 +16,19 @@ function context(open: () => Promise<OpenedStream>) {
   return { ctx, out, err };
 }
 
+/** A context whose every `open` is a new accepted FakeStream, kept in `streams` in order. */
+function fakeStreamContext() {
+  const streams: FakeStream[] = [];
+  return {
+    ...context(() => {
+      const s = new FakeStream();
+      streams.push(s);
+      return Promise.resolve(s);
+    }),
+    streams,
+  };
+}
+
 /** The datagrams a flow's stream carried so far. */
 function datagrams(s: FakeStream): string[] {
   return new UdpFrameDecoder().push(s.bytes()).map(dec);
@@ -115,12 +128,7 @@ Deno.test("udp listener: a refused flow is one error line; the next datagram ope
 
 Deno.test("udp listener: a flow whose pod goes away is closed; the same client's next datagram opens a new flow", async () => {
   const bound = bindUdp("127.0.0.1", 0);
-  const streams: FakeStream[] = [];
-  const { ctx, out } = context(() => {
-    const s = new FakeStream();
-    streams.push(s);
-    return Promise.resolve(s);
-  });
+  const { ctx, out, streams } = fakeStreamContext();
   const listener = bound.serve(ctx);
   const dest = { transport: "udp", hostname: "127.0.0.1", port: bound.port } as const;
   const a = client();
@@ -160,12 +168,7 @@ Deno.test("udp listener: a flow whose pod goes away is closed; the same client's
 
 Deno.test("udp listener: a flow with no datagram either way for idleMs is closed", async () => {
   const bound = bindUdp("127.0.0.1", 0, 200);
-  const streams: FakeStream[] = [];
-  const { ctx } = context(() => {
-    const s = new FakeStream();
-    streams.push(s);
-    return Promise.resolve(s);
-  });
+  const { ctx, streams } = fakeStreamContext();
   const listener = bound.serve(ctx);
   const a = client();
   await a.send(enc("hello"), { transport: "udp", hostname: "127.0.0.1", port: bound.port });
@@ -178,12 +181,7 @@ Deno.test("udp listener: a flow with no datagram either way for idleMs is closed
 
 Deno.test("udp listener: stopAccepting ignores new clients, existing flows go on", async () => {
   const bound = bindUdp("127.0.0.1", 0);
-  const streams: FakeStream[] = [];
-  const { ctx } = context(() => {
-    const s = new FakeStream();
-    streams.push(s);
-    return Promise.resolve(s);
-  });
+  const { ctx, streams } = fakeStreamContext();
   const listener = bound.serve(ctx);
   const dest = { transport: "udp", hostname: "127.0.0.1", port: bound.port } as const;
   const a = client();
