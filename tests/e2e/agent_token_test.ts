@@ -6,13 +6,12 @@
  * to start with the agent's last log line, and an agent OOM-killed at start with its memory limit.
  */
 import assert from "node:assert/strict";
-import yaml from "npm:js-yaml@4.1.0";
 import { sharedCluster } from "../cluster/cluster.ts";
-import { DEFAULT_AGENT_IMAGE } from "../../src/version.ts";
 import { NS, setup } from "./fixtures.ts";
 import { agentJobs, kubectl, runRelay } from "../_lib/relay.ts";
 import { concat } from "../_lib/net.ts";
 import { poll } from "../_lib/poll.ts";
+import { agentContainerPatch } from "../_lib/agent_patch.ts";
 import { agentJob } from "../../src/kube/agent.ts";
 import { KubeClient } from "../../src/kube/client.ts";
 import { accessFrom } from "../../src/kube/config.ts";
@@ -250,17 +249,6 @@ Deno.test({
   }
 });
 
-/** A legacy-shaped `--patch` (a pod spec) replacing the agent container with `changes` applied. */
-async function containerPatch(changes: Record<string, unknown>): Promise<string> {
-  const m = yaml.load(
-    await Deno.readTextFile(new URL("../../manifests/agent-job.yaml", import.meta.url)),
-  ) as { spec: { template: { spec: { containers: Record<string, unknown>[] } } } };
-  const c = { ...m.spec.template.spec.containers[0], ...changes };
-  delete c.env; // the client sets the token
-  c.image = DEFAULT_AGENT_IMAGE; // a pod spec patch replaces the whole container list
-  return JSON.stringify({ containers: [c] });
-}
-
 Deno.test({
   name:
     "e2e agent start: a port taken in the pod is one error line with the agent's last log line, exit 1, no agent left",
@@ -268,7 +256,7 @@ Deno.test({
 }, async () => {
   const kc = await setup();
   // The health port on the tunnel's port: the agent cannot bind it and exits 1.
-  const patch = await containerPatch({
+  const patch = await agentContainerPatch({
     args: ["--listen", "127.0.0.1:9527", "--health", "0.0.0.0:9527", "--idle-exit", "5m"],
   });
   const res = await runRelay(kc, ["-n", NS, "--patch", patch, "deploy/web", ":80"]);
@@ -294,7 +282,7 @@ Deno.test({
 }, async () => {
   const kc = await setup();
   // Deno alone needs more than 8 MiB: the harness's memory cgroup kills it while it starts.
-  const patch = await containerPatch({
+  const patch = await agentContainerPatch({
     resources: { limits: { memory: "8Mi" }, requests: { memory: "8Mi", cpu: "10m" } },
   });
   const res = await runRelay(kc, ["-n", NS, "--patch", patch, "deploy/web", ":80"]);

@@ -5,11 +5,10 @@
  * connections, rounds and time.
  */
 import assert from "node:assert/strict";
-import yaml from "npm:js-yaml@4.1.0";
 import { sharedCluster } from "../cluster/cluster.ts";
-import { DEFAULT_AGENT_IMAGE } from "../../src/version.ts";
 import { agentJobs, startRelay } from "../_lib/relay.ts";
 import { applyRolledOut, webManifest } from "../_lib/workloads.ts";
+import { agentContainerPatch } from "../_lib/agent_patch.ts";
 
 const NS = "relay-oom";
 const LIMIT = "48Mi";
@@ -23,15 +22,10 @@ async function setup(): Promise<string> {
 }
 
 /** `--patch` (a pod spec) with the manifest's agent container under a memory limit of `limit`. */
-async function limitPatch(limit: string): Promise<string> {
-  const m = yaml.load(
-    await Deno.readTextFile(new URL("../../manifests/agent-job.yaml", import.meta.url)),
-  ) as { spec: { template: { spec: { containers: Record<string, unknown>[] } } } };
-  const c = { ...m.spec.template.spec.containers[0] };
-  delete c.env; // the client sets the token
-  c.image = DEFAULT_AGENT_IMAGE; // a pod spec patch replaces the whole container list
-  c.resources = { limits: { memory: limit }, requests: { memory: limit, cpu: "10m" } };
-  return JSON.stringify({ containers: [c] });
+function limitPatch(limit: string): Promise<string> {
+  return agentContainerPatch({
+    resources: { limits: { memory: limit }, requests: { memory: limit, cpu: "10m" } },
+  });
 }
 
 /** GET /bytes/<n> through the relay; resolves with the byte count, or -1 on any failure. */
