@@ -41,9 +41,12 @@ export async function connectAgent(
     args: Deno.env.get("KUBECTL_RELAY_AGENT_ARGS")?.split(" ").filter((a) => a),
     readyTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
     log: note,
+    debug: (line) => log(1, `startup: ${line}`),
   });
   await agents.preflight();
+  log(1, "startup: access checked");
   let agent = await agents.start();
+  log(1, `startup: agent pod ${agent.pod} ready`);
   const connect = async () => {
     if (!(await agents.alive(agent))) {
       note(`Agent pod ${agent.pod} is gone; starting a new agent`);
@@ -80,5 +83,6 @@ export async function connectAgent(
     await agents.deleteAll().catch(() => {});
     throw e;
   }
+  log(1, "startup: tunnel up");
   return { agents, tunnel, agent: () => agent };
 }

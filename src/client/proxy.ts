@@ -10,7 +10,7 @@ import { parsePatch } from "../kube/agent.ts";
 import { proxyListeningMessage, type ProxyServer, startProxy } from "../proxy/server.ts";
 import { expandAddresses } from "../spec/request.ts";
 import { connectAgent, kubeClient } from "./connect.ts";
-import type { ClientOptions, Io } from "./options.ts";
+import { type ClientOptions, type Io, logger } from "./options.ts";
 import type { Relay } from "./relay.ts";
 
 /** Where the proxy listens: `--address` values (default 127.0.0.1) and `--port` (default 1080). */
@@ -25,11 +25,14 @@ export async function startProxyRelay(
   listen: ProxyListen,
   io: Io,
 ): Promise<Relay> {
+  const log = logger(opts.verbosity, io);
+  log(1, "startup: started");
   const patch = parsePatch(opts.patch, opts.patchFile);
   const port = listen.port ?? 1080;
   if (port > 65535) throw new UsageError(`invalid port ${port}`);
   const addresses = expandAddresses(listen.address);
   const client = await kubeClient(opts.kube);
+  log(1, "startup: credentials loaded");
   const conn = await connectAgent(client, opts, io, patch);
   const servers: ProxyServer[] = [];
   try {

@@ -42,6 +42,8 @@ export async function startRelay(
   io: Io,
 ): Promise<Relay> {
   const log = logger(opts.verbosity, io);
+  // `startup:` lines (-v=1) time each phase of the start (bench/ reads them).
+  log(1, "startup: started");
   const patch = parsePatch(opts.patch, opts.patchFile);
 
   // Bind every local port first, so a port clash fails before anything is created in the cluster.
@@ -95,6 +97,7 @@ export async function startRelay(
   };
   try {
     const client = await kubeClient(opts.kube);
+    log(1, "startup: credentials loaded");
     const access = client.access;
     const note = (line: string) => io.err(line);
     for (const r of requests) {
@@ -105,6 +108,7 @@ export async function startRelay(
         }),
       );
     }
+    log(1, "startup: targets resolved");
     const conn = await connectAgent(client, opts, io, patch);
     agents = conn.agents;
     tunnel = conn.tunnel;

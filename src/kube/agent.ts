@@ -20,6 +20,8 @@ export interface AgentOptions {
   args?: string[];
   readyTimeoutMs: number;
   log: (line: string) => void;
+  /** Debug log (`-v`): startup milestones (the Job's creation). */
+  debug?: (line: string) => void;
 }
 
 /** A running agent: its Job and current pod. */
@@ -160,6 +162,7 @@ export class AgentManager {
     }
     const job = created.metadata.name;
     this.#jobs.add(job);
+    this.#opts.debug?.(`agent Job ${job} created`);
     const tracker = new PodTracker(
       this.#client,
       ns,
