@@ -10,7 +10,7 @@ import type { KubeFlags } from "../kube/flags.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager, type parsePatch } from "../kube/agent.ts";
 import { openPortForward } from "../kube/portforward.ts";
 import { DEFAULT_AGENT_IMAGE } from "../version.ts";
-import { type ClientOptions, type Io, logger } from "./options.ts";
+import { type ClientOptions, type Io, type Log, logger } from "./options.ts";
 import { Tunnel } from "./tunnel.ts";
 
 /** An agent and the tunnel to it, reconnecting (and recreating the agent) when lost. */
@@ -21,8 +21,8 @@ export interface AgentConnection {
 }
 
 /** Resolves the user's credentials and builds an API client (user errors become UsageError). */
-export async function kubeClient(kube: KubeFlags): Promise<KubeClient> {
-  return new KubeClient(await kubeAccess(kube));
+export async function kubeClient(kube: KubeFlags, log?: Log): Promise<KubeClient> {
+  return new KubeClient(await kubeAccess(kube, (line) => log?.(4, line)));
 }
 
 /** Creates the agent Job, waits for it, and connects the tunnel through the pod port-forward. */

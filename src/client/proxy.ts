@@ -31,7 +31,7 @@ export async function startProxyRelay(
   const port = listen.port ?? 1080;
   if (port > 65535) throw new UsageError(`invalid port ${port}`);
   const addresses = expandAddresses(listen.address);
-  const client = await kubeClient(opts.kube);
+  const client = await kubeClient(opts.kube, log);
   log(1, "startup: credentials loaded");
   const conn = await connectAgent(client, opts, io, patch);
   const servers: ProxyServer[] = [];

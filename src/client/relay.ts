@@ -96,7 +96,7 @@ export async function startRelay(
     await agents?.deleteAll();
   };
   try {
-    const client = await kubeClient(opts.kube);
+    const client = await kubeClient(opts.kube, log);
     log(1, "startup: credentials loaded");
     const access = client.access;
     const note = (line: string) => io.err(line);
