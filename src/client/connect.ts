@@ -25,13 +25,28 @@ export async function kubeClient(kube: KubeFlags, log?: Log): Promise<KubeClient
   return new KubeClient(await kubeAccess(kube, (line) => log?.(4, line)));
 }
 
-/** Creates the agent Job, waits for it, and connects the tunnel through the pod port-forward. */
-export async function connectAgent(
+/** An agent being created while the run does other work (resolving its targets). */
+export interface AgentLaunch {
+  /**
+   * Waits for the agent and connects the tunnel through the pod port-forward; the user sees
+   * progress from here on. Errors are the access check's first, then the Job's.
+   */
+  connect(): Promise<AgentConnection>;
+  /** The run ends before `connect`: deletes whatever was created. */
+  cancel(): Promise<void>;
+}
+
+/**
+ * Starts creating the agent at once: the access check (SelfSubjectAccessReviews) and the Job's
+ * creation run side by side, so the pod is scheduled while the caller resolves its targets.
+ * A failed check deletes the Job again.
+ */
+export function launchAgent(
   client: KubeClient,
   opts: ClientOptions,
   io: Io,
   patch: ReturnType<typeof parsePatch>,
-): Promise<AgentConnection> {
+): AgentLaunch {
   const log = logger(opts.verbosity, io);
   const note = (line: string) => io.err(line);
   const agents = new AgentManager(client, {
@@ -43,46 +58,75 @@ export async function connectAgent(
     log: note,
     debug: (line) => log(1, `startup: ${line}`),
   });
-  await agents.preflight();
-  log(1, "startup: access checked");
-  let agent = await agents.start();
-  log(1, `startup: agent pod ${agent.pod} ready`);
-  const connect = async () => {
-    if (!(await agents.alive(agent))) {
-      note(`Agent pod ${agent.pod} is gone; starting a new agent`);
-      await agents.delete(agent.job).catch(() => {});
-      agent = await agents.start();
-    }
-    // A pod that just became ready may not accept port-forwards for a moment: retry briefly,
-    // but not when the apiserver has said no (forbidden, not found).
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
-      } catch (e) {
-        if (
-          attempt >= 5 ||
-          /^Error from server \((NotFound|Forbidden|Unauthorized)\)/.test((e as Error).message)
-        ) {
-          throw e;
-        }
-        log(4, `port-forward attempt ${attempt} failed: ${(e as Error).message}`);
-        await new Promise((r) => setTimeout(r, 200 * attempt));
+  const checked = agents.preflight().then(() => log(1, "startup: access checked"));
+  const created = agents.create();
+  const settled = Promise.allSettled([checked, created]);
+  return {
+    async cancel() {
+      await settled;
+      await agents.deleteAll().catch(() => {});
+    },
+    async connect() {
+      const [check, job] = await settled;
+      if (check.status === "rejected") {
+        await agents.deleteAll().catch(() => {});
+        throw check.reason;
       }
-    }
+      note(`Starting agent in namespace ${opts.agentNamespace}…`);
+      if (job.status === "rejected") throw job.reason;
+      let agent = await agents.waitReady(job.value);
+      log(1, `startup: agent pod ${agent.pod} ready`);
+      // The pod was just seen ready: the first connection does not ask again.
+      let fresh = true;
+      const connect = async () => {
+        if (!fresh && !(await agents.alive(agent))) {
+          note(`Agent pod ${agent.pod} is gone; starting a new agent`);
+          await agents.delete(agent.job).catch(() => {});
+          agent = await agents.start();
+        }
+        fresh = false;
+        // A pod that just became ready may not accept port-forwards for a moment: retry briefly,
+        // but not when the apiserver has said no (forbidden, not found).
+        for (let attempt = 1;; attempt++) {
+          try {
+            return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
+          } catch (e) {
+            if (
+              attempt >= 5 ||
+              /^Error from server \((NotFound|Forbidden|Unauthorized)\)/.test((e as Error).message)
+            ) {
+              throw e;
+            }
+            log(4, `port-forward attempt ${attempt} failed: ${(e as Error).message}`);
+            await new Promise((r) => setTimeout(r, 200 * attempt));
+          }
+        }
+      };
+      const tunnel = new Tunnel({
+        connect,
+        heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
+        waitForSessionMs: 60_000,
+        note,
+        log: (l) => log(4, l),
+      });
+      try {
+        await tunnel.start();
+      } catch (e) {
+        await agents.deleteAll().catch(() => {});
+        throw e;
+      }
+      log(1, "startup: tunnel up");
+      return { agents, tunnel, agent: () => agent };
+    },
   };
-  const tunnel = new Tunnel({
-    connect,
-    heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
-    waitForSessionMs: 60_000,
-    note,
-    log: (l) => log(4, l),
-  });
-  try {
-    await tunnel.start();
-  } catch (e) {
-    await agents.deleteAll().catch(() => {});
-    throw e;
-  }
-  log(1, "startup: tunnel up");
-  return { agents, tunnel, agent: () => agent };
+}
+
+/** Creates the agent Job, waits for it, and connects the tunnel through the pod port-forward. */
+export function connectAgent(
+  client: KubeClient,
+  opts: ClientOptions,
+  io: Io,
+  patch: ReturnType<typeof parsePatch>,
+): Promise<AgentConnection> {
+  return launchAgent(client, opts, io, patch).connect();
 }

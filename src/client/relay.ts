@@ -19,7 +19,7 @@ import { forwardingLine, listenTcp } from "../forward/tcp.ts";
 import { listenUdp } from "../forward/udp.ts";
 import type { PortSpec } from "../spec/ports.ts";
 import type { ForwardRequest } from "../spec/request.ts";
-import { connectAgent, kubeClient } from "./connect.ts";
+import { kubeClient, launchAgent } from "./connect.ts";
 import { streamOpener } from "./opener.ts";
 import { type ClientOptions, type Io, logger } from "./options.ts";
 import type { Tunnel } from "./tunnel.ts";
@@ -100,16 +100,24 @@ export async function startRelay(
     log(1, "startup: credentials loaded");
     const access = client.access;
     const note = (line: string) => io.err(line);
-    for (const r of requests) {
-      resolved.push(
-        await resolveTarget(client, r, r.namespace || access.namespace, {
-          podRunningTimeoutMs: opts.podRunningTimeoutMs,
-          log: note,
-        }),
-      );
+    // The agent takes longest: its Job is created while the targets are resolved, and deleted
+    // again if one of them is wrong.
+    const launch = launchAgent(client, opts, io, patch);
+    try {
+      for (const r of requests) {
+        resolved.push(
+          await resolveTarget(client, r, r.namespace || access.namespace, {
+            podRunningTimeoutMs: opts.podRunningTimeoutMs,
+            log: note,
+          }),
+        );
+      }
+    } catch (e) {
+      await launch.cancel();
+      throw e;
     }
     log(1, "startup: targets resolved");
-    const conn = await connectAgent(client, opts, io, patch);
+    const conn = await launch.connect();
     agents = conn.agents;
     tunnel = conn.tunnel;
     const open = streamOpener(conn.tunnel, log);

@@ -103,6 +103,13 @@ function podProblem(pod: Pod): string | undefined {
   return undefined;
 }
 
+/** An agent Job just created, not yet waited for. */
+export interface CreatedAgent {
+  job: string;
+  /** `performance.now()` when its creation began. */
+  startedAt: number;
+}
+
 /** Creates, waits for and deletes agent Jobs. */
 export class AgentManager {
   #client: KubeClient;
@@ -149,9 +156,13 @@ export class AgentManager {
 
   /** Creates an agent Job and waits until its pod is running and ready. */
   async start(): Promise<AgentHandle> {
-    const t0 = performance.now();
-    const ns = this.#opts.namespace;
-    this.#opts.log(`Starting agent in namespace ${ns}…`);
+    this.#opts.log(`Starting agent in namespace ${this.#opts.namespace}…`);
+    return await this.waitReady(await this.create());
+  }
+
+  /** Creates an agent Job (without a note to the user); its name, for `waitReady`. */
+  async create(): Promise<CreatedAgent> {
+    const startedAt = performance.now();
     const body = await agentJob(this.#opts);
     let created: { metadata: { name: string } };
     try {
@@ -163,6 +174,12 @@ export class AgentManager {
     const job = created.metadata.name;
     this.#jobs.add(job);
     this.#opts.debug?.(`agent Job ${job} created`);
+    return { job, startedAt };
+  }
+
+  /** Waits until a created agent's pod is running and ready; deletes the Job if it never is. */
+  async waitReady({ job, startedAt }: CreatedAgent): Promise<AgentHandle> {
+    const ns = this.#opts.namespace;
     const tracker = new PodTracker(
       this.#client,
       ns,
@@ -174,7 +191,7 @@ export class AgentManager {
       while (true) {
         const pod = await tracker.readyPod(Math.min(1000, Math.max(0, deadline - Date.now())));
         if (pod) {
-          const secs = ((performance.now() - t0) / 1000).toFixed(1);
+          const secs = ((performance.now() - startedAt) / 1000).toFixed(1);
           this.#opts.log(`Agent ${job} (pod ${pod.metadata.name}) ready in ${secs}s`);
           return { job, namespace: ns, pod: pod.metadata.name };
         }
