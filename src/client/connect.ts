@@ -9,6 +9,7 @@ import { kubeAccess } from "../kube/config.ts";
 import type { KubeFlags } from "../kube/flags.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager, type parsePatch } from "../kube/agent.ts";
 import { openPortForward } from "../kube/portforward.ts";
+import { UsageError } from "../errors.ts";
 import { DEFAULT_AGENT_IMAGE } from "../version.ts";
 import { type ClientOptions, type Io, type Log, logger } from "./options.ts";
 import { Tunnel } from "./tunnel.ts";
@@ -74,19 +75,30 @@ export function launchAgent(
       }
       note(`Starting agent in namespace ${opts.agentNamespace}…`);
       if (job.status === "rejected") throw job.reason;
-      let agent = await agents.waitReady(job.value);
-      log(1, `startup: agent pod ${agent.pod} ready`);
-      // The pod was just seen ready: the first connection does not ask again.
-      let fresh = true;
+      let agent = await agents.waitRunning(job.value);
+      log(1, `startup: agent pod ${agent.pod} ready`); // running: ready for a port-forward
+      const ready = () => {
+        const secs = ((performance.now() - agent.startedAt) / 1000).toFixed(1);
+        note(`Agent ${agent.job} (pod ${agent.pod}) ready in ${secs}s`);
+      };
+      // While the tunnel starts, the agent may not listen yet: a failed attempt asks whether the
+      // pod has a problem (then that is the error) and otherwise tries again. Later, a lost
+      // tunnel whose pod is gone gets a new agent.
+      let starting = true;
+      let attempts = 0;
       const connect = async () => {
-        if (!fresh && !(await agents.alive(agent))) {
+        attempts++;
+        if (starting && attempts > 1) {
+          const problem = await agents.problem(agent);
+          if (problem) throw new UsageError(problem);
+        } else if (!starting && !(await agents.alive(agent))) {
           note(`Agent pod ${agent.pod} is gone; starting a new agent`);
           await agents.delete(agent.job).catch(() => {});
           agent = await agents.start();
+          ready();
         }
-        fresh = false;
-        // A pod that just became ready may not accept port-forwards for a moment: retry briefly,
-        // but not when the apiserver has said no (forbidden, not found).
+        // The port-forward itself may fail to open for a moment: retry briefly, but not when the
+        // apiserver has said no (forbidden, not found).
         for (let attempt = 1;; attempt++) {
           try {
             return await openPortForward(client, agent.namespace, agent.pod, AGENT_PORT, 30_000);
@@ -106,6 +118,7 @@ export function launchAgent(
         connect,
         heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
         waitForSessionMs: 60_000,
+        startTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
         note,
         log: (l) => log(4, l),
       });
@@ -114,7 +127,10 @@ export function launchAgent(
       } catch (e) {
         await agents.deleteAll().catch(() => {});
         throw e;
+      } finally {
+        starting = false;
       }
+      ready();
       log(1, "startup: tunnel up");
       return { agents, tunnel, agent: () => agent };
     },

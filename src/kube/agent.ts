@@ -3,7 +3,7 @@ import { UsageError } from "../errors.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
 import { type Json, mergePatch } from "./merge_patch.ts";
 import { PodTracker } from "./pods.ts";
-import type { Pod } from "./types.ts";
+import { isPodReady, type Pod } from "./types.ts";
 
 /** The label every agent pod and Job carries. */
 export const AGENT_LABEL = "app.kubernetes.io/name=kubectl-relay-agent";
@@ -29,6 +29,8 @@ export interface AgentHandle {
   job: string;
   namespace: string;
   pod: string;
+  /** `performance.now()` when its creation began. */
+  startedAt: number;
 }
 
 async function loadTemplate(): Promise<Record<string, Json>> {
@@ -79,6 +81,14 @@ export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>
   if (opts.args?.length) container.args = [...(container.args as string[]), ...opts.args];
   if (opts.patch) template.spec = mergePatch(template.spec, opts.patch);
   return job;
+}
+
+/** The pod runs and every container has started (its process may not listen yet). */
+function isPodStarted(pod: Pod): boolean {
+  const statuses = (pod.status as { containerStatuses?: { state?: { running?: unknown } }[] })
+    ?.containerStatuses ?? [];
+  return pod.status?.phase === "Running" && !pod.metadata.deletionTimestamp &&
+    statuses.length > 0 && statuses.every((s) => s.state?.running);
 }
 
 function podProblem(pod: Pod): string | undefined {
@@ -154,10 +164,10 @@ export class AgentManager {
     }));
   }
 
-  /** Creates an agent Job and waits until its pod is running and ready. */
+  /** Creates an agent Job and waits until its pod is running (see `waitRunning`). */
   async start(): Promise<AgentHandle> {
     this.#opts.log(`Starting agent in namespace ${this.#opts.namespace}…`);
-    return await this.waitReady(await this.create());
+    return await this.waitRunning(await this.create());
   }
 
   /** Creates an agent Job (without a note to the user); its name, for `waitReady`. */
@@ -177,24 +187,25 @@ export class AgentManager {
     return { job, startedAt };
   }
 
-  /** Waits until a created agent's pod is running and ready; deletes the Job if it never is. */
-  async waitReady({ job, startedAt }: CreatedAgent): Promise<AgentHandle> {
+  /**
+   * Waits until a created agent's container is running (Ready or not: its readiness probe may
+   * lag by a probe period, while a port-forward reaches the agent as soon as it listens, which
+   * the tunnel's start checks); deletes the Job if it never runs.
+   */
+  async waitRunning({ job, startedAt }: CreatedAgent): Promise<AgentHandle> {
     const ns = this.#opts.namespace;
     const tracker = new PodTracker(
       this.#client,
       ns,
       `labelSelector=${encodeURIComponent(`job-name=${job}`)}`,
+      { usable: (p) => isPodReady(p) || isPodStarted(p) },
     );
     try {
       await tracker.start();
       const deadline = Date.now() + this.#opts.readyTimeoutMs;
       while (true) {
         const pod = await tracker.readyPod(Math.min(1000, Math.max(0, deadline - Date.now())));
-        if (pod) {
-          const secs = ((performance.now() - startedAt) / 1000).toFixed(1);
-          this.#opts.log(`Agent ${job} (pod ${pod.metadata.name}) ready in ${secs}s`);
-          return { job, namespace: ns, pod: pod.metadata.name };
-        }
+        if (pod) return { job, namespace: ns, pod: pod.metadata.name, startedAt };
         const problem = tracker.pods.map(podProblem).find((p) => p);
         if (problem) throw new UsageError(problem);
         if (Date.now() >= deadline) {
@@ -216,17 +227,27 @@ export class AgentManager {
 
   /** True if the agent pod still exists and is not being deleted or finished. */
   async alive(handle: AgentHandle): Promise<boolean> {
+    return (await this.problem(handle)) === undefined;
+  }
+
+  /** Why the agent pod cannot serve (gone, being deleted, ended, image problem), if it cannot. */
+  async problem(handle: AgentHandle): Promise<string | undefined> {
+    let pod: Pod;
     try {
-      const pod = await this.#client.get<Pod>(
+      pod = await this.#client.get<Pod>(
         `/api/v1/namespaces/${encodeURIComponent(handle.namespace)}/pods/${
           encodeURIComponent(handle.pod)
         }`,
       );
-      return !pod.metadata.deletionTimestamp && pod.status?.phase === "Running";
     } catch (e) {
-      if (e instanceof KubeApiError && e.status === 404) return false;
+      if (e instanceof KubeApiError && e.status === 404) {
+        return `agent pod ${handle.pod} is gone`;
+      }
       throw e;
     }
+    if (pod.metadata.deletionTimestamp) return `agent pod ${handle.pod} is being deleted`;
+    return podProblem(pod) ??
+      (pod.status?.phase === "Running" ? undefined : `agent pod ${handle.pod} is not running`);
   }
 
   /** Deletes one agent Job (and, by propagation, its pod). */
