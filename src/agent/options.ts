@@ -1,17 +1,23 @@
 /**
  * Command-line options of the agent:
- * `agent.ts [--listen HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
+ * `agent.ts [--listen HOST:PORT] [--health HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
  * [--connect-timeout DURATION] [--resolve-timeout DURATION] [--ping-timeout DURATION] [-v N]`.
+ * The token comes from the environment (`KUBECTL_RELAY_TOKEN`, see `src/protocol/auth.ts`).
  *
  * @module
  */
 
 /** Parsed agent options (durations in milliseconds). */
 export interface AgentOptions {
-  /** Address to listen on (IPv6 without brackets). */
+  /** Address to listen on (IPv6 without brackets). Default 127.0.0.1: the pod's loopback. */
   hostname: string;
   /** Port to listen on (0 = any free port). */
   port: number;
+  /**
+   * Where to serve the health port (`--health`): it accepts connections and closes them at once,
+   * carrying nothing, for a kubelet's tcpSocket readiness probe. Undefined: no health port.
+   */
+  health?: { hostname: string; port: number };
   /** Exit after this long with no session and no stream; 0 disables. Default 5 m. */
   idleExitMs: number;
   /** A UDP flow with no datagram either way for this long is closed. Default 60 s. */
@@ -28,7 +34,7 @@ export interface AgentOptions {
 
 /** Defaults of {@link AgentOptions}. */
 export const DEFAULT_AGENT_OPTIONS: Readonly<AgentOptions> = {
-  hostname: "0.0.0.0",
+  hostname: "127.0.0.1",
   port: 9527,
   idleExitMs: 5 * 60_000,
   udpIdleMs: 60_000,
@@ -67,12 +73,12 @@ export function parseAgentDuration(text: string, flag: string): number {
   return Math.round(total);
 }
 
-/** Splits `HOST:PORT` / `[V6]:PORT` / `:PORT`. */
-export function parseListen(text: string): { hostname: string; port: number } {
+/** Splits `HOST:PORT` / `[V6]:PORT` / `:PORT` (the value of `flag`, for messages). */
+export function parseListen(text: string, flag = "--listen"): { hostname: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) {
-    throw new AgentUsageError(`invalid --listen ${JSON.stringify(text)} (want HOST:PORT)`);
+    throw new AgentUsageError(`invalid ${flag} ${JSON.stringify(text)} (want HOST:PORT)`);
   }
   return { hostname: m[1] ?? (m[2] === "" ? "0.0.0.0" : m[2]), port };
 }
@@ -100,6 +106,9 @@ export function parseAgentArgs(args: readonly string[]): AgentOptions {
         o.port = l.port;
         break;
       }
+      case "-health":
+        o.health = parseListen(next(), "--health");
+        break;
       case "-idle-exit":
         o.idleExitMs = parseAgentDuration(next(), flag);
         break;

@@ -1,12 +1,15 @@
 /**
- * The agent's listener: accepts connections and tells raw-mode connections (first
- * byte 0: one Header, one relayed stream) from tunnel connections (first bytes =
- * the mux PREFACE, whose first byte is nonzero: a multiplexed Session). Tracks
+ * The agent's listener: accepts connections, checks the Token block every connection starts
+ * with (PROTOCOL.md §0: no token, an incomplete or a wrong one closes the connection before
+ * anything else is read or dialed), then tells raw-mode connections (next byte 0: one Header,
+ * one relayed stream) from tunnel connections (next bytes = the mux PREFACE, whose first byte is
+ * nonzero: a multiplexed Session). Serves the optional health port (accept and close). Tracks
  * activity and signals idle exit.
  *
  * @module
  */
 
+import { decodeAuth, tokensEqual } from "../protocol/auth.ts";
 import { decodeHeader, MAX_HEADER_LENGTH } from "../protocol/header.ts";
 import { PREFACE } from "../protocol/mux.ts";
 import { Status } from "../protocol/status.ts";
@@ -18,7 +21,7 @@ import type { AgentLogger } from "./log.ts";
 import type { AgentOptions } from "./options.ts";
 import type { Resolver } from "./dial.ts";
 
-/** A connection must show its Header or PREFACE within this time. */
+/** A connection must show its Token block and its Header or PREFACE within this time. */
 const SNIFF_TIMEOUT_MS = 10_000;
 
 /** Connections served at once (raw streams, sessions, connections being sniffed); more are closed. */
@@ -27,23 +30,43 @@ export const MAX_CONNECTIONS = 8192;
 /** Options of {@link startAgent}. */
 export interface AgentServerOptions extends AgentOptions {
   log: AgentLogger;
+  /** The agent's token: a connection whose Token block carries another one is closed. */
+  token: Uint8Array;
   /** Session tuning passed through (tests). */
   maxStreams?: number;
   /** Test hook: replaces the system resolver. */
   resolver?: Resolver;
 }
 
+/** Why a running agent stopped. */
+export interface AgentStop {
+  reason: string;
+  /** True when it stopped because something failed (the listener), not by request or idleness. */
+  failed: boolean;
+}
+
+/** The agent could not start (e.g. its port is taken); the message names the address. */
+export class AgentStartError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AgentStartError";
+  }
+}
+
 /** A running agent. */
 export interface AgentServer {
   /** The bound address. */
   readonly addr: Deno.NetAddr;
-  /** Resolves with a reason when the agent stopped (idle exit or `close()`). */
-  readonly done: Promise<string>;
+  /** The bound health address, when `health` was given. */
+  readonly healthAddr?: Deno.NetAddr;
+  /** Resolves when the agent stopped (idle exit, `close()`, or a failed listener). */
+  readonly done: Promise<AgentStop>;
   /** Stops listening and ends all sessions and streams. */
   close(reason?: string): void;
 }
 
-function hostPort(a: Deno.NetAddr): string {
+/** `HOST:PORT`, or `[V6]:PORT`. */
+export function hostPort(a: Deno.NetAddr): string {
   return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }
 
@@ -52,9 +75,31 @@ export function listeningLine(a: Deno.NetAddr): string {
   return `listening on ${hostPort(a)}`;
 }
 
-/** Starts listening; returns once bound. */
+function listenOn(hostname: string, port: number, what: string): Deno.TcpListener {
+  try {
+    return Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (e) {
+    const where = hostPort({ transport: "tcp", hostname, port });
+    const why = e instanceof Error ? e.message : String(e);
+    throw new AgentStartError(`cannot listen on ${where} (${what}): ${why}`, { cause: e });
+  }
+}
+
+/**
+ * Starts listening; returns once bound. Throws {@link AgentStartError} if an address cannot be
+ * bound (nothing is left listening then).
+ */
 export function startAgent(opts: AgentServerOptions): AgentServer {
-  const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
+  const listener = listenOn(opts.hostname, opts.port, "tunnel");
+  let health: Deno.TcpListener | undefined;
+  if (opts.health) {
+    try {
+      health = listenOn(opts.health.hostname, opts.health.port, "health");
+    } catch (e) {
+      listener.close();
+      throw e;
+    }
+  }
   const log = opts.log;
   const ctx: HandlerContext = {
     log,
@@ -68,17 +113,19 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
   let active = 0; // sessions + raw streams
   let stopped = false;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
-  let resolveDone!: (r: string) => void;
-  const done = new Promise<string>((r) => resolveDone = r);
+  let resolveDone!: (r: AgentStop) => void;
+  const done = new Promise<AgentStop>((r) => resolveDone = r);
 
-  const stop = (reason: string) => {
+  const stop = (reason: string, failed = false) => {
     if (stopped) return;
     stopped = true;
     clearTimeout(idleTimer);
-    try {
-      listener.close();
-    } catch {
-      // closed
+    for (const l of [listener, health]) {
+      try {
+        l?.close();
+      } catch {
+        // closed
+      }
     }
     for (const s of sessions) s.close(reason);
     for (const c of conns) {
@@ -89,7 +136,7 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
       }
     }
     log.log(0, "-", `agent stopping: ${reason}`);
-    resolveDone(reason);
+    resolveDone({ reason, failed });
   };
 
   const armIdle = () => {
@@ -167,6 +214,39 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
     }
   };
 
+  /**
+   * Reads and checks the Token block (PROTOCOL.md §0). Returns the bytes after it, or null when
+   * the connection must be closed (one log line said why).
+   */
+  const authenticate = async (conn: Deno.Conn, deadline: number): Promise<Uint8Array | null> => {
+    let buf: Uint8Array = new Uint8Array(0);
+    while (true) {
+      const r = decodeAuth(buf);
+      if (r.kind === "ok") {
+        if (tokensEqual(r.token, opts.token)) return buf.subarray(r.length);
+        log.log(0, "-", `connection ${peer(conn)}: wrong token, closing`);
+        return null;
+      }
+      if (r.kind === "error") {
+        log.log(0, "-", `connection ${peer(conn)}: ${r.message}, closing`);
+        return null;
+      }
+      // One byte more at least, so a client without a Token block is refused at its first byte.
+      const more = await readAtLeast(conn, buf, buf.length + 1, deadline);
+      if (!more) {
+        log.log(
+          0,
+          "-",
+          `connection ${
+            peer(conn)
+          }: incomplete token (${buf.length} of ${r.needed} bytes), closing`,
+        );
+        return null;
+      }
+      buf = more;
+    }
+  };
+
   const serveTunnel = async (conn: Deno.Conn, rest: Uint8Array) => {
     const remote = peer(conn);
     busy();
@@ -211,7 +291,9 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
         // not fatal
       }
       const deadline = Date.now() + SNIFF_TIMEOUT_MS;
-      const first = await readAtLeast(conn, new Uint8Array(0), 1, deadline);
+      const rest = await authenticate(conn, deadline);
+      if (!rest) return;
+      const first = await readAtLeast(conn, rest, 1, deadline);
       if (!first) return;
       if (first[0] === 0) {
         await serveRaw(conn, first, deadline);
@@ -254,12 +336,26 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
         serveConn(conn);
       }
     } catch (e) {
-      if (!stopped) stop(`listener failed: ${e}`);
+      if (!stopped) stop(`listener failed: ${e}`, true);
     }
   })();
 
+  // The health port carries nothing: every connection is closed at once (a tcpSocket probe
+  // only needs the connect to succeed).
+  if (health) {
+    const h = health;
+    (async () => {
+      try {
+        for await (const conn of h) conn.close();
+      } catch (e) {
+        if (!stopped) stop(`health listener failed: ${e}`, true);
+      }
+    })();
+  }
+
   return {
     addr: listener.addr as Deno.NetAddr,
+    healthAddr: health?.addr as Deno.NetAddr | undefined,
     done,
     close: (reason = "closed") => stop(reason),
   };

@@ -1,5 +1,6 @@
 /**
- * Reaching the agent: credentials → API client → agent Job → pod port-forward → tunnel session.
+ * Reaching the agent: credentials → API client → agent Job → pod port-forward → Token block →
+ * tunnel session.
  *
  * @module
  */
@@ -9,6 +10,8 @@ import { kubeAccess } from "../kube/config.ts";
 import type { KubeFlags } from "../kube/flags.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager, type parsePatch } from "../kube/agent.ts";
 import { openPortForward } from "../kube/portforward.ts";
+import { encodeAuth } from "../protocol/auth.ts";
+import type { Transport } from "../mux/mod.ts";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_AGENT_IMAGE } from "../version.ts";
 import { type ClientOptions, type Io, type Log, logger } from "./options.ts";
@@ -82,21 +85,41 @@ export function launchAgent(
         note(`Agent ${agent.job} (pod ${agent.pod}) ready in ${secs}s`);
       };
       // While the tunnel starts, the agent may not listen yet: a failed attempt asks whether the
-      // pod has a problem (then that is the error) and otherwise tries again. Later, a lost
-      // tunnel whose pod is gone gets a new agent.
-      let starting = true;
+      // pod has ended (then that is the error, with the reason) and otherwise tries again. Later,
+      // a lost tunnel whose pod is gone gets a new agent.
+      let tunnelUp = false;
       let attempts = 0;
-      const connect = async () => {
+      const connect = async (): Promise<Transport> => {
         attempts++;
-        if (starting && attempts > 1) {
-          const problem = await agents.problem(agent);
-          if (problem) throw new UsageError(problem);
-        } else if (!starting && !(await agents.alive(agent))) {
-          note(`Agent pod ${agent.pod} is gone; starting a new agent`);
+        // The pod was just seen running: the first attempt does not ask again.
+        const gone = attempts > 1 ? await agents.gone(agent) : undefined;
+        if (gone) {
+          if (!tunnelUp) throw new UsageError(gone);
+          note(`${gone[0].toUpperCase()}${gone.slice(1)}; starting a new agent`);
           await agents.delete(agent.job).catch(() => {});
           agent = await agents.start();
           ready();
         }
+        let transport: Transport;
+        try {
+          transport = await portForward();
+        } catch (e) {
+          // The agent may have died under the port-forward: that is the better explanation.
+          const why = tunnelUp ? undefined : await agents.gone(agent).catch(() => undefined);
+          if (why) throw new UsageError(why);
+          throw e;
+        }
+        // Every connection presents the agent's token first (PROTOCOL.md §0); the Session's
+        // PREFACE follows it on the same pipe.
+        try {
+          await transport.write(encodeAuth(agent.token));
+        } catch (e) {
+          transport.close();
+          throw e;
+        }
+        return transport;
+      };
+      const portForward = async (): Promise<Transport> => {
         // The port-forward itself may fail to open for a moment: retry briefly, but not when the
         // apiserver has said no (forbidden, not found).
         for (let attempt = 1;; attempt++) {
@@ -124,11 +147,10 @@ export function launchAgent(
       });
       try {
         await tunnel.start();
+        tunnelUp = true;
       } catch (e) {
         await agents.deleteAll().catch(() => {});
         throw e;
-      } finally {
-        starting = false;
       }
       ready();
       log(1, "startup: tunnel up");

@@ -4,10 +4,19 @@ import { KubeApiError, type KubeClient } from "./client.ts";
 import { type Json, mergePatch } from "./merge_patch.ts";
 import { PodTracker } from "./pods.ts";
 import { isPodReady, type Pod } from "./types.ts";
+import { formatToken, TOKEN_ENV, TOKEN_LENGTH } from "../protocol/auth.ts";
+import {
+  AGENT_CONTAINER,
+  describeAgentEnd,
+  lastLogLine,
+  LOG_TAIL_LINES,
+  podEnded,
+  wasOOMKilled,
+} from "./agent_end.ts";
 
 /** The label every agent pod and Job carries. */
 export const AGENT_LABEL = "app.kubernetes.io/name=kubectl-relay-agent";
-/** The port the agent listens on inside its pod. */
+/** The port the agent listens on inside its pod, on the pod's loopback address only. */
 export const AGENT_PORT = 9527;
 
 /** How to create the agent. */
@@ -24,13 +33,20 @@ export interface AgentOptions {
   debug?: (line: string) => void;
 }
 
-/** A running agent: its Job and current pod. */
+/** A running agent: its Job and current pod, and the token every connection must present. */
 export interface AgentHandle {
   job: string;
   namespace: string;
   pod: string;
+  /** This agent's secret (PROTOCOL.md §0), drawn when its Job was created. */
+  token: Uint8Array;
   /** `performance.now()` when its creation began. */
   startedAt: number;
+}
+
+/** A fresh agent token: {@link TOKEN_LENGTH} bytes from the platform's secure random source. */
+export function newAgentToken(): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH));
 }
 
 async function loadTemplate(): Promise<Record<string, Json>> {
@@ -68,8 +84,14 @@ export function parsePatch(
   }
 }
 
-/** Builds the agent Job object from manifests/agent-job.yaml. */
-export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>> {
+/**
+ * Builds the agent Job object from manifests/agent-job.yaml, with `token` (hex) in the agent
+ * container's `KUBECTL_RELAY_TOKEN`, set after `--patch` is merged so no patch can drop it.
+ */
+export async function agentJob(
+  opts: AgentOptions,
+  token: Uint8Array = newAgentToken(),
+): Promise<Record<string, Json>> {
   const job = await loadTemplate();
   const meta = job.metadata as Record<string, Json>;
   meta.namespace = opts.namespace;
@@ -80,25 +102,32 @@ export async function agentJob(opts: AgentOptions): Promise<Record<string, Json>
   container.image = opts.image;
   if (opts.args?.length) container.args = [...(container.args as string[]), ...opts.args];
   if (opts.patch) template.spec = mergePatch(template.spec, opts.patch);
+  setTokenEnv(template.spec as { containers?: Record<string, Json>[] }, token);
   return job;
+}
+
+/** Sets (or replaces) `KUBECTL_RELAY_TOKEN` in the agent container's env. */
+function setTokenEnv(podSpec: { containers?: Record<string, Json>[] }, token: Uint8Array): void {
+  const containers = podSpec.containers ?? [];
+  const c = containers.find((c) => c.name === AGENT_CONTAINER) ?? containers[0];
+  if (!c) return;
+  const env = (Array.isArray(c.env) ? c.env : []) as Record<string, Json>[];
+  c.env = [...env.filter((e) => e.name !== TOKEN_ENV), {
+    name: TOKEN_ENV,
+    value: formatToken(token),
+  }];
 }
 
 /** The pod runs and every container has started (its process may not listen yet). */
 function isPodStarted(pod: Pod): boolean {
-  const statuses = (pod.status as { containerStatuses?: { state?: { running?: unknown } }[] })
-    ?.containerStatuses ?? [];
+  const statuses = pod.status?.containerStatuses ?? [];
   return pod.status?.phase === "Running" && !pod.metadata.deletionTimestamp &&
     statuses.length > 0 && statuses.every((s) => s.state?.running);
 }
 
+/** Why a pod that has not ended cannot start (image or config problems), if so. */
 function podProblem(pod: Pod): string | undefined {
-  if (pod.status?.phase === "Failed" || pod.status?.phase === "Succeeded") {
-    return `agent pod ${pod.metadata.name} ended (${pod.status.phase})`;
-  }
-  const statuses = (pod.status as {
-    containerStatuses?: { state?: { waiting?: { reason?: string; message?: string } } }[];
-  })
-    ?.containerStatuses ?? [];
+  const statuses = pod.status?.containerStatuses ?? [];
   for (const s of statuses) {
     const reason = s.state?.waiting?.reason;
     if (
@@ -116,6 +145,7 @@ function podProblem(pod: Pod): string | undefined {
 /** An agent Job just created, not yet waited for. */
 export interface CreatedAgent {
   job: string;
+  token: Uint8Array;
   /** `performance.now()` when its creation began. */
   startedAt: number;
 }
@@ -170,10 +200,11 @@ export class AgentManager {
     return await this.waitRunning(await this.create());
   }
 
-  /** Creates an agent Job (without a note to the user); its name, for `waitReady`. */
+  /** Creates an agent Job with a fresh token (without a note to the user), for `waitRunning`. */
   async create(): Promise<CreatedAgent> {
     const startedAt = performance.now();
-    const body = await agentJob(this.#opts);
+    const token = newAgentToken();
+    const body = await agentJob(this.#opts, token);
     let created: { metadata: { name: string } };
     try {
       created = await this.#client.create(this.#jobsPath(), body);
@@ -184,7 +215,7 @@ export class AgentManager {
     const job = created.metadata.name;
     this.#jobs.add(job);
     this.#opts.debug?.(`agent Job ${job} created`);
-    return { job, startedAt };
+    return { job, token, startedAt };
   }
 
   /**
@@ -192,7 +223,7 @@ export class AgentManager {
    * lag by a probe period, while a port-forward reaches the agent as soon as it listens, which
    * the tunnel's start checks); deletes the Job if it never runs.
    */
-  async waitRunning({ job, startedAt }: CreatedAgent): Promise<AgentHandle> {
+  async waitRunning({ job, token, startedAt }: CreatedAgent): Promise<AgentHandle> {
     const ns = this.#opts.namespace;
     const tracker = new PodTracker(
       this.#client,
@@ -205,7 +236,9 @@ export class AgentManager {
       const deadline = Date.now() + this.#opts.readyTimeoutMs;
       while (true) {
         const pod = await tracker.readyPod(Math.min(1000, Math.max(0, deadline - Date.now())));
-        if (pod) return { job, namespace: ns, pod: pod.metadata.name, startedAt };
+        if (pod) return { job, namespace: ns, pod: pod.metadata.name, token, startedAt };
+        const ended = tracker.pods.find(podEnded);
+        if (ended) throw new UsageError(await this.describeEnd(ended));
         const problem = tracker.pods.map(podProblem).find((p) => p);
         if (problem) throw new UsageError(problem);
         if (Date.now() >= deadline) {
@@ -225,29 +258,48 @@ export class AgentManager {
     }
   }
 
-  /** True if the agent pod still exists and is not being deleted or finished. */
-  async alive(handle: AgentHandle): Promise<boolean> {
-    return (await this.problem(handle)) === undefined;
+  #podPath(namespace: string, pod: string): string {
+    return `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}`;
   }
 
-  /** Why the agent pod cannot serve (gone, being deleted, ended, image problem), if it cannot. */
-  async problem(handle: AgentHandle): Promise<string | undefined> {
+  /**
+   * Undefined while the agent pod exists, runs and is not being deleted; else one line saying
+   * what became of it (OOM-killed with its memory limit, failed with its last log line, deleted).
+   */
+  async gone(handle: AgentHandle): Promise<string | undefined> {
     let pod: Pod;
     try {
-      pod = await this.#client.get<Pod>(
-        `/api/v1/namespaces/${encodeURIComponent(handle.namespace)}/pods/${
-          encodeURIComponent(handle.pod)
-        }`,
-      );
+      pod = await this.#client.get<Pod>(this.#podPath(handle.namespace, handle.pod));
     } catch (e) {
-      if (e instanceof KubeApiError && e.status === 404) {
-        return `agent pod ${handle.pod} is gone`;
-      }
+      if (e instanceof KubeApiError && e.status === 404) return `agent pod ${handle.pod} is gone`;
       throw e;
     }
+    if (podEnded(pod)) return await this.describeEnd(pod);
     if (pod.metadata.deletionTimestamp) return `agent pod ${handle.pod} is being deleted`;
-    return podProblem(pod) ??
-      (pod.status?.phase === "Running" ? undefined : `agent pod ${handle.pod} is not running`);
+    if (pod.status?.phase !== "Running") {
+      return `agent pod ${handle.pod} is not running (${pod.status?.phase ?? "no phase"})`;
+    }
+    return undefined;
+  }
+
+  /**
+   * One line on why an ended agent pod ended: an OOM kill names the memory limit; otherwise the
+   * agent's last log line (pod log API) is quoted.
+   */
+  async describeEnd(pod: Pod): Promise<string> {
+    if (wasOOMKilled(pod)) return describeAgentEnd(pod);
+    const ns = pod.metadata.namespace ?? this.#opts.namespace;
+    try {
+      const log = await this.#client.getText(
+        `${
+          this.#podPath(ns, pod.metadata.name)
+        }/log?container=${AGENT_CONTAINER}&tailLines=${LOG_TAIL_LINES}&limitBytes=65536`,
+      );
+      return describeAgentEnd(pod, lastLogLine(log));
+    } catch (e) {
+      const why = e instanceof KubeApiError ? e.display : (e as Error).message;
+      return describeAgentEnd(pod, undefined, why);
+    }
   }
 
   /** Deletes one agent Job (and, by propagation, its pod). */

@@ -73,6 +73,19 @@ export class KubeClient {
     return this.request<T>("GET", path);
   }
 
+  /** GET a path whose answer is text (e.g. a pod's log); throws KubeApiError on a non-2xx answer. */
+  async getText(path: string): Promise<string> {
+    const opts = { accept: "text/plain, */*" };
+    let res = await this.fetch("GET", path, undefined, opts);
+    if (res.status === 401 && await this.access.refresh().catch(() => false)) {
+      await res.body?.cancel();
+      res = await this.fetch("GET", path, undefined, opts);
+    }
+    const text = await res.text();
+    if (!res.ok) throw apiError(res.status, text);
+    return text;
+  }
+
   /** POST an object to a collection path. */
   create<T>(path: string, obj: unknown): Promise<T> {
     return this.request<T>("POST", path, obj);
@@ -131,10 +144,10 @@ export class KubeClient {
     method: string,
     path: string,
     body: unknown,
-    opts: { contentType?: string; signal?: AbortSignal; timeoutMs?: number },
+    opts: { contentType?: string; signal?: AbortSignal; timeoutMs?: number; accept?: string },
   ): Promise<Response> {
     const headers = await this.access.headers();
-    headers.set("Accept", "application/json");
+    headers.set("Accept", opts.accept ?? "application/json");
     if (body !== undefined) headers.set("Content-Type", opts.contentType ?? "application/json");
     const timeout = opts.timeoutMs ?? this.access.requestTimeoutMs;
     const signals = [opts.signal, timeout > 0 ? AbortSignal.timeout(timeout) : undefined].filter(

@@ -31,6 +31,7 @@ export interface Container {
   name: string;
   image?: string;
   ports?: ContainerPort[];
+  resources?: { limits?: Record<string, string>; requests?: Record<string, string> };
 }
 
 export interface PodCondition {
@@ -48,7 +49,11 @@ export interface Pod {
     conditions?: PodCondition[];
     containerStatuses?: {
       name: string;
-      state?: { terminated?: { reason?: string; exitCode?: number } };
+      state?: {
+        terminated?: { reason?: string; exitCode?: number; message?: string };
+        waiting?: { reason?: string; message?: string };
+        running?: { startedAt?: string };
+      };
     }[];
   };
 }

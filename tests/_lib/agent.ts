@@ -1,13 +1,22 @@
 /**
  * Runs agent.ts as a real local process for tests, listening on 127.0.0.1 (port
- * chosen by the kernel, read from its `listening on` line).
+ * chosen by the kernel, read from its `listening on` line), with a fresh random token
+ * in `KUBECTL_RELAY_TOKEN`; `connect()` opens a connection that has presented it.
  *
  * With `resolvConf`, the agent runs in a private mount namespace where
  * /etc/resolv.conf is replaced (bind mount, needs root + unshare): so its
  * name lookups go only to a test DNS server on loopback, never to the host's.
  */
 
+import { encodeAuth, formatToken, TOKEN_ENV, TOKEN_LENGTH } from "../../src/protocol/auth.ts";
+import { writeAll } from "./net.ts";
+
 const REPO = new URL("../../", import.meta.url).pathname;
+
+/** A fresh random token (what the client draws per agent). */
+export function randomToken(): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH));
+}
 
 /** Options of {@link startAgentProcess}. */
 export interface AgentProcessOptions {
@@ -15,11 +24,20 @@ export interface AgentProcessOptions {
   args?: string[];
   /** Contents for the agent's /etc/resolv.conf (private mount namespace). */
   resolvConf?: string;
+  /**
+   * The agent's `KUBECTL_RELAY_TOKEN` text: default the hex of a fresh random token; `null`
+   * leaves the variable unset.
+   */
+  tokenEnv?: string | null;
 }
 
 /** A running agent process. */
 export interface AgentProcess {
   readonly port: number;
+  /** The token it was given (unset when `tokenEnv` was given). */
+  readonly token: Uint8Array;
+  /** Connects to it and sends the Token block; the connection is ready for a Header or PREFACE. */
+  connect(): Promise<Deno.TcpConn>;
   readonly pid: number;
   /** stderr log lines so far. */
   readonly logs: string[];
@@ -27,6 +45,14 @@ export interface AgentProcess {
   readonly exited: Promise<number>;
   /** SIGTERM, then wait; idempotent. */
   stop(): Promise<void>;
+}
+
+/** The agent exited before it was listening. */
+export class AgentExitedError extends Error {
+  constructor(readonly code: number, readonly logs: string[]) {
+    super(`agent exited with ${code} before listening:\n${logs.join("\n")}`);
+    this.name = "AgentExitedError";
+  }
 }
 
 /** Whether `unshare --mount` works here (root + util-linux). */
@@ -59,8 +85,13 @@ async function lines(
   if (rest) onLine(rest);
 }
 
-/** Starts the agent and waits for its `listening on` line. */
+/**
+ * Starts the agent and waits for its `listening on` line. Rejects with the agent's output if it
+ * exits first.
+ */
 export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise<AgentProcess> {
+  const token = randomToken();
+  const tokenEnv = opts.tokenEnv === undefined ? formatToken(token) : opts.tokenEnv;
   const denoArgs = [
     "run",
     "-A",
@@ -94,7 +125,7 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...(tokenEnv === null ? {} : { [TOKEN_ENV]: tokenEnv }) },
   }).spawn();
   const logs: string[] = [];
   let ready!: (port: number) => void;
@@ -113,12 +144,18 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
   const port = await Promise.race([
     listening,
     exited.then((code) => {
-      throw new Error(`agent exited with ${code} before listening:\n${logs.join("\n")}`);
+      throw new AgentExitedError(code, logs);
     }),
   ]);
   let stopping: Promise<void> | undefined;
   return {
     port,
+    token,
+    async connect() {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(conn, encodeAuth(token));
+      return conn;
+    },
     pid: child.pid,
     logs,
     exited,

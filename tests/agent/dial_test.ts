@@ -115,8 +115,9 @@ Deno.test("dial: tries each resolved address in turn", async () => {
 
 Deno.test("agent options: defaults, flags, durations", () => {
   const d = parseAgentArgs([]);
-  assert.equal(d.hostname, "0.0.0.0");
+  assert.equal(d.hostname, "127.0.0.1");
   assert.equal(d.port, 9527);
+  assert.equal(d.health, undefined);
   assert.equal(d.idleExitMs, 300_000);
   assert.equal(d.udpIdleMs, 60_000);
   assert.equal(d.pingTimeoutMs, 15_000);
@@ -130,7 +131,10 @@ Deno.test("agent options: defaults, flags, durations", () => {
     "500ms",
     "-v",
     "2",
+    "--health",
+    "0.0.0.0:9528",
   ]);
+  assert.deepEqual(o.health, { hostname: "0.0.0.0", port: 9528 });
   assert.equal(o.hostname, "::1");
   assert.equal(o.port, 1234);
   assert.equal(o.idleExitMs, 90_000);
@@ -138,6 +142,7 @@ Deno.test("agent options: defaults, flags, durations", () => {
   assert.equal(o.verbosity, 2);
   assert.equal(parseAgentDuration("0", "x"), 0);
   assert.throws(() => parseAgentArgs(["--listen", "nope"]));
+  assert.throws(() => parseAgentArgs(["--health", "9528"]), /invalid --health "9528"/);
   assert.throws(() => parseAgentArgs(["--idle-exit", "5 minutes"]));
   assert.throws(() => parseAgentArgs(["--idle-exit"]));
 });

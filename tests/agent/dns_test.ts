@@ -44,7 +44,7 @@ Deno.test({
       resolvConf:
         `nameserver ${dnsAddr}\nsearch relay.test\noptions ndots:1 timeout:1 attempts:1\n`,
     });
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+    const conn = await agent.connect();
     const session = new Session(connTransport(conn), { role: "client" });
     try {
       // "echo" is found as echo.relay.test through the search list, as `redis.default` is in a pod.
@@ -81,7 +81,7 @@ Deno.test({
       );
 
       // Raw mode, same resolver.
-      const raw = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+      const raw = await agent.connect();
       try {
         await writeAll(raw, header("tcp", "nosuch.example", 80));
         assert.deepEqual(await readAll(raw), new Uint8Array([Status.NoSuchHost]));

@@ -1,12 +1,13 @@
 /**
- * The agent as a real process, raw mode (first byte 0): hand-built Header bytes,
- * status byte, then raw TCP bytes or UDP frames, against echo servers on 127.0.0.1.
+ * The agent as a real process, raw mode (first byte after the Token block 0): hand-built Header
+ * bytes, status byte, then raw TCP bytes or UDP frames, against echo servers on 127.0.0.1.
  */
 
 import assert from "node:assert/strict";
 import { startAgentProcess } from "../_lib/agent.ts";
 import { startTcpEcho, startUdpEcho } from "../_lib/echo.ts";
 import { closedPort, readAll, readExactly, writeAll } from "../_lib/net.ts";
+import { encodeAuth } from "../../src/protocol/auth.ts";
 import { Status } from "../../src/protocol/status.ts";
 
 const ID_HEX = "0123456789abcdeffedcba9876543210";
@@ -35,11 +36,15 @@ const ipv4Header = (proto: 0 | 1, port: number) =>
 const hostHeader = (proto: 0 | 1, port: number, name: string) =>
   cat(unhex(`00 ${p16(23 + name.length)} ${ID_HEX} 0${proto} ${p16(port)} 01`), ascii(name));
 
+/** Tokens of the agents started by {@link withAgent}, by port. */
+const tokens = new Map<number, Uint8Array>();
+
 async function withAgent(
   args: string[],
   fn: (agentPort: number, logs: string[]) => Promise<void>,
 ): Promise<void> {
   const agent = await startAgentProcess({ args });
+  tokens.set(agent.port, agent.token);
   // Watchdog: a hang fails the test instead of blocking the run (killing the agent ends reads).
   let hung = false;
   const watchdog = setTimeout(() => {
@@ -57,7 +62,12 @@ async function withAgent(
   assert.deepEqual(bad, [], "the agent logged no internal errors");
 }
 
-const connect = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });
+/** Connects to the agent on `port` and presents its token (every agent's is registered here). */
+async function connect(port: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, encodeAuth(tokens.get(port)!));
+  return conn;
+}
 
 Deno.test("agent raw TCP: status 0, echo, half-close both ways", async () => {
   const echo = startTcpEcho();
@@ -214,7 +224,7 @@ Deno.test("agent: an open raw stream keeps it alive past --idle-exit", async () 
   const echo = startTcpEcho();
   const agent = await startAgentProcess({ args: ["--idle-exit", "300ms"] });
   try {
-    const conn = await connect(agent.port);
+    const conn = await agent.connect();
     try {
       await writeAll(conn, ipv4Header(0, echo.port));
       assert.deepEqual(await readExactly(conn, 1), new Uint8Array([0]));

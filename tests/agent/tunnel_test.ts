@@ -27,8 +27,9 @@ function tcpHeader(port: number, ip = "127.0.0.1"): Uint8Array {
   return encodeHeader(h);
 }
 
-async function openSession(agentPort: number): Promise<Session> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: agentPort });
+/** A client Session on a connection that presented the agent's token. */
+async function openSession(agent: AgentProcess): Promise<Session> {
+  const conn = await agent.connect();
   return new Session(connTransport(conn), { role: "client" });
 }
 
@@ -60,7 +61,7 @@ async function withTunnel(
 ): Promise<void> {
   const echo = startTcpEcho();
   const agent = await startAgentProcess({ args });
-  const session = await openSession(agent.port);
+  const session = await openSession(agent);
   // Watchdog: a hang (e.g. a lost EOF) fails the test instead of blocking the run; killing the
   // agent makes every pending read end.
   let hung = false;
@@ -355,7 +356,7 @@ Deno.test("agent fuzz: 200 garbage connections leave it serving, an open session
         default: // pure noise
           bytes = body;
       }
-      const c = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+      const c = await agent.connect();
       try {
         await writeAll(c, bytes).catch(() => {});
         await c.closeWrite().catch(() => {});
@@ -379,7 +380,7 @@ Deno.test("agent fuzz: 200 garbage connections leave it serving, an open session
     await live.closeWrite();
     assert.equal(await live.read(), null);
     // New sessions and raw connections are still served.
-    const fresh = await openSession(agent.port);
+    const fresh = await openSession(agent);
     try {
       const back = await echoOnce(fresh, echo.port, ascii("fresh"));
       assert.equal(new TextDecoder().decode(back), "fresh");
@@ -387,7 +388,7 @@ Deno.test("agent fuzz: 200 garbage connections leave it serving, an open session
       fresh.close();
       await fresh.closed;
     }
-    const raw = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+    const raw = await agent.connect();
     try {
       await writeAll(raw, tcpHeader(echo.port));
       assert.deepEqual(await readExactly(raw, 1), new Uint8Array([0]));
@@ -400,7 +401,7 @@ Deno.test("agent fuzz: 200 garbage connections leave it serving, an open session
 Deno.test("agent: an open tunnel session keeps it alive past --idle-exit; it exits after", async () => {
   const agent = await startAgentProcess({ args: ["--idle-exit", "300ms"] });
   try {
-    const session = await openSession(agent.port);
+    const session = await openSession(agent);
     await new Promise((r) => setTimeout(r, 900));
     let exitedEarly = false;
     agent.exited.then(() => exitedEarly = true);
@@ -418,7 +419,7 @@ Deno.test("agent: a silent client (preface, then nothing) is declared dead and t
   const agent = await startAgentProcess({
     args: ["--idle-exit", "300ms", "--ping-timeout", "1s", "-v", "1"],
   });
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+  const conn = await agent.connect();
   try {
     // A crashed client: it opened a tunnel and then neither reads nor answers pings.
     await writeAll(conn, PREFACE);
@@ -439,7 +440,7 @@ Deno.test("agent: a live but quiet session is kept (it answers pings) past --pin
   });
   try {
     const echo = startTcpEcho();
-    const session = await openSession(agent.port);
+    const session = await openSession(agent);
     try {
       await new Promise((r) => setTimeout(r, 1500)); // > 2 ping timeouts with no stream traffic
       const back = await echoOnce(session, echo.port, ascii("still alive"));

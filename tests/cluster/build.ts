@@ -151,11 +151,16 @@ async function goListDir(cwd: string, mod: string): Promise<string> {
 /** Copy the kwok Stage and CRD YAML we use out of the Go module cache. */
 async function copyAssets(kwokModDir: string, assets: string): Promise<void> {
   await Deno.mkdir(assets, { recursive: true });
+  // Atomic replacement: running clusters may read these files at any time.
+  const writeTextFile = async (path: string, text: string) => {
+    await Deno.writeTextFile(`${path}.tmp${Deno.pid}`, text);
+    await Deno.rename(`${path}.tmp${Deno.pid}`, path);
+  };
   const join = async (files: string[]) =>
     (await Promise.all(files.map((f) => Deno.readTextFile(`${kwokModDir}/${f}`)))).map((t) =>
       t.trim()
     ).join("\n---\n") + "\n";
-  await Deno.writeTextFile(
+  await writeTextFile(
     `${assets}/node-stages.yaml`,
     await join([
       "kustomize/stage/node/fast/node-initialize.yaml",
@@ -163,20 +168,30 @@ async function copyAssets(kwokModDir: string, assets: string): Promise<void> {
     ]),
   );
   // Not pod-complete.yaml: it would mark every Job pod Succeeded at once (see README).
-  await Deno.writeTextFile(
+  await writeTextFile(
     `${assets}/pod-stages.yaml`,
     await join([
       "kustomize/stage/pod/fast/pod-ready.yaml",
       "kustomize/stage/pod/fast/pod-delete.yaml",
     ]),
   );
-  await Deno.writeTextFile(
+  await writeTextFile(
     `${assets}/crds.yaml`,
-    await join([
-      "kustomize/crd/bases/kwok.x-k8s.io_portforwards.yaml",
-      "kustomize/crd/bases/kwok.x-k8s.io_clusterportforwards.yaml",
-    ]),
+    await join(CRD_FILES.map((f) => `kustomize/crd/bases/${f}`)),
   );
+}
+
+/** kwok CRDs the runtime uses: port-forwards, and logs (the pod log API for agent pods). */
+const CRD_FILES = [
+  "kwok.x-k8s.io_portforwards.yaml",
+  "kwok.x-k8s.io_clusterportforwards.yaml",
+  "kwok.x-k8s.io_logs.yaml",
+];
+
+/** Whether the cached `crds.yaml` holds every CRD of {@link CRD_FILES} (older caches lack logs). */
+async function crdsCurrent(dir: string): Promise<boolean> {
+  const text = await Deno.readTextFile(`${dir}/assets/crds.yaml`).catch(() => "");
+  return text.includes("name: logs.kwok.x-k8s.io");
 }
 
 /**
@@ -267,7 +282,17 @@ export async function ensureBuilt(
     built,
     seconds: (performance.now() - t0) / 1000,
   });
-  if (await complete(dir)) return result(false);
+  if (await complete(dir)) {
+    if (await crdsCurrent(dir)) return result(false);
+    // Built before the logs CRD was used: copy the YAML again (module cache only, no build).
+    return await withLock(dir, log, async () => {
+      if (!await crdsCurrent(dir)) {
+        await copyAssets(await goListDir(`${HERE}build/kwok`, "sigs.k8s.io/kwok"), `${dir}/assets`);
+        log(`[build] refreshed kwok YAML in ${dir}/assets`);
+      }
+      return result(false);
+    });
+  }
   return await withLock(dir, log, async () => {
     if (await complete(dir)) return result(false);
     log(`[build] building control plane into ${dir} (first time: several minutes on 2 cores)`);

@@ -10,6 +10,7 @@
 import { ensureBuilt, kubectlCommand } from "./build.ts";
 import { KubeClient } from "./client.ts";
 import { generatePki, issueClientCert } from "./pki.ts";
+import { agentLeftovers } from "./runtime/agent_sandbox.ts";
 import {
   boundIpv4Sockets,
   freePort,
@@ -575,6 +576,8 @@ class ClusterHandle implements Cluster {
         }`,
       );
     }
+    // Nor any agent process or agent memory cgroup (the runtime removes them with their pods).
+    errors.push(...await agentLeftovers(this.dir));
     await Deno.remove(`${this.dir}/etcd-data`, { recursive: true }).catch(() => {});
     if (errors.length) throw new Error(`cluster stop: ${errors.join("; ")}`);
     this.log(`[cluster] stopped (${this.dir})`);
@@ -809,6 +812,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
         "--timeout=30s",
         "crd/portforwards.kwok.x-k8s.io",
         "crd/clusterportforwards.kwok.x-k8s.io",
+        "crd/logs.kwok.x-k8s.io",
       ]);
       const podStages = await exists(RUNTIME_STAGES)
         ? RUNTIME_STAGES
@@ -825,7 +829,7 @@ export async function startCluster(opts: StartOptions = {}): Promise<Cluster> {
           "--node-ip=127.0.0.1",
           `--node-port=${ports.kwok}`,
           `--server-address=127.0.0.1:${ports.kwok}`,
-          "--enable-crds=PortForward,ClusterPortForward",
+          "--enable-crds=PortForward,ClusterPortForward,Logs",
           "--node-lease-duration-seconds=40",
         ],
         env: { HOME: dir },

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { sharedCluster } from "./cluster.ts";
 import { dig, digFull, requireTools, runCmd } from "./runtime/_testlib.ts";
 import { encodeHeader } from "../../src/protocol/header.ts";
+import { encodeAuth, formatToken } from "../../src/protocol/auth.ts";
 import { probeKwokForward } from "./runtime/kwok_probe.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
@@ -419,6 +420,7 @@ Deno.test({
 }, async () => {
   const kc = await setup();
   const c = await sharedCluster();
+  const token = crypto.getRandomValues(new Uint8Array(32));
   const job = {
     apiVersion: "batch/v1",
     kind: "Job",
@@ -434,6 +436,7 @@ Deno.test({
             image: "kubectl-relay-agent:test",
             args: ["--listen", "0.0.0.0:9527", "--idle-exit", "5m"],
             ports: [{ name: "tunnel", containerPort: 9527 }],
+            env: [{ name: "KUBECTL_RELAY_TOKEN", value: formatToken(token) }],
           }],
         },
       },
@@ -458,6 +461,7 @@ Deno.test({
   try {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: pf.port });
     try {
+      await conn.write(encodeAuth(token));
       await conn.write(encodeHeader({
         requestId: crypto.randomUUID(),
         protocol: "tcp",

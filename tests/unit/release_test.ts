@@ -62,13 +62,14 @@ Deno.test("krew manifest renders with each archive's checksum", async () => {
   );
 });
 
-Deno.test("agent image: pinned Deno, non-root, port 9527, no shell in the final stage", async () => {
+Deno.test("agent image: pinned Deno, non-root, loopback tunnel port, health port, no shell in the final stage", async () => {
   const df = await read("Dockerfile.agent");
   assert.match(df, /denoland\/deno:2\.9\.6/);
   const final = df.slice(df.lastIndexOf("FROM "));
   assert.match(final, /distroless/);
   assert.match(final, /USER 65532:65532/);
-  assert.match(final, /EXPOSE 9527/);
+  assert.match(final, /EXPOSE 9528/);
+  assert.match(final, /CMD \["--listen", "127\.0\.0\.1:9527", "--health", "0\.0\.0\.0:9528"\]/);
   assert.match(final, /ENTRYPOINT \["\/kubectl-relay-agent"\]/);
 });
 
@@ -97,4 +98,47 @@ Deno.test("agent Job: hardened as the spec says, image tagged with the version",
   assert.equal(c.securityContext.allowPrivilegeEscalation, false);
   assert.deepEqual(c.securityContext.capabilities.drop, ["ALL"]);
   assert.ok(c.resources.requests.memory);
+});
+
+Deno.test("agent Job: tunnel on the pod's loopback, probe on the health port, a fresh token per Job", async () => {
+  const opts = {
+    namespace: "ns1",
+    image: DEFAULT_AGENT_IMAGE,
+    readyTimeoutMs: 1,
+    log: () => {},
+  };
+  const token = new Uint8Array(32).fill(0xab);
+  const job: Yaml = await agentJob(opts, token);
+  const c = job.spec.template.spec.containers[0];
+  const arg = (flag: string) => c.args[c.args.indexOf(flag) + 1];
+  assert.equal(arg("--listen"), "127.0.0.1:9527");
+  assert.equal(arg("--health"), "0.0.0.0:9528");
+  assert.deepEqual(c.ports, [{ name: "health", containerPort: 9528, protocol: "TCP" }]);
+  assert.equal(c.readinessProbe.tcpSocket.port, "health");
+  assert.deepEqual(c.env, [{ name: "KUBECTL_RELAY_TOKEN", value: "ab".repeat(32) }]);
+  // Without a token argument, each Job gets its own random one.
+  const tokens = await Promise.all([1, 2].map(async () => {
+    const j: Yaml = await agentJob(opts);
+    const env = j.spec.template.spec.containers[0].env;
+    assert.equal(env.length, 1);
+    assert.match(env[0].value, /^[0-9a-f]{64}$/);
+    return env[0].value;
+  }));
+  assert.notEqual(tokens[0], tokens[1]);
+  // A patch that replaces the containers (merge patches replace lists) cannot drop the token,
+  // and a token in the patch is replaced by the client's.
+  const patched: Yaml = await agentJob({
+    ...opts,
+    patch: {
+      containers: [{
+        name: "agent",
+        image: "x",
+        env: [{ name: "A", value: "1" }, { name: "KUBECTL_RELAY_TOKEN", value: "0".repeat(64) }],
+      }],
+    },
+  }, token);
+  assert.deepEqual(patched.spec.template.spec.containers[0].env, [
+    { name: "A", value: "1" },
+    { name: "KUBECTL_RELAY_TOKEN", value: "ab".repeat(32) },
+  ]);
 });

@@ -51,7 +51,7 @@ async function withAgentProxy(fn: (e: Env) => Promise<void>): Promise<void> {
   const agent = await startAgentProcess({
     resolvConf: `nameserver ${dnsAddr}\nsearch relay.test\noptions ndots:1 timeout:1 attempts:1\n`,
   });
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: agent.port });
+  const conn = await agent.connect();
   const session = new Session(connTransport(conn), { role: "client" });
   try {
     await withWatchedProxy(

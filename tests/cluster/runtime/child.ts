@@ -27,6 +27,8 @@ export interface SpawnOptions {
   /** Called for each output line (stdout and stderr). */
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   env?: Record<string, string>;
+  /** Start from an empty environment (only `env`), as a container does. */
+  clearEnv?: boolean;
   cwd?: string;
 }
 
@@ -72,6 +74,7 @@ export async function spawnChild(cmd: string, opts: SpawnOptions): Promise<Manag
     child = new Deno.Command(cmd, {
       args: opts.args,
       env: opts.env,
+      clearEnv: opts.clearEnv,
       cwd: opts.cwd,
       stdin: "null",
       stdout: "piped",

@@ -121,26 +121,71 @@ export function clusterIPOf(svc: V1Service): string | undefined {
   return ip;
 }
 
+/** How the runtime runs an agent container: see {@link agentArgs}. */
+export interface AgentPlan {
+  /** The agent's arguments, addresses rewritten to the pod IP. */
+  args: string[];
+  /** The tunnel port (`--listen`; default 9527). */
+  port: number;
+  /** The health port (`--health`), if the container asks for one. */
+  healthPort?: number;
+  /**
+   * Ports the container binds to a loopback address only (`127.0.0.0/8`, `::1`, `localhost`): in
+   * a real pod only the pod's own processes and the kubelet's port-forward reach them, never a
+   * probe or another pod. The runtime still binds them on the pod IP (pods share the host's
+   * loopback here) and fails readiness probes aimed at them, as a kubelet's would fail.
+   */
+  loopbackPorts: number[];
+}
+
+const isLoopbackHost = (h: string) =>
+  /^127\./.test(h) || h === "::1" || h === "[::1]" || h === "localhost";
+
 /**
- * Agent command-line arguments from the container's args (command ignored): `--listen` is
- * replaced by `<podIP>:<port>` (the port it named, else 9527). Returns [args, port].
+ * Agent command-line arguments from the container's args (command ignored): `--listen` and
+ * `--health` are replaced by `<podIP>:<port>` (the port they named; `--listen` defaults to 9527),
+ * since all pods share the host's network namespace here. Other arguments are kept.
  */
-export function agentArgs(args: string[] | undefined, podIP: string): [string[], number] {
+export function agentArgs(args: string[] | undefined, podIP: string): AgentPlan {
   const out: string[] = [];
   let port = AGENT_PORT;
+  let healthPort: number | undefined;
+  let listenHost = "0.0.0.0";
+  let healthHost = "0.0.0.0";
   const a = args ?? [];
   for (let i = 0; i < a.length; i++) {
-    let value: string | undefined;
-    if (a[i] === "--listen" || a[i] === "-listen") value = a[++i];
-    else if (a[i].startsWith("--listen=")) value = a[i].slice("--listen=".length);
-    else {
+    const m = /^--?(listen|health)(?:=(.*))?$/.exec(a[i]);
+    if (!m) {
       out.push(a[i]);
       continue;
     }
-    const m = value?.match(/:(\d+)$/);
-    if (m) port = Number(m[1]);
+    const value = m[2] ?? a[++i] ?? "";
+    const hp = /^(?:\[([^\]]*)\]|(.*)):(\d+)$/.exec(value);
+    if (!hp) continue;
+    const host = hp[1] ?? hp[2];
+    if (m[1] === "listen") {
+      port = Number(hp[3]);
+      listenHost = host;
+    } else {
+      healthPort = Number(hp[3]);
+      healthHost = host;
+    }
   }
-  return [["--listen", `${podIP}:${port}`, ...out], port];
+  const loopbackPorts = [
+    ...(isLoopbackHost(listenHost) ? [port] : []),
+    ...(healthPort !== undefined && isLoopbackHost(healthHost) ? [healthPort] : []),
+  ];
+  return {
+    args: [
+      "--listen",
+      `${podIP}:${port}`,
+      ...(healthPort !== undefined ? ["--health", `${podIP}:${healthPort}`] : []),
+      ...out,
+    ],
+    port,
+    healthPort,
+    loopbackPorts,
+  };
 }
 
 /** What one container port is played as. */

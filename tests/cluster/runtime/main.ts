@@ -67,7 +67,7 @@ async function main(): Promise<number> {
     await rt.stop().catch(() => {});
     return 1;
   }
-  const info = { dns: `${rt.dnsIP}:${dnsPort}`, pid: Deno.pid };
+  const info = { dns: `${rt.dnsIP}:${dnsPort}`, pid: Deno.pid, cgroup: rt.agentCgroupDir };
   await Deno.writeTextFile(`${stateDir}/runtime.json`, JSON.stringify(info, null, 2) + "\n");
   log(`cluster DNS ${info.dns}; pod processes under ${stateDir}/agents`);
   log("runtime ready");

@@ -5,16 +5,44 @@ import { clusterAnswerer } from "./zones.ts";
 import { agentArgs, portPlan, type V1Pod, type V1Service } from "./kube.ts";
 import { dig, requireTools, runCmd } from "./_testlib.ts";
 
-Deno.test("agentArgs: --listen is replaced by the pod IP, other args kept", () => {
-  assert.deepEqual(agentArgs(["--listen", "0.0.0.0:9600", "--idle-exit", "5m"], "127.1.0.7"), [
-    ["--listen", "127.1.0.7:9600", "--idle-exit", "5m"],
-    9600,
-  ]);
-  assert.deepEqual(agentArgs(["--listen=0.0.0.0:1234", "-v", "2"], "127.1.0.7"), [
-    ["--listen", "127.1.0.7:1234", "-v", "2"],
-    1234,
-  ]);
-  assert.deepEqual(agentArgs(undefined, "127.1.0.7"), [["--listen", "127.1.0.7:9527"], 9527]);
+Deno.test("agentArgs: --listen and --health are replaced by the pod IP, other args kept", () => {
+  assert.deepEqual(agentArgs(["--listen", "0.0.0.0:9600", "--idle-exit", "5m"], "127.1.0.7"), {
+    args: ["--listen", "127.1.0.7:9600", "--idle-exit", "5m"],
+    port: 9600,
+    healthPort: undefined,
+    loopbackPorts: [],
+  });
+  assert.deepEqual(agentArgs(["--listen=0.0.0.0:1234", "-v", "2"], "127.1.0.7"), {
+    args: ["--listen", "127.1.0.7:1234", "-v", "2"],
+    port: 1234,
+    healthPort: undefined,
+    loopbackPorts: [],
+  });
+  assert.deepEqual(agentArgs(undefined, "127.1.0.7"), {
+    args: ["--listen", "127.1.0.7:9527"],
+    port: 9527,
+    healthPort: undefined,
+    loopbackPorts: [],
+  });
+  // The manifest's: tunnel on the pod's loopback, health port on every address.
+  assert.deepEqual(
+    agentArgs(
+      ["--listen", "127.0.0.1:9527", "--health", "0.0.0.0:9528", "--idle-exit", "5m"],
+      "127.1.0.7",
+    ),
+    {
+      args: ["--listen", "127.1.0.7:9527", "--health", "127.1.0.7:9528", "--idle-exit", "5m"],
+      port: 9527,
+      healthPort: 9528,
+      loopbackPorts: [9527],
+    },
+  );
+  assert.deepEqual(agentArgs(["--health=[::1]:9000", "--listen=[::]:9001"], "127.1.0.7"), {
+    args: ["--listen", "127.1.0.7:9001", "--health", "127.1.0.7:9000"],
+    port: 9001,
+    healthPort: 9000,
+    loopbackPorts: [9000],
+  });
 });
 
 Deno.test("portPlan: HTTP, DNS (UDP + TCP), redis, named dns TCP port", () => {

@@ -1,16 +1,25 @@
 /**
  * Plays one pod's containers: the relay agent as a local `deno run agent.ts` process (in a
- * private mount namespace whose /etc/resolv.conf points at the cluster DNS), or, for other pods,
- * real servers bound to the pod IP (HTTP, test-zone DNS, redis-server). Then it publishes a kwok
- * `PortForward` for the pod and marks the pod Ready.
+ * private mount namespace whose /etc/resolv.conf points at the cluster DNS; its output kept as a
+ * CRI log file that kwok serves through the pod log API), or, for other pods, real servers bound
+ * to the pod IP (HTTP, test-zone DNS, redis-server). Then it publishes a kwok `PortForward` for
+ * the pod, runs the agent container's tcpSocket readiness probe, and marks the pod Ready.
  *
  * @module
  */
 
+import type { AgentSandbox } from "./agent_sandbox.ts";
 import { type ManagedChild, spawnChild } from "./child.ts";
 import { type DnsServer, startDnsServer } from "./dns_server.ts";
 import { type EchoServer, startTcpEcho, startUdpEcho } from "./echo_server.ts";
-import { agentArgs, isAgentPod, type PlannedServer, portPlan, type V1Pod } from "./kube.ts";
+import {
+  agentArgs,
+  type AgentPlan,
+  isAgentPod,
+  type PlannedServer,
+  portPlan,
+  type V1Pod,
+} from "./kube.ts";
 import { type PodHttpServer, startPodHttpServer } from "./pod_http.ts";
 import { testZoneAnswerer } from "./zones.ts";
 import { CLUSTER_DOMAIN } from "./zones.ts";
@@ -25,6 +34,11 @@ export interface PlayerEnv {
   dnsServer: string;
   /** Wrap the agent in `unshare` + bind-mounted resolv.conf (default true; needs root). */
   privateResolv?: boolean;
+  /**
+   * Enforce what a kubelet enforces on the agent (memory cgroup, securityContext identity, OOM
+   * reporting). The runtime always sets it; without it the agent runs as we do, unlimited.
+   */
+  agentSandbox?: AgentSandbox;
   log: (line: string) => void;
   /** Publish forwards for these pod ports (kwok PortForward). */
   publishPorts(pod: V1Pod, ports: number[]): Promise<void>;
@@ -32,10 +46,15 @@ export interface PlayerEnv {
   confirmPublished?(pod: V1Pod, port: number, cancelled: () => boolean): Promise<void>;
   /** Remove the pod's PortForward (ignore not-found). */
   unpublish(namespace: string, name: string): Promise<void>;
+  /**
+   * Serve `file` (CRI log format) as the log of `container` through the pod log API (kwok
+   * `Logs`, owned by the pod, so it goes with it); resolves once kwok serves it.
+   */
+  publishLogs?(pod: V1Pod, container: string, file: string): Promise<void>;
   /** Mark the pod's containers ready (status subresource). */
   markReady(pod: V1Pod): Promise<void>;
-  /** Mark the pod finished (agent exited by itself). */
-  markFinished(pod: V1Pod, exitCode: number): Promise<void>;
+  /** Mark the pod finished (agent exited by itself); `reason` e.g. `OOMKilled`. */
+  markFinished(pod: V1Pod, exitCode: number, reason?: string): Promise<void>;
 }
 
 type Closer = () => Promise<void>;
@@ -78,6 +97,22 @@ export function resolvConf(ns: string, nameserver: string): string {
   ].join("\n");
 }
 
+/** One line of a CRI container log file: `<RFC 3339 time> <stream> F <line>`. */
+export function criLogLine(stream: "stdout" | "stderr", line: string, now = new Date()): string {
+  return `${now.toISOString()} ${stream} F ${line}\n`;
+}
+
+/** The port a tcpSocket probe names (a number, or a container port's name), if any. */
+function probePort(
+  container: NonNullable<V1Pod["spec"]>["containers"][number] | undefined,
+): number | undefined {
+  const p = container?.readinessProbe?.tcpSocket?.port;
+  if (p === undefined) return undefined;
+  if (typeof p === "number") return p;
+  if (/^\d+$/.test(p)) return Number(p);
+  return container?.ports?.find((cp) => cp.name === p)?.containerPort;
+}
+
 /** Plays one pod (one uid). start() once, stop() once. */
 export class PodPlayer {
   readonly uid: string;
@@ -89,6 +124,7 @@ export class PodPlayer {
   #stopped = false;
   #stopping?: Promise<void>;
   #pidFile?: string;
+  #plan?: AgentPlan;
 
   constructor(readonly pod: V1Pod, readonly env: PlayerEnv) {
     this.uid = pod.metadata?.uid ?? "";
@@ -111,15 +147,18 @@ export class PodPlayer {
     const ports = this.pod.spec?.hostNetwork
       ? [] // shares the node's address: nothing of ours to run
       : isAgentPod(this.pod)
-      ? [await this.#startAgent()]
+      ? await this.#startAgent()
       : await this.#startServers();
     if (this.#stopped) return;
     await this.env.publishPorts(this.pod, ports);
     this.#own(() => this.env.unpublish(this.namespace, this.name));
     if (ports.length && this.env.confirmPublished) {
+      // An agent's health port comes first: probing through kwok must not open an (empty)
+      // connection to its tunnel port.
       await this.env.confirmPublished(this.pod, ports[0], () => this.#stopped);
     }
     if (this.#stopped) return;
+    if (this.#plan && !(await this.#readinessProbe(this.#plan))) return;
     await this.env.markReady(this.pod);
     this.env.log(`pod ${this.key} (${this.ip}) ready, ports ${ports.join(",") || "none"}`);
   }
@@ -217,16 +256,50 @@ export class PodPlayer {
     this.env.log(`pod ${this.key}: ${s.role} on ${where}`);
   }
 
-  async #startAgent(): Promise<number> {
+  /**
+   * The agent container's tcpSocket readiness probe, as a kubelet runs it: a TCP connect to the
+   * pod IP, repeated until it succeeds (true) or the pod stops (false). A probe aimed at a port the
+   * container binds to loopback only never succeeds, as on a kubelet. No probe: ready at once.
+   */
+  async #readinessProbe(plan: AgentPlan): Promise<boolean> {
+    const port = probePort(this.pod.spec?.containers?.[0]);
+    if (port === undefined) return true;
+    if (plan.loopbackPorts.includes(port)) {
+      this.env.log(
+        `pod ${this.key}: readiness probe on port ${port} fails: the agent listens there on the pod's loopback only; never Ready`,
+      );
+    }
+    for (;;) {
+      if (this.#stopped) return false;
+      if (!plan.loopbackPorts.includes(port)) {
+        try {
+          (await Deno.connect({ hostname: this.ip, port })).close();
+          return true;
+        } catch {
+          // not yet
+        }
+      }
+      await sleep(100);
+    }
+  }
+
+  /** Starts the agent; returns the ports to publish, the health port (if any) first. */
+  async #startAgent(): Promise<number[]> {
     const container = this.pod.spec?.containers?.[0];
-    const [args, port] = agentArgs(container?.args, this.ip);
+    const plan = agentArgs(container?.args, this.ip);
+    this.#plan = plan;
+    const { args, port } = plan;
     const dir = `${this.env.stateDir}/agents`;
     await Deno.mkdir(dir, { recursive: true });
     const base = `${dir}/${this.namespace}_${this.name}`;
     const deno = Deno.execPath();
     const denoArgs = ["run", "-A", "--unstable-net", this.env.agentPath, ...args];
-    let cmd = deno;
-    let cmdArgs = denoArgs;
+    // Memory cgroup + securityContext identity (see agent_sandbox.ts); released after the stop.
+    const launch = await this.env.agentSandbox?.prepare(this.pod, container, base);
+    if (launch) this.#own(async () => void await launch.release());
+    const argv = launch ? launch.wrap([deno, ...denoArgs]) : [deno, ...denoArgs];
+    let cmd = argv[0];
+    let cmdArgs = argv.slice(1);
     if (this.env.privateResolv ?? true) {
       const resolv = `${base}.resolv.conf`;
       await Deno.writeTextFile(resolv, resolvConf(this.namespace, this.env.dnsServer));
@@ -239,21 +312,40 @@ export class PodPlayer {
         "-c",
         'mount --bind "$0" /etc/resolv.conf && exec "$@"',
         resolv,
-        deno,
-        ...denoArgs,
+        ...argv,
       ];
     }
+    // The container's log, as the pod log API serves it. Kept after the pod stops (a kubelet
+    // keeps a finished container's log until the pod goes; kwok's Logs object goes with the pod).
+    const cri = await Deno.open(`${base}.cri.log`, { create: true, write: true, truncate: true });
+    await this.env.publishLogs?.(this.pod, container?.name ?? "agent", `${base}.cri.log`).catch(
+      (e) => this.env.log(`pod ${this.key}: publish logs: ${e}`),
+    );
+    const enc = new TextEncoder();
     let ready!: () => void;
     const listening = new Promise<void>((r) => ready = r);
-    const child = await spawnChild(cmd, {
-      args: cmdArgs,
-      logFile: `${base}.log`,
-      env: { NO_COLOR: "1" },
-      onLine: (line) => {
-        this.env.log(`agent ${this.key}: ${line}`);
-        if (/listening on /.test(line)) ready();
-      },
-    });
+    let child: ManagedChild;
+    try {
+      child = await spawnChild(cmd, {
+        args: cmdArgs,
+        logFile: `${base}.log`,
+        env: launch?.env ?? { NO_COLOR: "1" },
+        clearEnv: launch !== undefined,
+        onLine: (line, stream) => {
+          this.env.log(`agent ${this.key}: ${line}`);
+          try {
+            cri.writeSync(enc.encode(criLogLine(stream, line)));
+          } catch {
+            // closed after the exit
+          }
+          if (/listening on /.test(line)) ready();
+        },
+      });
+    } catch (e) {
+      cri.close();
+      throw e;
+    }
+    child.status.finally(() => cri.close());
     this.#agent = child;
     this.#pidFile = `${base}.pid`;
     await Deno.writeTextFile(this.#pidFile, `${child.pid}\n`);
@@ -266,10 +358,13 @@ export class PodPlayer {
     // When the agent exits by itself, the pod's container terminated: report it.
     child.status.then(async (st) => {
       if (child.stopping || this.#stopped) return;
-      this.env.log(`agent ${this.key} exited with code ${st.code}`);
+      const end = launch ? await launch.exited(st) : { exitCode: st.code, reason: undefined };
+      this.env.log(
+        `agent ${this.key} exited with code ${end.exitCode}${end.reason ? ` (${end.reason})` : ""}`,
+      );
       await Deno.remove(this.#pidFile!).catch(() => {});
       await this.env.unpublish(this.namespace, this.name).catch(() => {});
-      await this.env.markFinished(this.pod, st.code).catch((e) =>
+      await this.env.markFinished(this.pod, end.exitCode, end.reason).catch((e) =>
         this.env.log(`pod ${this.key}: mark finished: ${e}`)
       );
     });
@@ -287,6 +382,6 @@ export class PodPlayer {
     } finally {
       clearTimeout(timer);
     }
-    return port;
+    return plan.healthPort !== undefined ? [plan.healthPort, port] : [port];
   }
 }

@@ -7,6 +7,7 @@
  */
 
 import * as k8s from "@kubernetes/client-node";
+import { AgentSandbox } from "./agent_sandbox.ts";
 import { type DnsServer, startDnsServer } from "./dns_server.ts";
 import { type Backend, type Forwarder, startTcpForwarder, startUdpForwarder } from "./forwarder.ts";
 import {
@@ -29,6 +30,8 @@ export const CLUSTER_DNS_IP = "127.0.10.53";
 
 /** kwok PortForward resource. */
 const PF = { group: "kwok.x-k8s.io", version: "v1alpha1", plural: "portforwards" };
+/** kwok Logs resource: which file kwok serves as a container's log (the pod log API). */
+const LOGS = { group: "kwok.x-k8s.io", version: "v1alpha1", plural: "logs" };
 
 /** Options for {@link Runtime}. */
 export interface RuntimeOptions {
@@ -68,6 +71,7 @@ export class Runtime {
   #svcChain: Promise<void> = Promise.resolve();
   #rr = new Map<string, number>();
   #dns?: DnsServer;
+  #sandbox?: AgentSandbox;
   #stopped = false;
   #resync?: ReturnType<typeof setInterval>;
   #log: (line: string) => void;
@@ -113,6 +117,7 @@ export class Runtime {
       }
     }
     this.#log(`cluster DNS on ${this.dnsIP}:${this.#dns!.port} (udp+tcp)`);
+    this.#sandbox = await AgentSandbox.create({ stateDir: this.opts.stateDir, log: this.#log });
 
     const onPod = (pod: V1Pod) => this.#queuePod(keyOf(pod));
     this.pods.on("add", onPod);
@@ -167,9 +172,16 @@ export class Runtime {
     await this.services.stop?.();
     await Promise.allSettled([...this.#players.values()].map((p) => p.stop()));
     this.#players.clear();
+    const left = await this.#sandbox?.close();
+    if (left?.length) this.#log(`agent cgroups still holding processes: ${left.join(", ")}`);
     await Promise.allSettled([...this.#forwarders.values()].map((f) => f.close()));
     this.#forwarders.clear();
     await this.#dns?.close();
+  }
+
+  /** This runtime's agent memory cgroups dir (pods in `<dir>/<ns>_<pod>`), once started. */
+  get agentCgroupDir(): string | undefined {
+    return this.#sandbox?.cgroups?.dir;
   }
 
   /** Pid of the agent process of a pod (for tests). */
@@ -228,13 +240,68 @@ export class Runtime {
       agentPath: this.opts.agentPath,
       stateDir: this.opts.stateDir,
       dnsServer: this.dnsIP,
+      agentSandbox: this.#sandbox,
       log: this.#log,
       publishPorts: (pod, ports) => this.#publish(pod, ports),
       confirmPublished: (pod, port, cancelled) => this.#confirmPublished(pod, port, cancelled),
       unpublish: (ns, name) => this.#unpublish(ns, name),
+      publishLogs: (pod, container, file) => this.#publishLogs(pod, container, file),
       markReady: (pod) => this.#markReady(pod),
-      markFinished: (pod, code) => this.#markFinished(pod, code),
+      markFinished: (pod, code, reason) => this.#markFinished(pod, code, reason),
     };
+  }
+
+  /**
+   * A kwok `Logs` object naming `file` as the container's log, owned by the pod (so the garbage
+   * collector removes it with the pod, as a kubelet drops a container's log with its pod); waits
+   * until kwok serves it (its informer lags), at most 15 s.
+   */
+  async #publishLogs(pod: V1Pod, container: string, file: string): Promise<void> {
+    const ns = pod.metadata!.namespace!;
+    const name = pod.metadata!.name!;
+    const body = {
+      apiVersion: `${LOGS.group}/${LOGS.version}`,
+      kind: "Logs",
+      metadata: {
+        name,
+        namespace: ns,
+        labels: { "relay-test/runtime": "true" },
+        ownerReferences: [{ apiVersion: "v1", kind: "Pod", name, uid: pod.metadata!.uid! }],
+      },
+      spec: { logs: [{ containers: [container], logsFile: file }] },
+    };
+    for (let i = 0;; i++) {
+      try {
+        await this.custom.createNamespacedCustomObject({ ...LOGS, namespace: ns, body });
+        break;
+      } catch (e) {
+        if (errCode(e) === 409 && i < 5) {
+          // A leftover from an earlier pod of the same name: replace it.
+          await this.custom.deleteNamespacedCustomObject({ ...LOGS, namespace: ns, name })
+            .catch(() => {});
+          continue;
+        }
+        throw new Error(`create Logs ${ns}/${name}: ${errText(e)}`);
+      }
+    }
+    const kwok = this.#kwokAddr();
+    if (!kwok) return;
+    const url = `http://${kwok.hostname}:${kwok.port}/containerLogs/${encodeURIComponent(ns)}/${
+      encodeURIComponent(name)
+    }/${encodeURIComponent(container)}?tailLines=1`;
+    const end = Date.now() + 15000;
+    for (;;) {
+      const ok = await fetch(url).then(async (r) => {
+        await r.body?.cancel();
+        return r.ok;
+      }, () => false);
+      if (ok) return;
+      if (Date.now() > end || this.#stopped) {
+        this.#log(`pod ${keyOf(pod)}: kwok does not serve its log after 15 s`);
+        return;
+      }
+      await sleep(100);
+    }
   }
 
   async #publish(pod: V1Pod, ports: number[]): Promise<void> {
@@ -345,7 +412,7 @@ export class Runtime {
     });
   }
 
-  async #markFinished(pod: V1Pod, exitCode: number): Promise<void> {
+  async #markFinished(pod: V1Pod, exitCode: number, reason?: string): Promise<void> {
     const now = new Date().toISOString();
     const ok = exitCode === 0;
     await this.#patchStatus(pod, {
@@ -369,7 +436,7 @@ export class Runtime {
         state: {
           terminated: {
             exitCode,
-            reason: ok ? "Completed" : "Error",
+            reason: reason ?? (ok ? "Completed" : "Error"),
             startedAt: pod.status?.startTime ?? now,
             finishedAt: now,
           },
