@@ -9,7 +9,7 @@ import { KubeClient } from "../kube/client.ts";
 import { kubeAccess } from "../kube/config.ts";
 import type { KubeFlags } from "../kube/flags.ts";
 import { AGENT_PORT, type AgentHandle, AgentManager, type parsePatch } from "../kube/agent.ts";
-import { openPortForward } from "../kube/portforward.ts";
+import { openPortForward, PortForwardError } from "../kube/portforward.ts";
 import { encodeAuth } from "../protocol/auth.ts";
 import type { Transport } from "../mux/mod.ts";
 import { UsageError } from "../errors.ts";
@@ -142,6 +142,10 @@ export function launchAgent(
         heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
         waitForSessionMs: 60_000,
         startTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
+        // The agent does not listen yet (the kubelet's "connection refused" arrives right after
+        // the port-forward opens); not when the apiserver said no or the pod ended.
+        retryable: (e) =>
+          e instanceof PortForwardError && !/^Error from server \(/.test((e as Error).message),
         note,
         log: (l) => log(4, l),
       });

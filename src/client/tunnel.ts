@@ -22,6 +22,17 @@ export interface TunnelOptions {
    * 0 (default): one attempt.
    */
   startTimeoutMs?: number;
+  /** Whether an error of `connect` during `start()` is worth another attempt (default: no). */
+  retryable?: (e: unknown) => boolean;
+}
+
+/**
+ * The wait after a failed start attempt: 50 ms for the first ten (an agent whose container runs
+ * usually listens within a few hundred ms, and each attempt is one port-forward), then doubling
+ * up to 500 ms.
+ */
+function nextStartBackoff(attempt: number, backoff: number): number {
+  return attempt < 10 ? 50 : Math.min(backoff * 2, 500);
 }
 
 /** A transport that tells when the peer first sent something (the agent is there). */
@@ -73,7 +84,7 @@ export class Tunnel {
 
   /**
    * Connects the first session and waits until the agent answers on it (the client's session
-   * sends a ping first), trying again with a short backoff until `startTimeoutMs`; errors
+   * sends a ping first), trying again after a short wait until `startTimeoutMs`; errors
    * propagate (the caller reports them and exits).
    */
   async start(): Promise<void> {
@@ -82,7 +93,17 @@ export class Tunnel {
     this.#starting = true;
     try {
       for (let attempt = 1;; attempt++) {
-        const transport = new AnsweredTransport(await this.#opts.connect());
+        let connected: Transport;
+        try {
+          connected = await this.#opts.connect();
+        } catch (e) {
+          if (!this.#opts.retryable?.(e) || Date.now() + backoff >= deadline) throw e;
+          this.#opts.log(`start attempt ${attempt}: ${(e as Error).message}; trying again`);
+          await new Promise((r) => setTimeout(r, backoff));
+          backoff = nextStartBackoff(attempt, backoff);
+          continue;
+        }
+        const transport = new AnsweredTransport(connected);
         const session = this.#install(transport);
         let timer: ReturnType<typeof setTimeout> | undefined;
         const outcome = await Promise.race([
@@ -100,7 +121,7 @@ export class Tunnel {
         if (Date.now() + backoff >= deadline) throw new SessionClosedError(reason);
         this.#opts.log(`start attempt ${attempt}: ${reason}; trying again`);
         await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, 500);
+        backoff = nextStartBackoff(attempt, backoff);
       }
     } finally {
       this.#starting = false;

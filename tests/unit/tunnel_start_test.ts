@@ -49,6 +49,8 @@ async function agentEnd(t: Transport, echoed: string[]): Promise<Session> {
   });
 }
 
+class NotListening extends Error {}
+
 function tunnel(
   connect: () => Promise<Transport>,
   startTimeoutMs: number,
@@ -60,6 +62,7 @@ function tunnel(
     heartbeatTimeoutMs,
     waitForSessionMs: 1000,
     startTimeoutMs,
+    retryable: (e) => e instanceof NotListening,
     note: (l) => notes.push(l),
     log: () => {},
   });
@@ -123,7 +126,42 @@ Deno.test("tunnel start: a port-forward that opens but never answers does not co
     [],
     200,
   );
-  await assert.rejects(t.start(), /no answer from the agent in 200 ms/);
+  // Whichever comes first: the start's own wait, or the session's heartbeat timeout.
+  await assert.rejects(t.start(), /no answer from the agent in 200 ms|ping timeout/);
   assert.equal(calls, 1, "startTimeoutMs 0: one attempt");
   t.close();
+});
+
+Deno.test("tunnel start: connect errors are retried only when retryable", async () => {
+  const echoed: string[] = [];
+  const agents: Session[] = [];
+  let calls = 0;
+  const t = tunnel(
+    () => {
+      calls++;
+      if (calls <= 2) return Promise.reject(new NotListening("connection refused"));
+      const [a, b] = memoryTransportPair();
+      agentEnd(b, echoed).then((s) => agents.push(s));
+      return Promise.resolve(a);
+    },
+    5000,
+    [],
+  );
+  await t.start();
+  assert.equal(calls, 3);
+  t.close();
+  agents.forEach((s) => s.close());
+
+  let other = 0;
+  const u = tunnel(
+    () => {
+      other++;
+      return Promise.reject(new Error("Error from server (Forbidden): no"));
+    },
+    5000,
+    [],
+  );
+  await assert.rejects(u.start(), /Forbidden/);
+  assert.equal(other, 1, "a refusal by the apiserver is not retried");
+  u.close();
 });
