@@ -6,7 +6,7 @@
  */
 
 import { UsageError } from "../errors.ts";
-import { parsePatch } from "../kube/agent.ts";
+import { parsePatch, preloadAgentTemplate } from "../kube/agent.ts";
 import { proxyListeningMessage, type ProxyServer, startProxy } from "../proxy/server.ts";
 import { expandAddresses } from "../spec/request.ts";
 import { connectAgent, kubeClient } from "./connect.ts";
@@ -27,6 +27,7 @@ export async function startProxyRelay(
 ): Promise<Relay> {
   const log = logger(opts.verbosity, io);
   log(1, "startup: started");
+  preloadAgentTemplate();
   const patch = parsePatch(opts.patch, opts.patchFile);
   const port = listen.port ?? 1080;
   if (port > 65535) throw new UsageError(`invalid port ${port}`);

@@ -7,7 +7,7 @@
 
 import { UsageError } from "../errors.ts";
 import type { AgentHandle, AgentManager } from "../kube/agent.ts";
-import { parsePatch } from "../kube/agent.ts";
+import { parsePatch, preloadAgentTemplate } from "../kube/agent.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
 import {
   type ForwardContext,
@@ -44,6 +44,7 @@ export async function startRelay(
   const log = logger(opts.verbosity, io);
   // `startup:` lines (-v=1) time each phase of the start (bench/ reads them).
   log(1, "startup: started");
+  preloadAgentTemplate();
   const patch = parsePatch(opts.patch, opts.patchFile);
 
   // Bind every local port first, so a port clash fails before anything is created in the cluster.

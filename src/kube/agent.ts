@@ -49,12 +49,27 @@ export function newAgentToken(): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH));
 }
 
+let template: Promise<Record<string, Json>> | undefined;
+
+/** manifests/agent-job.yaml, read and parsed once per process; a fresh copy for each caller. */
 async function loadTemplate(): Promise<Record<string, Json>> {
-  const url = new URL("../../manifests/agent-job.yaml", import.meta.url);
-  const text = url.protocol === "file:"
-    ? await Deno.readTextFile(url)
-    : await (await fetch(url)).text();
-  return yaml.load(text) as Record<string, Json>;
+  template ??= (async () => {
+    const url = new URL("../../manifests/agent-job.yaml", import.meta.url);
+    const text = url.protocol === "file:"
+      ? await Deno.readTextFile(url)
+      : await (await fetch(url)).text();
+    return yaml.load(text) as Record<string, Json>;
+  })();
+  template.catch(() => (template = undefined)); // a failed read is tried again
+  return structuredClone(await template);
+}
+
+/**
+ * Reads and parses the agent Job template now (the first YAML parse costs a few to tens of ms),
+ * so a run does it while its credentials load rather than before creating the Job.
+ */
+export function preloadAgentTemplate(): void {
+  loadTemplate().catch(() => {}); // the real use reports the error
 }
 
 /** Parses `--patch` / `--patch-file` into a JSON merge patch. */
