@@ -17,6 +17,28 @@ import { DEFAULT_AGENT_IMAGE } from "../version.ts";
 import { type ClientOptions, type Io, type Log, logger } from "./options.ts";
 import { Tunnel } from "./tunnel.ts";
 
+/**
+ * A transport whose first write is preceded by `block`, in the same write: the apiserver
+ * connection has Nagle's algorithm on (Deno's HTTP client offers no TCP_NODELAY), so a separate
+ * small write would wait for the apiserver's acknowledgement of the previous one.
+ */
+function tokenFirst(inner: Transport, block: Uint8Array): Transport {
+  let first: Uint8Array | undefined = block;
+  return {
+    coalesceWrites: inner.coalesceWrites,
+    read: () => inner.read(),
+    write(chunk: Uint8Array): Promise<void> {
+      if (!first) return inner.write(chunk);
+      const joined = new Uint8Array(first.length + chunk.length);
+      joined.set(first);
+      joined.set(chunk, first.length);
+      first = undefined;
+      return inner.write(joined);
+    },
+    close: () => inner.close(),
+  };
+}
+
 /** An agent and the tunnel to it, reconnecting (and recreating the agent) when lost. */
 export interface AgentConnection {
   agents: AgentManager;
@@ -110,14 +132,8 @@ export function launchAgent(
           throw e;
         }
         // Every connection presents the agent's token first (PROTOCOL.md §0); the Session's
-        // PREFACE follows it on the same pipe.
-        try {
-          await transport.write(encodeAuth(agent.token));
-        } catch (e) {
-          transport.close();
-          throw e;
-        }
-        return transport;
+        // PREFACE follows it on the same pipe, in the same write.
+        return tokenFirst(transport, encodeAuth(agent.token));
       };
       const portForward = async (): Promise<Transport> => {
         // The port-forward itself may fail to open for a moment: retry briefly, but not when the
