@@ -20,6 +20,8 @@ export interface Flags extends KubeFlags {
   heartbeatTimeoutMs: number;
   /** `kubectl relay proxy` only: local port of the SOCKS5/HTTP proxy. */
   port?: number;
+  /** Use (and leave behind) a shared agent: see README, "Reusing the agent". */
+  reuseAgent?: boolean;
 }
 
 type Kind = "string" | "bool" | "int" | "duration" | "list";
@@ -59,6 +61,7 @@ const DEFS: FlagDef[] = [
   { names: ["--pod-running-timeout"], kind: "duration", key: "podRunningTimeoutMs" },
   { names: ["--heartbeat-timeout"], kind: "duration", key: "heartbeatTimeoutMs" },
   { names: ["--port"], kind: "int", key: "port" },
+  { names: ["--reuse-agent"], kind: "bool", key: "reuseAgent" },
 ];
 
 /** Flag names and their meaning, for `--help`. */
@@ -73,6 +76,10 @@ export const FLAG_HELP: [string, string][] = [
   ["-p, --patch", "A JSON merge patch applied to the agent's pod spec"],
   ["--patch-file", "A file holding that JSON merge patch"],
   ["--pod-running-timeout", "How long to wait until a ready pod is found (default 1m0s)"],
+  [
+    "--reuse-agent",
+    "Use a running agent of yours with the same image and patch, and leave the agent running (it exits after 5m idle)",
+  ],
   [
     "--heartbeat-timeout",
     "Declare the tunnel dead after this long without an answer (default 15s)",

@@ -20,6 +20,7 @@ function clientOptions(cmd: Command): ClientOptions {
     patchFile: f.patchFile,
     podRunningTimeoutMs: f.podRunningTimeoutMs,
     heartbeatTimeoutMs: f.heartbeatTimeoutMs,
+    reuseAgent: f.reuseAgent,
   };
 }
 

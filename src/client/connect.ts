@@ -8,7 +8,19 @@
 import { KubeClient } from "../kube/client.ts";
 import { kubeAccess } from "../kube/config.ts";
 import type { KubeFlags } from "../kube/flags.ts";
-import { AGENT_PORT, type AgentHandle, AgentManager, type parsePatch } from "../kube/agent.ts";
+import {
+  AGENT_PORT,
+  type AgentHandle,
+  AgentManager,
+  newAgentToken,
+  type parsePatch,
+} from "../kube/agent.ts";
+import {
+  type AgentIdentity,
+  agentIdentity,
+  findReusableAgent,
+  type ReusableAgent,
+} from "../kube/agent_reuse.ts";
 import { openPortForward, PortForwardError } from "../kube/portforward.ts";
 import { encodeAuth } from "../protocol/auth.ts";
 import type { Transport } from "../mux/mod.ts";
@@ -65,7 +77,10 @@ export interface AgentLaunch {
 /**
  * Starts creating the agent at once: the access check (SelfSubjectAccessReviews) and the Job's
  * creation run side by side, so the pod is scheduled while the caller resolves its targets.
- * A failed check deletes the Job again.
+ * A failed check deletes the Job again. With `--reuse-agent`, a live shared agent of the same
+ * user and template is looked for first (agent_reuse.ts) and used instead of a new Job; a Job
+ * this run creates is then shared too, and no run deletes a shared agent once it ran (it exits
+ * when idle).
  */
 export function launchAgent(
   client: KubeClient,
@@ -75,8 +90,9 @@ export function launchAgent(
 ): AgentLaunch {
   const log = logger(opts.verbosity, io);
   const note = (line: string) => io.err(line);
+  const ns = opts.agentNamespace;
   const agents = new AgentManager(client, {
-    namespace: opts.agentNamespace,
+    namespace: ns,
     image: opts.agentImage ?? DEFAULT_AGENT_IMAGE,
     patch,
     args: Deno.env.get("KUBECTL_RELAY_AGENT_ARGS")?.split(" ").filter((a) => a),
@@ -84,12 +100,37 @@ export function launchAgent(
     log: note,
     debug: (line) => log(1, `startup: ${line}`),
   });
-  const checked = agents.preflight().then(() => log(1, "startup: access checked"));
-  const created = agents.create();
+  const reuseLog = (line: string) => log(4, `reuse: ${line}`);
+  const lookup: Promise<{ identity?: AgentIdentity; reusable?: ReusableAgent }> = opts.reuseAgent
+    ? (async () => {
+      const body = await agents.jobBody(newAgentToken());
+      const identity = agentIdentity(client, body);
+      const reusable = await findReusableAgent(client, ns, body, identity, reuseLog);
+      if (!(await identity)) reuseLog("the apiserver did not say who you are: not sharing");
+      return { identity: await identity, reusable };
+    })()
+    : Promise.resolve({});
+  // Reusing needs no Job: then the access check runs only if the port-forward is refused.
+  const checked = lookup.then(({ reusable }) =>
+    reusable ? undefined : agents.preflight().then(() => log(1, "startup: access checked"))
+  );
+  const created = lookup.then(({ identity, reusable }) =>
+    reusable ? undefined : agents.create(identity)
+  );
   const settled = Promise.allSettled([checked, created]);
+  const reused = (r: ReusableAgent): AgentHandle => {
+    note(`Reusing agent ${r.job} (pod ${r.pod}) in namespace ${ns}`);
+    log(1, `startup: agent Job ${r.job} reused`);
+    return { job: r.job, namespace: ns, pod: r.pod, token: r.token, startedAt: performance.now() };
+  };
   return {
     async cancel() {
       await settled;
+      // A shared agent may already serve another run: it is left to exit when idle.
+      if ((await lookup).identity) {
+        const job = await created.catch(() => undefined);
+        if (job) agents.release(job.job);
+      }
       await agents.deleteAll().catch(() => {});
     },
     async connect() {
@@ -98,13 +139,34 @@ export function launchAgent(
         await agents.deleteAll().catch(() => {});
         throw check.reason;
       }
-      note(`Starting agent in namespace ${opts.agentNamespace}…`);
-      if (job.status === "rejected") throw job.reason;
-      let agent = await agents.waitRunning(job.value);
+      const { identity, reusable } = await lookup;
+      let agent: AgentHandle;
+      if (reusable) agent = reused(reusable);
+      else {
+        note(`Starting agent in namespace ${ns}…`);
+        if (job.status === "rejected") throw job.reason;
+        agent = await agents.waitRunning(job.value!);
+      }
       log(1, `startup: agent pod ${agent.pod} ready`); // running: ready for a port-forward
       const ready = () => {
         const secs = ((performance.now() - agent.startedAt) / 1000).toFixed(1);
         note(`Agent ${agent.job} (pod ${agent.pod}) ready in ${secs}s`);
+      };
+      /** A new agent after a loss: a shared one of the user if there is one, else a new Job. */
+      const replace = async (): Promise<AgentHandle> => {
+        if (identity) {
+          const r = await findReusableAgent(
+            client,
+            ns,
+            await agents.jobBody(newAgentToken()),
+            Promise.resolve(identity),
+            reuseLog,
+          );
+          if (r) return reused(r);
+        }
+        const a = await agents.start(identity);
+        ready();
+        return a;
       };
       // While the tunnel starts, the agent may not listen yet: a failed attempt asks whether the
       // pod has ended (then that is the error, with the reason) and otherwise tries again. Later,
@@ -119,8 +181,8 @@ export function launchAgent(
           if (!tunnelUp) throw new UsageError(gone);
           note(`${gone[0].toUpperCase()}${gone.slice(1)}; starting a new agent`);
           await agents.delete(agent.job).catch(() => {});
-          agent = await agents.start();
-          ready();
+          agent = await replace();
+          if (identity) agents.release(agent.job);
         }
         let transport: Transport;
         try {
@@ -153,28 +215,45 @@ export function launchAgent(
           }
         }
       };
-      const tunnel = new Tunnel({
-        connect,
-        heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
-        waitForSessionMs: 60_000,
-        startTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
-        // The agent does not listen yet (the kubelet's "connection refused" arrives right after
-        // the port-forward opens); not when the apiserver said no or the pod ended.
-        retryable: (e) =>
-          e instanceof PortForwardError && !/^Error from server \(/.test((e as Error).message),
-        note,
-        log: (l) => log(4, l),
-      });
+      const tunnel = () =>
+        new Tunnel({
+          connect,
+          heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
+          waitForSessionMs: 60_000,
+          startTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
+          // The agent does not listen yet (the kubelet's "connection refused" arrives right
+          // after the port-forward opens); not when the apiserver said no or the pod ended.
+          retryable: (e) =>
+            e instanceof PortForwardError && !/^Error from server \(/.test((e as Error).message),
+          note,
+          log: (l) => log(4, l),
+        });
+      let up: Tunnel;
       try {
-        await tunnel.start();
+        try {
+          up = tunnel();
+          await up.start();
+        } catch (e) {
+          if (!reusable) throw e;
+          // Refused: the access check words it as for a new agent.
+          await agents.preflight();
+          // The shared agent went away under us (it may have just exited when idle): a new one.
+          note(`Agent ${agent.job} did not answer (${(e as Error).message}); starting a new agent`);
+          attempts = 0;
+          agent = await agents.start(identity);
+          up = tunnel();
+          await up.start();
+        }
         tunnelUp = true;
       } catch (e) {
         await agents.deleteAll().catch(() => {});
         throw e;
       }
-      ready();
+      if (agent.job !== reusable?.job) ready();
+      // A shared agent stays when this run ends: other runs may use it; it exits when idle.
+      if (identity) agents.release(agent.job);
       log(1, "startup: tunnel up");
-      return { agents, tunnel, agent: () => agent };
+      return { agents, tunnel: up, agent: () => agent };
     },
   };
 }

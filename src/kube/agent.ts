@@ -3,6 +3,7 @@ import { UsageError } from "../errors.ts";
 import { KubeApiError, type KubeClient } from "./client.ts";
 import { type Json, mergePatch } from "./merge_patch.ts";
 import { PodTracker } from "./pods.ts";
+import { type AgentIdentity, markShared } from "./agent_reuse.ts";
 import { isPodReady, type Pod } from "./types.ts";
 import { formatToken, TOKEN_ENV, TOKEN_LENGTH } from "../protocol/auth.ts";
 import {
@@ -209,17 +210,27 @@ export class AgentManager {
     }));
   }
 
-  /** Creates an agent Job and waits until its pod is running (see `waitRunning`). */
-  async start(): Promise<AgentHandle> {
+  /** Creates an agent Job (shared for `shared`) and waits until its pod runs (`waitRunning`). */
+  async start(shared?: AgentIdentity): Promise<AgentHandle> {
     this.#opts.log(`Starting agent in namespace ${this.#opts.namespace}…`);
-    return await this.waitRunning(await this.create());
+    return await this.waitRunning(await this.create(shared));
   }
 
-  /** Creates an agent Job with a fresh token (without a note to the user), for `waitRunning`. */
-  async create(): Promise<CreatedAgent> {
+  /** The Job this manager creates, with `token`; labelled shared for `shared`. */
+  async jobBody(token: Uint8Array, shared?: AgentIdentity): Promise<Record<string, Json>> {
+    const body = await agentJob(this.#opts, token);
+    if (shared) markShared(body, shared);
+    return body;
+  }
+
+  /**
+   * Creates an agent Job with a fresh token (without a note to the user), for `waitRunning`;
+   * a shared one (`shared`: see agent_reuse.ts) when given this run's identity.
+   */
+  async create(shared?: AgentIdentity): Promise<CreatedAgent> {
     const startedAt = performance.now();
     const token = newAgentToken();
-    const body = await agentJob(this.#opts, token);
+    const body = await this.jobBody(token, shared);
     let created: { metadata: { name: string } };
     try {
       created = await this.#client.create(this.#jobsPath(), body);
@@ -315,6 +326,14 @@ export class AgentManager {
       const why = e instanceof KubeApiError ? e.display : (e as Error).message;
       return describeAgentEnd(pod, undefined, why);
     }
+  }
+
+  /**
+   * Stops tracking a Job for `deleteAll`: a shared agent, once up, is left to exit when idle (and
+   * its Job to `ttlSecondsAfterFinished`), since other runs may be using it.
+   */
+  release(job: string): void {
+    this.#jobs.delete(job);
   }
 
   /** Deletes one agent Job (and, by propagation, its pod). */
