@@ -17,10 +17,13 @@ import {
 } from "../kube/agent.ts";
 import {
   type AgentIdentity,
-  agentIdentity,
+  canonicalJson,
   findReusableAgent,
   type ReusableAgent,
+  templateDigest,
+  userDigest,
 } from "../kube/agent_reuse.ts";
+import { agentCacheKey, cachedAgent, rememberAgent } from "./agent_cache.ts";
 import { openPortForward, PortForwardError } from "../kube/portforward.ts";
 import { encodeAuth } from "../protocol/auth.ts";
 import type { Transport } from "../mux/mod.ts";
@@ -49,6 +52,16 @@ function tokenFirst(inner: Transport, block: Uint8Array): Transport {
     },
     close: () => inner.close(),
   };
+}
+
+/** What `--reuse-agent` found before the agent is connected. */
+interface Lookup {
+  identity?: AgentIdentity;
+  reusable?: ReusableAgent;
+  /** agent_cache.ts key of this run's template. */
+  key?: string;
+  /** A port-forward opened early to the agent used last (taken by the first connect, or closed). */
+  early?: { pod: string; transport: Promise<Transport>; taken?: boolean };
 }
 
 /** An agent and the tunnel to it, reconnecting (and recreating the agent) when lost. */
@@ -91,25 +104,49 @@ export function launchAgent(
   const log = logger(opts.verbosity, io);
   const note = (line: string) => io.err(line);
   const ns = opts.agentNamespace;
-  const agents = new AgentManager(client, {
-    namespace: ns,
+  // What the agent's pod template is made of (the early port-forward's cache key).
+  const template = {
     image: opts.agentImage ?? DEFAULT_AGENT_IMAGE,
     patch,
     args: Deno.env.get("KUBECTL_RELAY_AGENT_ARGS")?.split(" ").filter((a) => a),
+  };
+  const agents = new AgentManager(client, {
+    namespace: ns,
+    ...template,
     readyTimeoutMs: Math.max(opts.podRunningTimeoutMs, 60_000),
     log: note,
     debug: (line) => log(1, `startup: ${line}`),
   });
   const reuseLog = (line: string) => log(4, `reuse: ${line}`);
-  const lookup: Promise<{ identity?: AgentIdentity; reusable?: ReusableAgent }> = opts.reuseAgent
+  const lookup: Promise<Lookup> = opts.reuseAgent
     ? (async () => {
-      const body = await agents.jobBody(newAgentToken());
-      const identity = agentIdentity(client, body);
-      const reusable = await findReusableAgent(client, ns, body, identity, reuseLog);
-      if (!(await identity)) reuseLog("the apiserver did not say who you are: not sharing");
-      return { identity: await identity, reusable };
+      const key = agentCacheKey(client.access.server, ns, canonicalJson(template));
+      // The port-forward to the agent used last opens while the lookup checks that it may be
+      // used; nothing is sent on it before (the token comes from the checked Job).
+      const hint = cachedAgent(key);
+      let early: Lookup["early"];
+      if (hint) {
+        reuseLog(`opening a port-forward to ${hint.pod} (used last) meanwhile`);
+        const transport = openPortForward(client, ns, hint.pod, AGENT_PORT, 30_000);
+        transport.catch(() => {});
+        early = { pod: hint.pod, transport };
+      }
+      const body = agents.jobBody(newAgentToken());
+      const user = userDigest(client);
+      const reusable = await findReusableAgent(client, ns, body, user, reuseLog);
+      const u = await user;
+      if (!u) reuseLog("the apiserver did not say who you are: not sharing");
+      const identity = u ? { spec: await templateDigest(await body), user: u } : undefined;
+      return { identity, reusable, key, early };
     })()
     : Promise.resolve({});
+  /** Closes the early port-forward unless `connect` took it. */
+  const dropEarly = async () => {
+    const early = (await lookup).early;
+    if (!early || early.taken) return;
+    early.taken = true;
+    (await early.transport.catch(() => undefined))?.close();
+  };
   // Reusing needs no Job: then the access check runs only if the port-forward is refused.
   const checked = lookup.then(({ reusable }) =>
     reusable ? undefined : agents.preflight().then(() => log(1, "startup: access checked"))
@@ -126,6 +163,7 @@ export function launchAgent(
   return {
     async cancel() {
       await settled;
+      await dropEarly();
       // A shared agent may already serve another run: it is left to exit when idle.
       if ((await lookup).identity) {
         const job = await created.catch(() => undefined);
@@ -139,7 +177,7 @@ export function launchAgent(
         await agents.deleteAll().catch(() => {});
         throw check.reason;
       }
-      const { identity, reusable } = await lookup;
+      const { identity, reusable, key, early } = await lookup;
       let agent: AgentHandle;
       if (reusable) agent = reused(reusable);
       else {
@@ -158,8 +196,8 @@ export function launchAgent(
           const r = await findReusableAgent(
             client,
             ns,
-            await agents.jobBody(newAgentToken()),
-            Promise.resolve(identity),
+            agents.jobBody(newAgentToken()),
+            Promise.resolve(identity.user),
             reuseLog,
           );
           if (r) return reused(r);
@@ -175,6 +213,11 @@ export function launchAgent(
       let attempts = 0;
       const connect = async (): Promise<Transport> => {
         attempts++;
+        if (attempts === 1 && early && !early.taken && early.pod === agent.pod) {
+          early.taken = true;
+          const transport = await early.transport.catch(() => undefined);
+          if (transport) return tokenFirst(transport, encodeAuth(agent.token));
+        }
         // The pod was just seen running: the first attempt does not ask again.
         const gone = attempts > 1 ? await agents.gone(agent) : undefined;
         if (gone) {
@@ -246,10 +289,13 @@ export function launchAgent(
         }
         tunnelUp = true;
       } catch (e) {
+        await dropEarly();
         await agents.deleteAll().catch(() => {});
         throw e;
       }
+      await dropEarly();
       if (agent.job !== reusable?.job) ready();
+      if (identity && key) rememberAgent(key, { job: agent.job, pod: agent.pod });
       // A shared agent stays when this run ends: other runs may use it; it exits when idle.
       if (identity) agents.release(agent.job);
       log(1, "startup: tunnel up");

@@ -90,16 +90,10 @@ export async function userName(client: KubeClient): Promise<string | undefined> 
   return review.status?.userInfo?.username || undefined;
 }
 
-/** This run's identity for `job` (the Job it would create), or undefined if the user is unknown. */
-export async function agentIdentity(
-  client: KubeClient,
-  job: AgentJob | Record<string, Json>,
-): Promise<AgentIdentity | undefined> {
-  const [spec, user] = await Promise.all([
-    templateDigest(job),
-    userName(client).catch(() => undefined),
-  ]);
-  return user === undefined ? undefined : { spec, user: await digest(`user\n${user}`) };
+/** The USER_LABEL value of the user the apiserver authenticates, or undefined if it does not say. */
+export async function userDigest(client: KubeClient): Promise<string | undefined> {
+  const user = await userName(client).catch(() => undefined);
+  return user === undefined ? undefined : await digest(`user\n${user}`);
 }
 
 /** Labels a Job (and its pod template) as a shared agent of `identity`. */
@@ -183,34 +177,34 @@ export interface ReusableAgent {
 
 /**
  * Looks for a shared agent of `identity` in `namespace` that this run may use instead of creating
- * `job` (its own Job, with a fresh token): the candidate lists, the dry run and the identity are
- * asked for at once. Undefined if there is none, if the user is unknown, or on any error (the run
+ * `job` (its own Job, with a fresh token) as `user` (USER_LABEL value): the candidate lists, the
+ * dry run and the user are asked for at once. Undefined if there is none, if the user is unknown, or on any error (the run
  * then creates its own agent).
  */
 export async function findReusableAgent(
   client: KubeClient,
   namespace: string,
-  job: Record<string, Json>,
-  identity: Promise<AgentIdentity | undefined>,
+  job: Promise<Record<string, Json>>,
+  user: Promise<string | undefined>,
   log: (line: string) => void,
 ): Promise<ReusableAgent | undefined> {
   const ns = encodeURIComponent(namespace);
-  // Candidates by template; the user (the apiserver's answer, asked meanwhile) is checked below.
-  const selector =
-    `app.kubernetes.io/name=kubectl-relay-agent,${SHARED_LABEL}=true,${SPEC_LABEL}=${await templateDigest(
-      job,
-    )}`;
+  // All shared agents of the namespace (a handful): template and user are checked below, so the
+  // lists need not wait for this run's Job or the apiserver's word on who the user is.
+  const selector = `app.kubernetes.io/name=kubectl-relay-agent,${SHARED_LABEL}=true`;
   const query = `labelSelector=${encodeURIComponent(selector)}`;
   try {
     const [who, jobs, pods, dry] = await Promise.all([
-      identity,
+      user,
       client.get<List<AgentJob>>(`/apis/batch/v1/namespaces/${ns}/jobs?${query}`),
       client.get<List<Pod>>(`/api/v1/namespaces/${ns}/pods?${query}`),
       // The apiserver's defaults (and admission) applied to this run's own Job, not stored.
-      client.create<AgentJob>(`/apis/batch/v1/namespaces/${ns}/jobs?dryRun=All`, job),
+      job.then((j) =>
+        client.create<AgentJob>(`/apis/batch/v1/namespaces/${ns}/jobs?dryRun=All`, j)
+      ),
     ]);
     if (!who) return undefined;
-    const found = pickReusable(jobs.items, pods.items, dry.spec?.template?.spec, who.user);
+    const found = pickReusable(jobs.items, pods.items, dry.spec?.template?.spec, who);
     if (!found) {
       log(`no shared agent to reuse (${jobs.items.length} candidate Job(s))`);
       return undefined;
