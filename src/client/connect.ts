@@ -140,12 +140,12 @@ export function launchAgent(
       return { identity, reusable, key, early };
     })()
     : Promise.resolve({});
-  /** Closes the early port-forward unless `connect` took it. */
+  /** Closes the early port-forward unless `connect` took it (without waiting for it to open). */
   const dropEarly = async () => {
     const early = (await lookup).early;
     if (!early || early.taken) return;
     early.taken = true;
-    (await early.transport.catch(() => undefined))?.close();
+    early.transport.then((t) => t.close(), () => {});
   };
   // Reusing needs no Job: then the access check runs only if the port-forward is refused.
   const checked = lookup.then(({ reusable }) =>
