@@ -31,6 +31,8 @@ export interface Flags extends KubeFlags {
   cacheDir?: string;
   /** kubectl's `--disable-compression`: accepted, no effect. */
   disableCompression?: boolean;
+  /** Use (and leave behind) a shared agent: see README, "Reusing the agent". */
+  reuseAgent?: boolean;
 }
 
 /** Which command a flag belongs to: `proxy` reads `-l` as `--listen`, forwarding as `--address`. */
@@ -80,6 +82,7 @@ const DEFS: FlagDef[] = [
   { names: ["--rm"], kind: "bool", key: "rm" },
   { names: ["--cache-dir"], kind: "string", key: "cacheDir" },
   { names: ["--disable-compression"], kind: "bool", key: "disableCompression" },
+  { names: ["--reuse-agent"], kind: "bool", key: "reuseAgent" },
 ];
 
 /** krelay's klog flags (hidden in its help, but accepted there). */
@@ -144,6 +147,10 @@ export const FLAG_HELP: [string, string][] = [
   ],
   ["-l, --listen", "proxy only: HOST:PORT to listen on (default 127.0.0.1:1080; :0 = random port)"],
   ["--pod-running-timeout", "How long to wait until a ready pod is found (default 1m0s)"],
+  [
+    "--reuse-agent",
+    "Use a running agent of yours with the same image and patch, and leave the agent running (it exits after 5m idle)",
+  ],
   [
     "--heartbeat-timeout",
     "Declare the tunnel dead after this long without an answer (default 15s)",

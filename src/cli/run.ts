@@ -26,6 +26,7 @@ function clientOptions(cmd: Command, io: Io): ClientOptions {
     direct: f.direct,
     podRunningTimeoutMs: f.podRunningTimeoutMs,
     heartbeatTimeoutMs: f.heartbeatTimeoutMs,
+    reuseAgent: f.reuseAgent,
   };
 }
 

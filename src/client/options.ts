@@ -31,6 +31,8 @@ export interface ClientOptions {
   podRunningTimeoutMs: number;
   /** `--heartbeat-timeout`. */
   heartbeatTimeoutMs: number;
+  /** `--reuse-agent`: use a live shared agent of the same user and template; leave ours shared. */
+  reuseAgent?: boolean;
 }
 
 /** A leveled debug log line sink (`-v N` shows levels ≤ N). */

@@ -6,10 +6,11 @@
  */
 
 import { UsageError } from "../errors.ts";
+import { preloadAgentTemplate } from "../kube/agent.ts";
 import { bindProxy, type BoundProxy, proxyListeningMessage } from "../proxy/server.ts";
 import { expandAddresses } from "../spec/request.ts";
 import { connectAgent, kubeClient } from "./connect.ts";
-import type { ClientOptions, Io } from "./options.ts";
+import { type ClientOptions, type Io, logger } from "./options.ts";
 import { type Run, runOf } from "./run.ts";
 
 /** Where the proxy listens: `--address` values (default 127.0.0.1) and `--port` (default 1080). */
@@ -24,6 +25,9 @@ export async function startProxyRelay(
   listen: ProxyListen,
   io: Io,
 ): Promise<Run> {
+  const log = logger(opts.verbosity, io);
+  log(1, "startup: started");
+  preloadAgentTemplate();
   const patch = opts.agentPatch;
   const port = listen.port ?? 1080;
   if (port > 65535) throw new UsageError(`invalid port ${port}`);
@@ -42,7 +46,9 @@ export async function startProxyRelay(
   }
   let conn;
   try {
-    conn = await connectAgent(await kubeClient(opts.kube), opts, io, patch);
+    const client = await kubeClient(opts.kube, log);
+    log(1, "startup: credentials loaded");
+    conn = await connectAgent(client, opts, io, patch);
   } catch (e) {
     release();
     throw e;

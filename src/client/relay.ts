@@ -9,6 +9,7 @@
 
 import { UsageError } from "../errors.ts";
 import { accessAllowed, forbiddenMessage } from "../kube/access_review.ts";
+import { preloadAgentTemplate } from "../kube/agent.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
 import type { BoundSocket, OpenedStream } from "../forward/listener.ts";
@@ -17,7 +18,7 @@ import { bindUdp } from "../forward/udp.ts";
 import { hostPort } from "../protocol/addr.ts";
 import type { PortSpec } from "../spec/ports.ts";
 import type { ForwardRequest } from "../spec/request.ts";
-import { type AgentConnection, connectAgent, kubeClient } from "./connect.ts";
+import { type AgentConnection, kubeClient, launchAgent } from "./connect.ts";
 import { directOpener, directProblem } from "./direct.ts";
 import { streamOpener } from "./opener.ts";
 import { type ClientOptions, type Io, logger } from "./options.ts";
@@ -78,6 +79,7 @@ export async function startRelay(
   const log = logger(opts.verbosity, io);
   // `startup:` lines (-v=1) time each phase of the start; bench/ reads them.
   log(1, "startup: started");
+  preloadAgentTemplate();
   let direct = opts.direct ?? false;
   if (direct) {
     const problem = directProblem(requests);
@@ -91,21 +93,29 @@ export async function startRelay(
   let conn: AgentConnection | undefined;
   let client: KubeClient;
   try {
-    client = await kubeClient(opts.kube);
+    client = await kubeClient(opts.kube, log);
     log(1, "startup: credentials loaded");
     namespaces = requests.map((r) => r.namespace || client.access.namespace);
     direct = await chooseDirect(client, opts, requests, namespaces, direct, io);
-    for (const [i, r] of requests.entries()) {
-      resolved.push(
-        await resolveTarget(client, r, namespaces[i], {
-          podRunningTimeoutMs: opts.podRunningTimeoutMs,
-          log: io.err,
-          direct,
-        }),
-      );
+    // The agent takes longest: its Job is created while the targets are resolved, and deleted
+    // again if one of them is wrong.
+    const launch = direct ? undefined : launchAgent(client, opts, io, opts.agentPatch);
+    try {
+      for (const [i, r] of requests.entries()) {
+        resolved.push(
+          await resolveTarget(client, r, namespaces[i], {
+            podRunningTimeoutMs: opts.podRunningTimeoutMs,
+            log: io.err,
+            direct,
+          }),
+        );
+      }
+    } catch (e) {
+      await launch?.cancel();
+      throw e;
     }
     log(1, "startup: targets resolved");
-    if (!direct) conn = await connectAgent(client, opts, io, opts.agentPatch);
+    conn = await launch?.connect();
   } catch (e) {
     bound.forEach((b) => b.socket.close());
     release();

@@ -16,6 +16,51 @@ export interface TunnelOptions {
   note: (line: string) => void;
   /** Debug log (-v). */
   log: (line: string) => void;
+  /**
+   * How long `start()` keeps trying until the agent answers (it may still be starting: a
+   * port-forward to a pod whose agent does not listen yet fails right after it opens).
+   * 0 (default): one attempt.
+   */
+  startTimeoutMs?: number;
+  /** Whether an error of `connect` during `start()` is worth another attempt (default: no). */
+  retryable?: (e: unknown) => boolean;
+}
+
+/**
+ * The wait after a failed start attempt: 50 ms for the first ten (an agent whose container runs
+ * usually listens within a few hundred ms, and each attempt is one port-forward), then doubling
+ * up to 500 ms.
+ */
+function nextStartBackoff(attempt: number, backoff: number): number {
+  return attempt < 10 ? 50 : Math.min(backoff * 2, 500);
+}
+
+/** A transport that tells when the peer first sent something (the agent is there). */
+class AnsweredTransport implements Transport {
+  readonly answered: Promise<void>;
+  readonly coalesceWrites?: boolean;
+  #inner: Transport;
+  #resolve!: () => void;
+
+  constructor(inner: Transport) {
+    this.#inner = inner;
+    this.coalesceWrites = inner.coalesceWrites;
+    this.answered = new Promise((r) => (this.#resolve = r));
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    const chunk = await this.#inner.read();
+    if (chunk?.length) this.#resolve();
+    return chunk;
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    return this.#inner.write(chunk);
+  }
+
+  close(): void {
+    this.#inner.close();
+  }
 }
 
 /**
@@ -30,14 +75,57 @@ export class Tunnel {
   /** Set by goAway(): the session ending after it is expected, not a loss. */
   #closing = false;
   #reconnecting: Promise<void> | undefined;
+  /** Set while `start()` tries its first sessions: their loss is not reported. */
+  #starting = false;
 
   constructor(opts: TunnelOptions) {
     this.#opts = opts;
   }
 
-  /** Connects the first session; errors propagate (the caller reports them and exits). */
+  /**
+   * Connects the first session and waits until the agent answers on it (the client's session
+   * sends a ping first), trying again after a short wait until `startTimeoutMs`; errors
+   * propagate (the caller reports them and exits).
+   */
   async start(): Promise<void> {
-    this.#install(await this.#opts.connect());
+    const deadline = Date.now() + (this.#opts.startTimeoutMs ?? 0);
+    let backoff = 50;
+    this.#starting = true;
+    try {
+      for (let attempt = 1;; attempt++) {
+        let connected: Transport;
+        try {
+          connected = await this.#opts.connect();
+        } catch (e) {
+          if (!this.#opts.retryable?.(e) || Date.now() + backoff >= deadline) throw e;
+          this.#opts.log(`start attempt ${attempt}: ${(e as Error).message}; trying again`);
+          await new Promise((r) => setTimeout(r, backoff));
+          backoff = nextStartBackoff(attempt, backoff);
+          continue;
+        }
+        const transport = new AnsweredTransport(connected);
+        const session = this.#install(transport);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const outcome = await Promise.race([
+          transport.answered.then(() => undefined),
+          session.closed,
+          new Promise<string>((r) => {
+            const wait = this.#opts.heartbeatTimeoutMs;
+            timer = setTimeout(() => r(`no answer from the agent in ${wait} ms`), wait);
+          }),
+        ]).finally(() => clearTimeout(timer));
+        if (outcome === undefined && this.#session === session) return;
+        const reason = outcome ?? "the session ended at once";
+        session.close(reason);
+        if (this.#session === session) this.#session = undefined;
+        if (Date.now() + backoff >= deadline) throw new SessionClosedError(reason);
+        this.#opts.log(`start attempt ${attempt}: ${reason}; trying again`);
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = nextStartBackoff(attempt, backoff);
+      }
+    } finally {
+      this.#starting = false;
+    }
   }
 
   /** The current session's open stream count (0 while reconnecting). */
@@ -67,6 +155,10 @@ export class Tunnel {
     session.closed.then((reason) => {
       if (this.#session !== session) return;
       if (this.#closing) return;
+      if (this.#starting) {
+        this.#session = undefined; // start() tries again or fails
+        return;
+      }
       this.#session = undefined;
       if (this.#closed || this.#reconnecting) return; // a reconnect loop in progress handles it
       const open = session.activeStreams;

@@ -4,7 +4,8 @@ import { KubeApiError, type KubeClient } from "./client.ts";
 import { type AgentPatch, applyAgentPatch } from "./agent_patch.ts";
 import type { Json } from "./merge_patch.ts";
 import { PodTracker } from "./pods.ts";
-import type { Pod } from "./types.ts";
+import { type AgentIdentity, markShared } from "./agent_reuse.ts";
+import { isPodReady, type Pod } from "./types.ts";
 import { formatToken, TOKEN_ENV, TOKEN_LENGTH } from "../protocol/auth.ts";
 import {
   AGENT_CONTAINER,
@@ -28,7 +29,7 @@ export interface AgentOptions {
   patch?: AgentPatch;
   readyTimeoutMs: number;
   log: (line: string) => void;
-  /** Debug log (-v): the Job's creation, for startup timings. */
+  /** Debug log (`-v`): startup milestones (the Job's creation). */
   debug?: (line: string) => void;
 }
 
@@ -39,6 +40,8 @@ export interface AgentHandle {
   pod: string;
   /** This agent's secret (PROTOCOL.md §0), drawn when its Job was created. */
   token: Uint8Array;
+  /** `performance.now()` when its creation began. */
+  startedAt: number;
 }
 
 /** A fresh agent token: {@link TOKEN_LENGTH} bytes from the platform's secure random source. */
@@ -46,12 +49,27 @@ export function newAgentToken(): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH));
 }
 
+let template: Promise<Record<string, Json>> | undefined;
+
+/** manifests/agent-job.yaml, read and parsed once per process; a fresh copy for each caller. */
 async function loadTemplate(): Promise<Record<string, Json>> {
-  const url = new URL("../../manifests/agent-job.yaml", import.meta.url);
-  const text = url.protocol === "file:"
-    ? await Deno.readTextFile(url)
-    : await (await fetch(url)).text();
-  return yaml.load(text) as Record<string, Json>;
+  template ??= (async () => {
+    const url = new URL("../../manifests/agent-job.yaml", import.meta.url);
+    const text = url.protocol === "file:"
+      ? await Deno.readTextFile(url)
+      : await (await fetch(url)).text();
+    return yaml.load(text) as Record<string, Json>;
+  })();
+  template.catch(() => (template = undefined)); // a failed read is tried again
+  return structuredClone(await template);
+}
+
+/**
+ * Reads and parses the agent Job template now (the first YAML parse costs a few to tens of ms),
+ * so a run does it while its credentials load rather than before creating the Job.
+ */
+export function preloadAgentTemplate(): void {
+  loadTemplate().catch(() => {}); // the real use reports the error
 }
 
 /**
@@ -107,6 +125,13 @@ function setTokenEnv(podSpec: { containers?: Record<string, Json>[] }, token: Ui
   }];
 }
 
+/** The pod runs and every container has started (its process may not listen yet). */
+function isPodStarted(pod: Pod): boolean {
+  const statuses = pod.status?.containerStatuses ?? [];
+  return pod.status?.phase === "Running" && !pod.metadata.deletionTimestamp &&
+    statuses.length > 0 && statuses.every((s) => s.state?.running);
+}
+
 /** Why a pod that has not ended cannot start (image or config problems), if so. */
 function podProblem(pod: Pod): string | undefined {
   const statuses = pod.status?.containerStatuses ?? [];
@@ -122,6 +147,14 @@ function podProblem(pod: Pod): string | undefined {
     }
   }
   return undefined;
+}
+
+/** An agent Job just created, not yet waited for. */
+export interface CreatedAgent {
+  job: string;
+  token: Uint8Array;
+  /** `performance.now()` when its creation began. */
+  startedAt: number;
 }
 
 /** Creates, waits for and deletes agent Jobs. */
@@ -168,13 +201,27 @@ export class AgentManager {
     }));
   }
 
-  /** Creates an agent Job and waits until its pod is running and ready. */
-  async start(): Promise<AgentHandle> {
-    const t0 = performance.now();
-    const ns = this.#opts.namespace;
-    this.#opts.log(`Starting agent in namespace ${ns}…`);
-    const token = newAgentToken();
+  /** Creates an agent Job (shared for `shared`) and waits until its pod runs (`waitRunning`). */
+  async start(shared?: AgentIdentity): Promise<AgentHandle> {
+    this.#opts.log(`Starting agent in namespace ${this.#opts.namespace}…`);
+    return await this.waitRunning(await this.create(shared));
+  }
+
+  /** The Job this manager creates, with `token`; labelled shared for `shared`. */
+  async jobBody(token: Uint8Array, shared?: AgentIdentity): Promise<Record<string, Json>> {
     const body = await agentJob(this.#opts, token);
+    if (shared) markShared(body, shared);
+    return body;
+  }
+
+  /**
+   * Creates an agent Job with a fresh token (without a note to the user), for `waitRunning`;
+   * a shared one (`shared`: see agent_reuse.ts) when given this run's identity.
+   */
+  async create(shared?: AgentIdentity): Promise<CreatedAgent> {
+    const startedAt = performance.now();
+    const token = newAgentToken();
+    const body = await this.jobBody(token, shared);
     let created: { metadata: { name: string } };
     try {
       created = await this.#client.create(this.#jobsPath(), body);
@@ -185,21 +232,28 @@ export class AgentManager {
     const job = created.metadata.name;
     this.#jobs.add(job);
     this.#opts.debug?.(`agent Job ${job} created`);
+    return { job, token, startedAt };
+  }
+
+  /**
+   * Waits until a created agent's container is running (Ready or not: its readiness probe may
+   * lag by a probe period, while a port-forward reaches the agent as soon as it listens, which
+   * the tunnel's start checks); deletes the Job if it never runs.
+   */
+  async waitRunning({ job, token, startedAt }: CreatedAgent): Promise<AgentHandle> {
+    const ns = this.#opts.namespace;
     const tracker = new PodTracker(
       this.#client,
       ns,
       `labelSelector=${encodeURIComponent(`job-name=${job}`)}`,
+      { usable: (p) => isPodReady(p) || isPodStarted(p) },
     );
     try {
       await tracker.start();
       const deadline = Date.now() + this.#opts.readyTimeoutMs;
       while (true) {
         const pod = await tracker.readyPod(Math.min(1000, Math.max(0, deadline - Date.now())));
-        if (pod) {
-          const secs = ((performance.now() - t0) / 1000).toFixed(1);
-          this.#opts.log(`Agent ${job} (pod ${pod.metadata.name}) ready in ${secs}s`);
-          return { job, namespace: ns, pod: pod.metadata.name, token };
-        }
+        if (pod) return { job, namespace: ns, pod: pod.metadata.name, token, startedAt };
         const ended = tracker.pods.find(podEnded);
         if (ended) throw new UsageError(await this.describeEnd(ended));
         const problem = tracker.pods.map(podProblem).find((p) => p);
@@ -263,6 +317,14 @@ export class AgentManager {
       const why = e instanceof KubeApiError ? e.display : (e as Error).message;
       return describeAgentEnd(pod, undefined, why);
     }
+  }
+
+  /**
+   * Stops tracking a Job for `deleteAll`: a shared agent, once up, is left to exit when idle (and
+   * its Job to `ttlSecondsAfterFinished`), since other runs may be using it.
+   */
+  release(job: string): void {
+    this.#jobs.delete(job);
   }
 
   /** Deletes one agent Job (and, by propagation, its pod). */

@@ -1,5 +1,5 @@
 import { UsageError } from "../errors.ts";
-import type { Credentials } from "./credentials.ts";
+import { type Credentials, staticCredentials } from "./kubeconfig.ts";
 import { type KubeFlags, kubeFlagsOf } from "./flags.ts";
 import { selfCommand } from "./self.ts";
 import { InsecureTlsRequired, tlsVerificationDisabled } from "./insecure.ts";
@@ -101,7 +101,27 @@ export function accessFrom(
   };
 }
 
-/** Resolves credentials in the helper process and builds the apiserver access. */
-export async function kubeAccess(flags: KubeFlags): Promise<KubeAccess> {
-  return accessFrom(await fetchCredentials(flags), flags, () => fetchCredentials(flags));
+/**
+ * Resolves the user's credentials and builds the apiserver access. Static credentials
+ * (certificates, tokens, token files, basic auth) are read in this process; exec plugins and auth
+ * providers run in the helper process, which also words every kubeconfig error (so errors read
+ * the same whichever way the credentials would have come).
+ */
+export async function kubeAccess(
+  flags: KubeFlags,
+  log: (line: string) => void = () => {},
+  helper: (flags: KubeFlags) => Promise<Credentials> = fetchCredentials,
+): Promise<KubeAccess> {
+  let first: Credentials | undefined;
+  try {
+    first = staticCredentials(flags);
+    if (first) log("credentials: read from the kubeconfig in this process");
+  } catch (e) {
+    log(`credentials: in-process read failed (${(e as Error).message}); asking the helper`);
+  }
+  if (!first) {
+    first = await helper(flags);
+    log("credentials: from the helper process (exec plugin or auth provider)");
+  }
+  return accessFrom(first, flags, () => helper(flags));
 }

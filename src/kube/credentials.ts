@@ -1,131 +1,48 @@
 /**
- * Kubeconfig loading and authentication, done with `@kubernetes/client-node` (every auth method:
+ * Kubeconfig loading and authentication with `@kubernetes/client-node` (every auth method:
  * client certificates, tokens, exec plugins, OIDC). The result is plain data.
  *
  * The client runs this in a short-lived helper process (`credentialsMain`), so the long-running
- * relay never keeps the Kubernetes client library in memory (~80 MB of resident memory).
+ * relay never keeps the Kubernetes client library in memory (~80 MB of resident memory). It is
+ * needed only for exec plugins and auth providers, and to word the errors of a kubeconfig the
+ * relay's own reader (kubeconfig.ts) could not use.
  *
  * @module
  */
 import { KubeConfig } from "npm:@kubernetes/client-node@1.4.0";
 import { UsageError } from "../errors.ts";
 import { defaultKubeFlags, type KubeFlags } from "./flags.ts";
+import {
+  basicAuthorization,
+  type Credentials,
+  type KcFile,
+  needsPlugin,
+  selectKubeconfig,
+} from "./kubeconfig.ts";
 
-/** What the relay needs to reach the apiserver as the user. */
-export interface Credentials {
-  /** Base URL of the apiserver, without a trailing slash. */
-  server: string;
-  /** Namespace of the context (or `-n`), `default` if none. */
-  namespace: string;
-  contextName: string;
-  /** PEM texts. */
-  ca?: string;
-  cert?: string;
-  key?: string;
-  /** Authentication headers (e.g. `Authorization: Bearer …`). */
-  headers: Record<string, string>;
-  /** TLS verification must be skipped (`--insecure-skip-tls-verify` or the kubeconfig says so). */
-  insecure: boolean;
-  /** Tokens come from an exec plugin or auth provider and expire: fetch them again from time to time. */
-  refreshable: boolean;
-}
+export type { Credentials } from "./kubeconfig.ts";
 
-type Named = { name: string };
-
-function firstByName<T extends Named>(lists: T[][]): T[] {
-  const seen = new Map<string, T>();
-  for (const list of lists) {
-    for (const item of list) if (!seen.has(item.name)) seen.set(item.name, item);
-  }
-  return [...seen.values()];
+/** Reads one file with the library (its parsing and its errors). */
+function libraryFile(file: string): KcFile {
+  const kc = new KubeConfig();
+  kc.loadFromFile(file);
+  return {
+    clusters: kc.getClusters(),
+    users: kc.getUsers() as KcFile["users"],
+    contexts: kc.getContexts(),
+    currentContext: kc.getCurrentContext(),
+  };
 }
 
 /** Loads kubeconfig files as kubectl does: `--kubeconfig`, else every file in `KUBECONFIG` (first wins), else ~/.kube/config. */
 export function loadKubeConfig(flags: KubeFlags): KubeConfig {
-  const files: string[] = [];
-  if (flags.kubeconfig) {
-    files.push(flags.kubeconfig);
-  } else if (Deno.env.get("KUBECONFIG")) {
-    const sep = Deno.build.os === "windows" ? ";" : ":";
-    files.push(...Deno.env.get("KUBECONFIG")!.split(sep).filter((f) => f !== ""));
-  } else {
-    const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? "";
-    files.push(`${home}/.kube/config`);
-  }
-  const loaded: KubeConfig[] = [];
-  for (const file of files) {
-    const kc = new KubeConfig();
-    try {
-      kc.loadFromFile(file);
-    } catch (e) {
-      const missing = e instanceof Error && /ENOENT|No such file/.test(e.message);
-      if (missing && !flags.kubeconfig) continue;
-      throw new UsageError(
-        `error loading config file "${file}": ${(e as Error).message.split("\n")[0]}`,
-      );
-    }
-    loaded.push(kc);
-  }
-  if (loaded.length === 0 && !flags.server) {
-    throw new UsageError(
-      "no configuration has been provided, try setting KUBECONFIG or passing --kubeconfig",
-    );
-  }
-  const merged = new KubeConfig();
-  merged.loadFromOptions({
-    clusters: firstByName(loaded.map((k) => k.getClusters())),
-    users: firstByName(loaded.map((k) => k.getUsers())),
-    contexts: firstByName(loaded.map((k) => k.getContexts())),
-    currentContext: loaded.map((k) => k.getCurrentContext()).find((c) => c) ?? "",
-  });
-  return applyOverrides(merged, flags);
-}
-
-/** Applies `--context`, `--cluster`, `--user`, `--server`, `--token`, TLS flags to a loaded config. */
-function applyOverrides(kc: KubeConfig, flags: KubeFlags): KubeConfig {
-  const contextName = flags.context ?? kc.getCurrentContext();
-  if (flags.context && !kc.getContextObject(flags.context)) {
-    throw new UsageError(`context "${flags.context}" does not exist`);
-  }
-  const ctx = kc.getContextObject(contextName) ??
-    { name: contextName || "relay", cluster: "", user: "" };
-  const clusterName = flags.cluster ?? ctx.cluster;
-  const userName = flags.user ?? ctx.user;
-  if (flags.cluster && !kc.getCluster(flags.cluster)) {
-    throw new UsageError(`cluster "${flags.cluster}" does not exist`);
-  }
-  if (flags.user && !kc.getUser(flags.user)) {
-    throw new UsageError(`user "${flags.user}" does not exist`);
-  }
-  const cluster = {
-    ...(kc.getCluster(clusterName) ?? { name: clusterName || "relay", server: "" }),
-  };
-  const user = { ...(kc.getUser(userName) ?? { name: userName || "relay" }) };
-  if (flags.server) Object.assign(cluster, { server: flags.server });
-  if (flags.insecureSkipTlsVerify) {
-    Object.assign(cluster, { skipTLSVerify: true, caData: undefined, caFile: undefined });
-  }
-  if (flags.certificateAuthority) {
-    Object.assign(cluster, { caFile: flags.certificateAuthority, caData: undefined });
-  }
-  if (flags.token) Object.assign(user, { token: flags.token });
-  if (flags.clientCertificate) {
-    Object.assign(user, { certFile: flags.clientCertificate, certData: undefined });
-  }
-  if (flags.clientKey) Object.assign(user, { keyFile: flags.clientKey, keyData: undefined });
-  if (!cluster.server) {
-    throw new UsageError(
-      contextName
-        ? `context "${contextName}" has no cluster server; check your kubeconfig`
-        : "no current context is set; use --context or set current-context in your kubeconfig",
-    );
-  }
+  const { cluster, user, context } = selectKubeconfig(flags, libraryFile);
   const out = new KubeConfig();
   out.loadFromOptions({
-    clusters: [cluster],
-    users: [user],
-    contexts: [{ ...ctx, name: ctx.name || "relay", cluster: cluster.name, user: user.name }],
-    currentContext: ctx.name || "relay",
+    clusters: [cluster as Parameters<KubeConfig["addCluster"]>[0]],
+    users: [user as Parameters<KubeConfig["addUser"]>[0]],
+    contexts: [context],
+    currentContext: context.name,
   });
   return out;
 }
@@ -151,6 +68,9 @@ export async function loadCredentials(flags: KubeFlags): Promise<Credentials> {
   } catch (e) {
     throw new UsageError(`getting credentials: ${(e as Error).message.split("\n")[0]}`);
   }
+  // The library keeps basic auth aside (`opts.auth`); it is a header like any other here.
+  const basic = user && !opts.headers.Authorization ? basicAuthorization(user) : undefined;
+  if (basic) opts.headers.Authorization = basic;
   return {
     server: cluster.server.replace(/\/+$/, ""),
     namespace: flags.namespace || ctx?.namespace || "default",
@@ -160,7 +80,7 @@ export async function loadCredentials(flags: KubeFlags): Promise<Credentials> {
     key: toText(opts.key),
     headers: opts.headers,
     insecure: !!cluster.skipTLSVerify,
-    refreshable: !!(user?.exec || user?.authProvider),
+    refreshable: !!user && needsPlugin(user),
   };
 }
 

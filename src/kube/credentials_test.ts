@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import { defaultFlags, parseArgs } from "../cli/flags.ts";
 import { UsageError } from "../errors.ts";
-import { accessFrom } from "./config.ts";
+import { kubeAccess as kubeAccessWith } from "./config.ts";
 import { type Credentials, loadCredentials, loadKubeConfig } from "./credentials.ts";
+import { staticCredentials } from "./kubeconfig.ts";
 import type { Flags } from "../cli/flags.ts";
+import type { KubeFlags } from "./flags.ts";
 
-async function kubeAccess(flags: Flags) {
-  const creds: Credentials = await loadCredentials(flags);
-  return accessFrom(creds, flags, () => loadCredentials(flags));
+/** The relay's access (in-process credentials), the library standing in for the helper process. */
+function kubeAccess(flags: Flags) {
+  return kubeAccessWith(flags, () => {}, loadCredentials);
 }
 
 function kubeconfig(
@@ -119,4 +121,165 @@ Deno.test("kubeconfig: missing context, missing file and no config are user erro
       (e) => e instanceof UsageError && /no current context/.test(e.message),
     );
   });
+});
+
+/** A kubeconfig with one context per user entry (`ctx-<user name>`), all on one cluster. */
+function multiUser(users: Record<string, string>, cluster = `server: "https://127.0.0.1:6443/"`) {
+  return `apiVersion: v1
+kind: Config
+current-context: ctx-${Object.keys(users)[0]}
+clusters:
+- name: c
+  cluster: { ${cluster} }
+users:
+${Object.entries(users).map(([n, u]) => `- name: ${n}\n  user: { ${u} }`).join("\n")}
+contexts:
+${
+    Object.keys(users).map((n) =>
+      `- name: ctx-${n}\n  context: { cluster: c, user: ${n}, namespace: ns-${n} }`
+    ).join("\n")
+  }
+`;
+}
+
+const b64 = (s: string) => btoa(s);
+
+Deno.test("credentials in-process: the same result as the library for every static auth method", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/ca.pem`, "CA FROM FILE\n");
+    await Deno.writeTextFile(`${dir}/cert.pem`, "CERT FROM FILE\n");
+    await Deno.writeTextFile(`${dir}/key.pem`, "KEY FROM FILE\n");
+    await Deno.writeTextFile(`${dir}/token`, "token-from-file\n");
+    const file = `${dir}/config`;
+    await Deno.writeTextFile(
+      file,
+      multiUser({
+        token: "token: t-inline",
+        tokenfile: `token-file: ${dir}/token`,
+        certdata: `client-certificate-data: ${b64("CERT DATA")}, client-key-data: ${
+          b64("KEY DATA")
+        }`,
+        // Relative paths are relative to the kubeconfig's directory.
+        certfile: "client-certificate: cert.pem, client-key: key.pem",
+        basic: "username: admin, password: s3cret",
+        impersonating: "token: t-imp, as: someone-else",
+        // A user with an exec plugin elsewhere in the file does not matter.
+        plugin: "exec: { apiVersion: client.authentication.k8s.io/v1, command: /bin/false }",
+      }, `server: "https://127.0.0.1:6443/", certificate-authority: ca.pem`),
+    );
+    const cases: [string, string[], Partial<Credentials>][] = [
+      ["token", [], { headers: { Authorization: "Bearer t-inline" }, ca: "CA FROM FILE\n" }],
+      ["tokenfile", [], { headers: { Authorization: "Bearer token-from-file\n" } }],
+      ["certdata", [], { cert: "CERT DATA", key: "KEY DATA", headers: {} }],
+      ["certfile", [], { cert: "CERT FROM FILE\n", key: "KEY FROM FILE\n" }],
+      ["basic", [], { headers: { Authorization: `Basic ${b64("admin:s3cret")}` } }],
+      ["impersonating", [], {
+        headers: { Authorization: "Bearer t-imp", "Impersonate-User": "someone-else" },
+      }],
+      ["token", ["--token", "flag-token", "-n", "other", "--server", "https://127.0.0.9:1/"], {
+        headers: { Authorization: "Bearer flag-token" },
+        namespace: "other",
+        server: "https://127.0.0.9:1",
+      }],
+      ["certdata", ["--insecure-skip-tls-verify"], { insecure: true, ca: undefined }],
+      ["basic", ["--certificate-authority", `${dir}/cert.pem`], { ca: "CERT FROM FILE\n" }],
+    ];
+    for (const [user, extra, want] of cases) {
+      const flags = parseArgs(["--kubeconfig", file, "--context", `ctx-${user}`, ...extra]).flags;
+      const fromLibrary = await loadCredentials(flags);
+      const inProcess = staticCredentials(flags);
+      assert.deepEqual(inProcess, fromLibrary, `${user} ${extra.join(" ")}`);
+      const expected = {
+        server: "https://127.0.0.1:6443",
+        namespace: `ns-${user}`,
+        contextName: `ctx-${user}`,
+        insecure: false,
+        refreshable: false,
+        ...want,
+      };
+      for (const [k, v] of Object.entries(expected)) {
+        assert.deepEqual(inProcess?.[k as keyof Credentials], v, `${user}: ${k}`);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("credentials in-process: exec plugins and auth providers go to the helper", async () => {
+  const text = multiUser({
+    exec: "exec: { apiVersion: client.authentication.k8s.io/v1, command: /bin/false }",
+    oidc: "auth-provider: { name: oidc, config: { id-token: x } }",
+    plain: "token: t",
+  });
+  await withFiles([text], async ([file]) => {
+    const at = (ctx: string, ...extra: string[]) =>
+      parseArgs(["--kubeconfig", file, "--context", ctx, ...extra]).flags;
+    assert.equal(staticCredentials(at("ctx-exec")), undefined);
+    assert.equal(staticCredentials(at("ctx-exec", "--token", "t2")), undefined);
+    assert.equal(staticCredentials(at("ctx-oidc")), undefined);
+    assert.equal(staticCredentials(at("ctx-plain"))?.headers.Authorization, "Bearer t");
+    // --user picks a plugin user for a plain context.
+    assert.equal(staticCredentials(at("ctx-plain", "--user", "exec")), undefined);
+
+    const used: string[] = [];
+    const helper = (f: KubeFlags) => {
+      used.push(f.context!);
+      return Promise.resolve({ ...staticCredentials(at("ctx-plain"))!, refreshable: true });
+    };
+    const access = await kubeAccessWith(at("ctx-exec"), () => {}, helper);
+    assert.deepEqual(used, ["ctx-exec"], "the helper ran once, for the plugin user");
+    assert.equal((await access.headers()).get("Authorization"), "Bearer t");
+    await kubeAccessWith(at("ctx-plain"), () => {}, helper);
+    assert.deepEqual(used, ["ctx-exec"], "no helper for a static user");
+  });
+});
+
+Deno.test("credentials in-process: a kubeconfig it cannot use is reported by the helper, unchanged", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const broken: Record<string, string> = {
+      "missing token-file": multiUser({ u: `token-file: ${dir}/nope` }),
+      "missing client certificate": multiUser({
+        u: `client-certificate: ${dir}/nope.pem, client-key: ${dir}/nope.key`,
+      }),
+      "cluster without server": multiUser({ u: "token: t" }, `insecure-skip-tls-verify: true`),
+      "not YAML": "clusters: [\n",
+      "context without cluster": "contexts:\n- name: x\n  context: { user: u }\n",
+    };
+    for (const [what, text] of Object.entries(broken)) {
+      const file = `${dir}/${what.replaceAll(" ", "_")}`;
+      await Deno.writeTextFile(file, text);
+      const flags = parseArgs(["--kubeconfig", file]).flags;
+      assert.throws(() => staticCredentials(flags), Error, what);
+      const libraryError = await loadCredentials(flags).then(
+        () => assert.fail(`${what}: the library accepted it`),
+        (e: Error) => e,
+      );
+      assert.ok(libraryError instanceof UsageError, what);
+      const viaAccess = await kubeAccessWith(flags, () => {}, loadCredentials).then(
+        () => assert.fail(`${what}: accepted`),
+        (e: Error) => e,
+      );
+      assert.equal(viaAccess.message, libraryError.message, what);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("compile task: dry run type-checks and lists a command per target", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "scripts/compile.ts", "--dry-run"],
+    cwd: new URL("../../", import.meta.url).pathname,
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.equal(text.split("\n").filter((l) => l.startsWith("$ deno compile")).length, 7);
+  assert.match(
+    text,
+    /--target x86_64-pc-windows-msvc -o dist\/windows-amd64\/kubectl-relay\.exe main\.ts/,
+  );
 });

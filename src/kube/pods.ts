@@ -7,6 +7,8 @@ export interface PodTrackerOptions {
   /** Called when the chosen pod changes (for `-v` logs and user-facing notes). */
   onChange?: (from: Pod | undefined, to: Pod | undefined) => void;
   log?: (line: string) => void;
+  /** Which pods may be chosen (default: running and Ready). */
+  usable?: (pod: Pod) => boolean;
 }
 
 /**
@@ -45,7 +47,7 @@ export class PodTracker {
     return this.#started;
   }
 
-  /** Returns the chosen ready pod, waiting up to `timeoutMs` for one; undefined on timeout. */
+  /** Returns the chosen ready (usable) pod, waiting up to `timeoutMs` for one; undefined on timeout. */
   async readyPod(timeoutMs: number): Promise<Pod | undefined> {
     const deadline = Date.now() + timeoutMs;
     while (true) {
@@ -127,7 +129,11 @@ export class PodTracker {
   }
 
   #usable(p: Pod): boolean {
-    return isPodReady(p) && (this.#avoid.get(p.metadata.name) ?? 0) <= Date.now();
+    return this.#eligible(p) && (this.#avoid.get(p.metadata.name) ?? 0) <= Date.now();
+  }
+
+  #eligible(p: Pod): boolean {
+    return (this.#opts.usable ?? isPodReady)(p);
   }
 
   #pick(): Pod | undefined {
@@ -135,7 +141,9 @@ export class PodTracker {
     if (current && this.#usable(current)) return current;
     const all = [...this.#pods.values()];
     const usable = all.filter((p) => this.#usable(p));
-    const ready = (usable.length > 0 ? usable : all.filter(isPodReady)).sort(byReadySince);
+    const ready = (usable.length > 0 ? usable : all.filter((p) => this.#eligible(p))).sort(
+      byReadySince,
+    );
     const next = ready[0];
     if (next?.metadata.name !== this.#chosen) {
       this.#opts.onChange?.(current, next);

@@ -8,6 +8,7 @@ export interface ObjectMeta {
   resourceVersion?: string;
   deletionTimestamp?: string;
   creationTimestamp?: string;
+  ownerReferences?: { kind: string; name: string; uid: string; controller?: boolean }[];
 }
 
 export interface LabelSelectorRequirement {
@@ -30,6 +31,9 @@ export interface ContainerPort {
 export interface Container {
   name: string;
   image?: string;
+  command?: string[];
+  args?: string[];
+  env?: { name: string; value?: string; valueFrom?: unknown }[];
   ports?: ContainerPort[];
   resources?: { limits?: Record<string, string>; requests?: Record<string, string> };
 }
@@ -52,6 +56,7 @@ export interface Pod {
       state?: {
         terminated?: { reason?: string; exitCode?: number; message?: string };
         waiting?: { reason?: string; message?: string };
+        running?: { startedAt?: string };
       };
     }[];
   };
