@@ -180,9 +180,9 @@ export function launchAgent(
         agent = await agents.waitRunning(job.value!);
       }
       log(1, `startup: agent pod ${agent.pod} ready`); // running: ready for a port-forward
-      const ready = () => {
-        const secs = ((performance.now() - agent.startedAt) / 1000).toFixed(1);
-        note(`Agent ${agent.job} (pod ${agent.pod}) ready in ${secs}s`);
+      const ready = (a: AgentHandle) => {
+        const secs = ((performance.now() - a.startedAt) / 1000).toFixed(1);
+        note(`Agent ${a.job} (pod ${a.pod}) ready in ${secs}s`);
       };
       /** A new agent after a loss: a shared one of the user if there is one, else a new Job. */
       const replace = async (): Promise<AgentHandle> => {
@@ -197,7 +197,7 @@ export function launchAgent(
           if (r) return reused(r);
         }
         const a = await agents.start(identity);
-        ready();
+        ready(a);
         return a;
       };
       // While the tunnel starts, the agent may not listen yet: a failed attempt asks whether the
@@ -288,7 +288,7 @@ export function launchAgent(
         throw e;
       }
       await dropEarly();
-      if (agent.job !== reusable?.job) ready();
+      if (agent.job !== reusable?.job) ready(agent);
       if (identity && key) rememberAgent(key, { job: agent.job, pod: agent.pod });
       // A shared agent stays when this run ends: other runs may use it; it exits when idle.
       if (identity) agents.release(agent.job);

@@ -39,10 +39,22 @@ Deno.test({
     if (!/already exists/.test(String(e))) throw e;
   });
   // The shared agent exits 3 s after its last tunnel (instead of 5 minutes).
-  const env = { KUBECTL_RELAY_AGENT_ARGS: "--idle-exit 3s" };
-  const args = ["--reuse-agent", "--server.namespace", AGENTS, "-n", NS, `pod/${pod}`, ":80"];
+  const idle = JSON.stringify({
+    spec: { containers: [{ name: "agent", args: ["--idle-exit", "3s"] }] },
+  });
+  const args = [
+    "--reuse-agent",
+    "--patch",
+    idle,
+    "--server.namespace",
+    AGENTS,
+    "-n",
+    NS,
+    `pod/${pod}`,
+    ":80",
+  ];
   try {
-    const first = await startRelay(kc, args, { env });
+    const first = await startRelay(kc, args);
     let job: string;
     try {
       assert.match(first.err.join("\n"), new RegExp(`Starting agent in namespace ${AGENTS}`));
@@ -51,7 +63,7 @@ Deno.test({
       assert.deepEqual(await jobsHere(kc), [`${AGENTS}/${job}`]);
       assert.equal((await curl(`http://127.0.0.1:${first.ports[0]}/`)).trim(), pod);
 
-      const second = await startRelay(kc, args, { env });
+      const second = await startRelay(kc, args);
       try {
         const said = second.err.join("\n");
         assert.doesNotMatch(said, /Starting agent/, said);
@@ -89,11 +101,16 @@ Deno.test({
 
         // A run without the option does not touch the shared agent: it has its own, and
         // deletes it when it ends.
-        const own = await startRelay(
-          kc,
-          ["--server.namespace", AGENTS, "-n", NS, `pod/${pod}`, ":80"],
-          { env },
-        );
+        const own = await startRelay(kc, [
+          "--patch",
+          idle,
+          "--server.namespace",
+          AGENTS,
+          "-n",
+          NS,
+          `pod/${pod}`,
+          ":80",
+        ]);
         try {
           assert.match(own.err.join("\n"), /Starting agent/);
           assert.equal((await jobsHere(kc)).length, 2);

@@ -259,7 +259,12 @@ async function rolloutUnderLoad(
     ))
       .split(" ").filter((s) => s),
   );
-  // Before: every path answers, from the current pods.
+  // A new Service's endpoints reach the forwarder after the propagation delay: wait until the
+  // cluster IP itself answers (bounded), then every path must answer, from the current pods.
+  for (const p of paths.filter((p) => p.name.startsWith("direct"))) {
+    const t0 = Date.now();
+    while (!(await p.once()).ok && Date.now() - t0 < 10_000) await sleep(200);
+  }
   for (const p of paths) {
     const r = await p.once();
     assert.ok(r.ok && before.has(r.pod), `${p.name} before the rollout: ${JSON.stringify(r)}`);
