@@ -268,18 +268,3 @@ Deno.test("credentials in-process: a kubeconfig it cannot use is reported by the
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-Deno.test("compile task: dry run type-checks and lists a command per target", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "scripts/compile.ts", "--dry-run"],
-    cwd: new URL("../../", import.meta.url).pathname,
-    stdin: "null",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  assert.equal(text.split("\n").filter((l) => l.startsWith("$ deno compile")).length, 7);
-  assert.match(
-    text,
-    /--target x86_64-pc-windows-msvc -o dist\/windows-amd64\/kubectl-relay\.exe main\.ts/,
-  );
-});

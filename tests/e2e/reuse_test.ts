@@ -101,16 +101,7 @@ Deno.test({
 
         // A run without the option does not touch the shared agent: it has its own, and
         // deletes it when it ends.
-        const own = await startRelay(kc, [
-          "--patch",
-          idle,
-          "--server.namespace",
-          AGENTS,
-          "-n",
-          NS,
-          `pod/${pod}`,
-          ":80",
-        ]);
+        const own = await startRelay(kc, args.filter((a) => a !== "--reuse-agent"));
         try {
           assert.match(own.err.join("\n"), /Starting agent/);
           assert.equal((await jobsHere(kc)).length, 2);
