@@ -54,7 +54,7 @@ export interface PlayerEnv {
    */
   publishPorts(pod: V1Pod, ports: number[], targets?: ReadonlyMap<number, HostPort>): Promise<void>;
   /** Resolve once the port-forward to `port` really works (kwok saw the PortForward). */
-  confirmPublished?(pod: V1Pod, port: number, cancelled: () => boolean): Promise<void>;
+  confirmPublished?(pod: V1Pod, port: number, cancelled: () => boolean): Promise<boolean>;
   /** Remove the pod's PortForward (ignore not-found). */
   unpublish(namespace: string, name: string): Promise<void>;
   /**
@@ -260,7 +260,14 @@ export class PodPlayer {
     if (ports.length && this.env.confirmPublished) {
       // An agent's health port comes first: probing through kwok must not open an (empty)
       // connection to its tunnel port.
-      await this.env.confirmPublished(this.pod, ports[0], () => this.#stopped);
+      const stopped = () => this.#stopped;
+      if (!(await this.env.confirmPublished(this.pod, ports[0], stopped)) && !this.#stopped) {
+        // kwok's informer can miss a PortForward (seen on a loaded machine): create it once more.
+        this.env.log(`pod ${this.key}: publishing its PortForward again`);
+        await this.env.unpublish(this.namespace, this.name);
+        await this.env.publishPorts(this.pod, ports, this.#localTargets);
+        await this.env.confirmPublished(this.pod, ports[0], stopped);
+      }
     }
     if (this.#stopped) return;
     if (this.#plan && !(await this.#readinessProbe(this.#plan))) return;

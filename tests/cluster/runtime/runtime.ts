@@ -424,18 +424,20 @@ export class Runtime {
     }
   }
 
-  async #confirmPublished(pod: V1Pod, port: number, cancelled: () => boolean): Promise<void> {
+  /** Waits (at most 15 s) until kwok serves the pod's forward; false if it never did. */
+  async #confirmPublished(pod: V1Pod, port: number, cancelled: () => boolean): Promise<boolean> {
     const kwok = this.#kwokAddr();
-    if (!kwok) return;
+    if (!kwok) return true;
     const t0 = Date.now();
     const stop = () => cancelled() || this.#stopped;
     const ns = pod.metadata!.namespace!;
     const ok = await waitKwokForward(kwok, ns, pod.metadata!.name!, port, 15000, stop);
     const ms = Date.now() - t0;
-    if (stop()) return;
+    if (stop()) return true;
     if (!ok) {
       this.#log(`pod ${keyOf(pod)}: kwok still has no forward for port ${port} after ${ms} ms`);
     } else if (ms > 1000) this.#log(`pod ${keyOf(pod)}: kwok saw the PortForward after ${ms} ms`);
+    return ok;
   }
 
   async #unpublish(ns: string, name: string): Promise<void> {
