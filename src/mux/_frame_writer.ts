@@ -1,30 +1,124 @@
 /**
- * The frame writer of a Session: frames are copied into large batch buffers and written to the
- * transport one batch at a time by a single loop. Private to src/mux (Session and Stream use it).
+ * The frame writer of a Session: a scheduler that decides which frames go into the next
+ * transport write. Private to src/mux (Session and Stream use it).
+ *
+ * - **Control frames** (OPEN, STATUS, WINDOW_UPDATE, PING/PONG, RESET, GO_AWAY, and HALF_CLOSE
+ *   of a stream with nothing queued) wait in one FIFO and always go first in the next write,
+ *   ahead of any DATA still queued. They never wait for space; past QUEUE_OVERFLOW queued bytes
+ *   (a peer that sends PINGs/OPENs without reading the answers) the session ends.
+ * - **DATA** waits in per-stream queues (payload copied at queue time into pooled chunks, so the
+ *   caller may reuse its buffer at once). Streams with queued DATA are served round-robin, at
+ *   most SCHEDULER_QUANTUM payload bytes per turn, and the frame headers are made when a turn
+ *   is served: several small writes of one stream travel as one DATA frame, a large one as
+ *   several. So a stream's first frame waits behind at most one quantum of each other active
+ *   stream, plus the transport write already in progress (at most BATCH_SIZE bytes).
+ * - **Ordering**: control frames are written in the order queued; a stream's HALF_CLOSE queued
+ *   while it still has DATA waiting goes right after that DATA (never before); a RESET drops the
+ *   stream's queued DATA (the peer discards it anyway) and goes out as a control frame. A stream's
+ *   OPEN (client) or STATUS (server) is queued before its first DATA, so it is written before it.
+ * - **Backpressure**: a stream may queue DATA while the session has fewer than QUEUE_HIGH_WATER
+ *   payload bytes queued and the stream fewer than STREAM_HIGH_WATER (so one stream cannot fill
+ *   the shared queue); one write adds at most `room()` bytes, so queued DATA stays below
+ *   QUEUE_HIGH_WATER + STREAM_HIGH_WATER.
  *
  * @module
  */
 
 import { FRAME_HEADER_LENGTH, putDataFrameHeader } from "../protocol/mux.ts";
 import { setImmediate } from "node:timers";
-import { BATCH_SIZE, EARLY_DATA_WAIT_MS, QUEUE_HIGH_WATER, QUEUE_OVERFLOW } from "./options.ts";
+import {
+  BATCH_SIZE,
+  EARLY_DATA_WAIT_MS,
+  QUEUE_HIGH_WATER,
+  QUEUE_OVERFLOW,
+  SCHEDULER_QUANTUM,
+  STREAM_HIGH_WATER,
+} from "./options.ts";
 import type { Transport } from "./transport.ts";
 
+/** Size of the large pooled chunks DATA payload is copied into. */
+const CHUNK = 16 * 1024;
+/** Size of the small pooled chunks (payloads up to this size start in one). */
+const SMALL_CHUNK = 1024;
+/** Pooled chunks kept for reuse: enough for a full shared queue. */
+const POOL_LARGE = Math.ceil((QUEUE_HIGH_WATER + STREAM_HIGH_WATER) / CHUNK) + 2;
+const POOL_SMALL = 256;
+/** A turn is not started in a batch with less room than this (unless the stream's DATA fits). */
+const MIN_PIECE = 1024;
+const EMPTY = new Uint8Array(0);
+
+/** DATA queued for one stream: payload in chunks, plus a HALF_CLOSE to follow it. */
+interface StreamQueue {
+  id: number;
+  chunks: Uint8Array[];
+  /** Read offset in chunks[0]. */
+  head: number;
+  /** Bytes used in the last chunk. */
+  tail: number;
+  /** Payload bytes queued. */
+  bytes: number;
+  /** HALF_CLOSE frame to write once the queued DATA is written. */
+  fin: Uint8Array | null;
+  /** In the round-robin ring. */
+  inRing: boolean;
+  /** Writers of this stream waiting for its queue to shrink. */
+  waiters: (() => void)[];
+}
+
+/** A FIFO of stream queues with O(1) push and shift. */
+class Ring {
+  #items: (StreamQueue | undefined)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  peek(): StreamQueue | undefined {
+    return this.#items[this.#head];
+  }
+
+  push(q: StreamQueue): void {
+    this.#items.push(q);
+  }
+
+  shift(): StreamQueue | undefined {
+    const q = this.#items[this.#head];
+    this.#items[this.#head++] = undefined;
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return q;
+  }
+
+  clear(): void {
+    this.#items = [];
+    this.#head = 0;
+  }
+}
+
 /**
- * Bounded, coalescing frame writer: frames are copied into large batch buffers and written to
- * the transport one batch at a time by a single loop. Control frames are always accepted (they
- * are small and must never wait behind DATA); DATA waits for queue space.
+ * Bounded, fair frame writer: control frames first, then DATA of the streams round-robin, one
+ * quantum per turn, written to the transport one batch at a time by a single loop.
  */
 export class FrameWriter {
   #transport: Transport;
   #onError: (e: unknown) => void;
-  #ready: { buf: Uint8Array; used: number }[] = [];
-  #current: { buf: Uint8Array; used: number } | null = null;
-  #pool: Uint8Array[] = [];
-  #queued = 0;
+  /** Control frames queued: `#control` from index `#controlHead` on. */
+  #control: Uint8Array[] = [];
+  #controlHead = 0;
+  #controlBytes = 0;
+  #streams = new Map<number, StreamQueue>();
+  #ring = new Ring();
+  /** Payload bytes queued in stream queues. */
+  #dataBytes = 0;
+  #batch: Uint8Array | null = null;
+  #large: Uint8Array[] = [];
+  #small: Uint8Array[] = [];
   #running = false;
   #failed = false;
-  #spaceWaiters: (() => void)[] = [];
+  #sharedWaiters: (() => void)[] = [];
   #idleWaiters: (() => void)[] = [];
 
   constructor(transport: Transport, onError: (e: unknown) => void) {
@@ -32,60 +126,65 @@ export class FrameWriter {
     this.#onError = onError;
   }
 
-  /** True when DATA may be queued without waiting. */
-  get hasSpace(): boolean {
-    return this.#queued < QUEUE_HIGH_WATER || this.#failed;
+  /** Payload bytes of DATA queued (all streams), not yet handed to the transport. */
+  get queuedData(): number {
+    return this.#dataBytes;
   }
 
-  /** Resolves when there is queue space (or the writer failed). */
-  waitSpace(): Promise<void> {
-    return new Promise((resolve) => this.#spaceWaiters.push(resolve));
+  /** True when stream `id` may queue DATA without waiting (always true once failed). */
+  hasSpace(id: number): boolean {
+    if (this.#failed) return true;
+    return this.#dataBytes < QUEUE_HIGH_WATER &&
+      (this.#streams.get(id)?.bytes ?? 0) < STREAM_HIGH_WATER;
+  }
+
+  /** Bytes stream `id` may queue now (> 0 when `hasSpace(id)`). */
+  room(id: number): number {
+    return Math.max(0, STREAM_HIGH_WATER - (this.#streams.get(id)?.bytes ?? 0));
+  }
+
+  /**
+   * Resolves when stream `id` may have space again: its own queue shrank, or the shared queue
+   * went below the high-water mark (or the writer failed, or the stream's queue was dropped).
+   */
+  waitSpace(id: number): Promise<void> {
+    if (this.#failed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const q = this.#streams.get(id);
+      if (q && q.bytes >= STREAM_HIGH_WATER) q.waiters.push(resolve);
+      else this.#sharedWaiters.push(resolve);
+    });
   }
 
   /** Resolves once everything queued so far is written (or the writer failed). */
   idle(): Promise<void> {
-    if (!this.#running && this.#queued === 0) return Promise.resolve();
+    if (!this.#running && this.#empty()) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /**
-   * Reserves `n` contiguous bytes in the current batch; returns [buffer, offset]. Starts the
-   * write loop unless `kick` is false.
-   */
-  #reserve(n: number, kick = true): [Uint8Array, number] {
-    let cur = this.#current;
-    if (cur && cur.used + n > cur.buf.length) {
-      this.#ready.push(cur);
-      cur = null;
-    }
-    if (!cur) {
-      const buf = n <= BATCH_SIZE
-        ? (this.#pool.pop() ?? new Uint8Array(BATCH_SIZE))
-        : new Uint8Array(n);
-      cur = { buf, used: 0 };
-      this.#current = cur;
-    }
-    const off = cur.used;
-    cur.used += n;
-    this.#queued += n;
-    if (kick) this.#kick();
-    return [cur.buf, off];
+  #empty(): boolean {
+    return this.#controlBytes === 0 && this.#ring.length === 0;
   }
 
   /**
-   * Queues an encoded control frame. Control frames never wait, but if the queue grows past
-   * QUEUE_OVERFLOW (a peer that keeps sending PINGs/OPENs without reading our answers) the
-   * writer fails and the session ends.
+   * Queues an encoded control frame (kept by reference: the caller must not change it). Control
+   * frames never wait, but if the queue grows past QUEUE_OVERFLOW (a peer that keeps sending
+   * PINGs/OPENs without reading our answers) the writer fails and the session ends.
    */
   control(bytes: Uint8Array): void {
-    if (this.#failed) return;
-    if (this.#queued + bytes.length > QUEUE_OVERFLOW) {
+    if (this.#enqueueControl(bytes)) this.#kick();
+  }
+
+  #enqueueControl(bytes: Uint8Array): boolean {
+    if (this.#failed) return false;
+    if (this.#controlBytes + this.#dataBytes + bytes.length > QUEUE_OVERFLOW) {
       this.fail();
       this.#onError(new Error("write queue overflow: the peer is not reading"));
-      return;
+      return false;
     }
-    const [buf, off] = this.#reserve(bytes.length);
-    buf.set(bytes, off);
+    this.#control.push(bytes);
+    this.#controlBytes += bytes.length;
+    return true;
   }
 
   /**
@@ -96,39 +195,120 @@ export class FrameWriter {
    * algorithm on the transport cannot hold the DATA back for a round trip).
    */
   deferredControl(bytes: Uint8Array): void {
-    if (this.#failed) return;
-    const [buf, off] = this.#reserve(bytes.length, false);
-    buf.set(bytes, off);
+    if (!this.#enqueueControl(bytes)) return;
     const until = performance.now() + EARLY_DATA_WAIT_MS;
     const check = () => {
-      if (this.#failed || this.#running || this.#queued === 0) return; // written meanwhile
+      if (this.#failed || this.#running || this.#empty()) return; // written meanwhile
       if (performance.now() >= until) this.#kick();
       else setImmediate(check);
     };
     setImmediate(check);
   }
 
-  /** Queues a DATA frame (payload ≤ MAX_DATA_PAYLOAD), copying the payload. */
-  data(streamId: number, payload: Uint8Array): void {
+  /**
+   * Queues DATA payload for stream `id`, copying it (the caller may reuse `payload` at once).
+   * The caller keeps within `room(id)` and the stream's credit; frame boundaries are chosen by
+   * the scheduler.
+   */
+  data(id: number, payload: Uint8Array): void {
+    if (this.#failed || payload.length === 0) return;
+    let q = this.#streams.get(id);
+    if (!q) {
+      q = { id, chunks: [], head: 0, tail: 0, bytes: 0, fin: null, inRing: false, waiters: [] };
+      this.#streams.set(id, q);
+    }
+    let off = 0;
+    while (off < payload.length) {
+      let last = q.chunks[q.chunks.length - 1];
+      if (!last || q.tail === last.length) {
+        last = this.#chunk(payload.length - off);
+        q.chunks.push(last);
+        q.tail = 0;
+      }
+      const n = Math.min(last.length - q.tail, payload.length - off);
+      last.set(payload.subarray(off, off + n), q.tail);
+      q.tail += n;
+      off += n;
+    }
+    q.bytes += payload.length;
+    this.#dataBytes += payload.length;
+    if (!q.inRing) {
+      q.inRing = true;
+      this.#ring.push(q);
+    }
+    this.#kick();
+  }
+
+  /**
+   * Queues stream `id`'s HALF_CLOSE frame: after the stream's queued DATA if it has any,
+   * otherwise as a control frame.
+   */
+  halfClose(id: number, frame: Uint8Array): void {
     if (this.#failed) return;
-    const [buf, off] = this.#reserve(FRAME_HEADER_LENGTH + payload.length);
-    putDataFrameHeader(buf, off, streamId, payload.length);
-    buf.set(payload, off + FRAME_HEADER_LENGTH);
+    const q = this.#streams.get(id);
+    if (q && q.bytes > 0) q.fin = frame;
+    else this.control(frame);
+  }
+
+  /** Drops stream `id`'s queued DATA and pending HALF_CLOSE (the stream was reset); wakes it. */
+  discard(id: number): void {
+    const q = this.#streams.get(id);
+    if (!q) return;
+    this.#dataBytes -= q.bytes;
+    for (const c of q.chunks) this.#release(c);
+    q.chunks = [];
+    q.bytes = 0;
+    q.head = q.tail = 0;
+    q.fin = null;
+    this.#streams.delete(id);
+    const ws = q.waiters;
+    q.waiters = [];
+    for (const w of ws) w();
+    this.#wakeShared();
+    // A queue still in the ring is skipped there once empty.
   }
 
   /** Stops writing; wakes every waiter. */
   fail(): void {
     if (this.#failed) return;
     this.#failed = true;
-    this.#ready = [];
-    this.#current = null;
-    this.#queued = 0;
+    this.#control = [];
+    this.#controlHead = 0;
+    this.#controlBytes = 0;
+    const queues = [...this.#streams.values()];
+    this.#streams.clear();
+    this.#ring.clear();
+    this.#dataBytes = 0;
+    for (const q of queues) {
+      const ws = q.waiters;
+      q.waiters = [];
+      for (const w of ws) w();
+    }
     this.#wake();
   }
 
+  #chunk(need: number): Uint8Array {
+    if (need <= SMALL_CHUNK) return this.#small.pop() ?? new Uint8Array(SMALL_CHUNK);
+    return this.#large.pop() ?? new Uint8Array(CHUNK);
+  }
+
+  #release(c: Uint8Array): void {
+    if (c.length === CHUNK) {
+      if (this.#large.length < POOL_LARGE) this.#large.push(c);
+    } else if (this.#small.length < POOL_SMALL) this.#small.push(c);
+  }
+
+  /** Wakes writers waiting for shared space, about as many as the free space can take. */
+  #wakeShared(): void {
+    if (this.#sharedWaiters.length === 0 || this.#dataBytes >= QUEUE_HIGH_WATER) return;
+    const n = Math.ceil((QUEUE_HIGH_WATER - this.#dataBytes) / SCHEDULER_QUANTUM);
+    const ws = this.#sharedWaiters.splice(0, n);
+    for (const w of ws) w();
+  }
+
   #wake(): void {
-    const ws = this.#spaceWaiters;
-    this.#spaceWaiters = [];
+    const ws = this.#sharedWaiters;
+    this.#sharedWaiters = [];
     for (const w of ws) w();
     if (!this.#running || this.#failed) {
       const iws = this.#idleWaiters;
@@ -150,24 +330,108 @@ export class FrameWriter {
     else queueMicrotask(() => void this.#loop());
   }
 
+  /**
+   * Fills the batch buffer with the next frames: all queued control frames (as many as fit),
+   * then DATA turns round-robin. Returns the bytes used; wakes writers whose queue shrank.
+   */
+  #fill(buf: Uint8Array): number {
+    let off = 0;
+    const control = this.#control;
+    let i = this.#controlHead;
+    while (i < control.length && off + control[i].length <= buf.length) {
+      const f = control[i];
+      control[i++] = EMPTY;
+      buf.set(f, off);
+      off += f.length;
+      this.#controlBytes -= f.length;
+    }
+    if (i === control.length) {
+      this.#control = [];
+      this.#controlHead = 0;
+    } else {
+      this.#controlHead = i;
+      return off;
+    }
+    const ring = this.#ring;
+    while (ring.length > 0) {
+      const q = ring.peek()!;
+      if (q.bytes === 0 && !q.fin) {
+        ring.shift();
+        q.inRing = false;
+        this.#forget(q);
+        continue;
+      }
+      if (q.bytes > 0) {
+        const space = buf.length - off - FRAME_HEADER_LENGTH;
+        const n = Math.min(SCHEDULER_QUANTUM, q.bytes, space);
+        if (n < Math.min(q.bytes, MIN_PIECE)) break; // the next batch starts with this turn
+        putDataFrameHeader(buf, off, q.id, n);
+        off += FRAME_HEADER_LENGTH;
+        this.#take(q, buf, off, n);
+        off += n;
+        if (q.waiters.length > 0 && q.bytes < STREAM_HIGH_WATER) {
+          const ws = q.waiters;
+          q.waiters = [];
+          for (const w of ws) w();
+        }
+      }
+      if (q.bytes === 0 && q.fin) {
+        if (off + q.fin.length > buf.length) break;
+        buf.set(q.fin, off);
+        off += q.fin.length;
+        q.fin = null;
+      }
+      ring.shift();
+      if (q.bytes > 0) ring.push(q);
+      else {
+        q.inRing = false;
+        this.#forget(q);
+      }
+    }
+    this.#wakeShared();
+    return off;
+  }
+
+  /** Moves `n` queued payload bytes of `q` into `buf` at `off`. */
+  #take(q: StreamQueue, buf: Uint8Array, off: number, n: number): void {
+    q.bytes -= n;
+    this.#dataBytes -= n;
+    while (n > 0) {
+      const c = q.chunks[0];
+      const end = q.chunks.length === 1 ? q.tail : c.length;
+      const k = Math.min(n, end - q.head);
+      buf.set(c.subarray(q.head, q.head + k), off);
+      off += k;
+      n -= k;
+      q.head += k;
+      if (q.head === end) {
+        q.chunks.shift();
+        this.#release(c);
+        q.head = 0;
+        if (q.chunks.length === 0) q.tail = 0;
+      }
+    }
+  }
+
+  /** Forgets an empty queue nobody waits on (a new one is made with the next DATA). */
+  #forget(q: StreamQueue): void {
+    if (q.bytes === 0 && !q.fin && q.waiters.length === 0 && this.#streams.get(q.id) === q) {
+      this.#streams.delete(q.id);
+    }
+  }
+
   async #loop(): Promise<void> {
     try {
       while (!this.#failed) {
-        let batch = this.#ready.shift();
-        if (!batch) {
-          batch = this.#current ?? undefined;
-          this.#current = null;
+        const buf = this.#batch ?? new Uint8Array(BATCH_SIZE);
+        this.#batch = null;
+        const n = this.#fill(buf);
+        if (n === 0) {
+          this.#batch = buf;
+          break;
         }
-        if (!batch || batch.used === 0) break;
-        await this.#transport.write(batch.buf.subarray(0, batch.used));
-        if (this.#failed) break;
-        this.#queued -= batch.used;
-        if (batch.buf.length === BATCH_SIZE && this.#pool.length < 2) this.#pool.push(batch.buf);
-        if (this.#queued < QUEUE_HIGH_WATER && this.#spaceWaiters.length > 0) {
-          const ws = this.#spaceWaiters;
-          this.#spaceWaiters = [];
-          for (const w of ws) w();
-        }
+        await this.#transport.write(buf.subarray(0, n));
+        this.#batch = buf;
       }
     } catch (e) {
       if (!this.#failed) {
@@ -176,7 +440,7 @@ export class FrameWriter {
       }
     } finally {
       this.#running = false;
-      if (this.#queued === 0 || this.#failed) this.#wake();
+      if (this.#empty() || this.#failed) this.#wake();
     }
   }
 }

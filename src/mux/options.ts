@@ -52,10 +52,20 @@ export const DEFAULT_MAX_WINDOW = 4 * 1024 * 1024;
 /** Total extra window auto-tuning may hand out across all streams of a session. */
 export const SESSION_GROWTH_BUDGET = 64 * 1024 * 1024;
 
-/** Size of one coalescing write buffer. */
-export const BATCH_SIZE = 256 * 1024;
-/** DATA producers wait while this many bytes are queued for the transport. */
-export const QUEUE_HIGH_WATER = 1024 * 1024;
+/**
+ * Most bytes the frame writer hands to the transport in one write (control frames and DATA
+ * turns of several streams coalesced). The write in progress is part of every frame's latency.
+ */
+export const BATCH_SIZE = 64 * 1024;
+/**
+ * DATA payload bytes one stream gets per round-robin turn of the frame writer: a stream's next
+ * frame waits behind at most this much of each other stream with queued DATA.
+ */
+export const SCHEDULER_QUANTUM = 16 * 1024;
+/** DATA producers wait while this many payload bytes are queued (all streams together). */
+export const QUEUE_HIGH_WATER = 256 * 1024;
+/** A stream's writer waits while this many of its payload bytes are queued. */
+export const STREAM_HIGH_WATER = 64 * 1024;
 /** Control frames queued beyond this end the session (the peer does not read). */
 export const QUEUE_OVERFLOW = 8 * 1024 * 1024;
 /** `Stream.read()` merges buffered chunks into one array up to this size. */

@@ -5,7 +5,13 @@
  * @module
  */
 
-import { EARLY_WINDOW, type Frame, MAX_DATA_PAYLOAD, MAX_WINDOW } from "../protocol/mux.ts";
+import {
+  EARLY_WINDOW,
+  encodeFrame,
+  type Frame,
+  MAX_DATA_PAYLOAD,
+  MAX_WINDOW,
+} from "../protocol/mux.ts";
 import type { FrameWriter } from "./_frame_writer.ts";
 import {
   ProtocolError,
@@ -200,11 +206,16 @@ export class Stream {
           continue;
         }
         const writer = this.#host.writer;
-        if (!writer.hasSpace) {
-          await writer.waitSpace();
+        if (!writer.hasSpace(this.id)) {
+          await writer.waitSpace(this.id);
           continue;
         }
-        const n = Math.min(this.#sendCredit, data.length - off, MAX_DATA_PAYLOAD);
+        const n = Math.min(
+          this.#sendCredit,
+          data.length - off,
+          MAX_DATA_PAYLOAD,
+          writer.room(this.id),
+        );
         writer.data(this.id, data.subarray(off, off + n));
         this.#sendCredit -= n;
         off += n;
@@ -244,7 +255,8 @@ export class Stream {
       if (this.#localFin || this.#resetError || this.#sessionError || this.#removed) return;
       if (!this.#answered) this.accept();
       this.#localFin = true;
-      this.#host.send({ type: "half_close", streamId: this.id });
+      // After this stream's queued DATA, never before it.
+      this.#host.writer.halfClose(this.id, encodeFrame({ type: "half_close", streamId: this.id }));
       if (this.#remoteFin) this.#finish();
     } finally {
       this.#unlock();
@@ -259,6 +271,7 @@ export class Stream {
     this.#buffered = 0;
     this.#settle(this.#resetError);
     if (!this.#removed) {
+      this.#host.writer.discard(this.id); // the peer drops DATA of a reset stream anyway
       this.#host.send({ type: "reset", streamId: this.id, reason });
       this.#host.log(`stream ${this.id}: reset (${reason})`);
       this.#finish();
@@ -334,6 +347,7 @@ export class Stream {
   /** @internal */
   onReset(reason: string): void {
     this.#host.log(`stream ${this.id}: reset by peer (${reason})`);
+    this.#host.writer.discard(this.id); // DATA still queued for it would be ignored
     this.#removed = true;
     this.#releaseGrowth();
     if (!this.#resetError) {
@@ -359,6 +373,7 @@ export class Stream {
       this.#settle();
       this.#wakeSenders();
     } else {
+      this.#host.writer.discard(this.id); // early DATA still queued would be ignored
       this.#removed = true;
       this.#resetError ??= new StreamRejectedError(status);
       this.#settle(this.#resetError);
