@@ -24,7 +24,7 @@
  * @module
  */
 
-import { FRAME_HEADER_LENGTH, putDataFrameHeader } from "../protocol/mux.ts";
+import { FRAME_HEADER_LENGTH, MAX_DATA_PAYLOAD, putDataFrameHeader } from "../protocol/mux.ts";
 import { setImmediate } from "node:timers";
 import {
   BATCH_SIZE,
@@ -43,6 +43,8 @@ const SMALL_CHUNK = 1024;
 /** Pooled chunks kept for reuse: enough for a full shared queue. */
 const POOL_LARGE = Math.ceil((QUEUE_HIGH_WATER + STREAM_HIGH_WATER) / CHUNK) + 2;
 const POOL_SMALL = 256;
+/** What a stream with nothing queued may queue even when the shared queue is full. */
+const IDLE_ALLOWANCE = 4 * 1024;
 /** A turn is not started in a batch with less room than this (unless the stream's DATA fits). */
 const MIN_PIECE = 1024;
 const EMPTY = new Uint8Array(0);
@@ -131,16 +133,23 @@ export class FrameWriter {
     return this.#dataBytes;
   }
 
-  /** True when stream `id` may queue DATA without waiting (always true once failed). */
+  /**
+   * True when stream `id` may queue DATA without waiting (always true once failed): while the
+   * shared queue is below QUEUE_HIGH_WATER and the stream's below STREAM_HIGH_WATER, and also,
+   * up to IDLE_ALLOWANCE bytes, for a stream with nothing queued (an interactive stream's
+   * request never waits for bulk streams' queued DATA to drain).
+   */
   hasSpace(id: number): boolean {
     if (this.#failed) return true;
-    return this.#dataBytes < QUEUE_HIGH_WATER &&
-      (this.#streams.get(id)?.bytes ?? 0) < STREAM_HIGH_WATER;
+    const mine = this.#streams.get(id)?.bytes ?? 0;
+    return mine === 0 || (this.#dataBytes < QUEUE_HIGH_WATER && mine < STREAM_HIGH_WATER);
   }
 
   /** Bytes stream `id` may queue now (> 0 when `hasSpace(id)`). */
   room(id: number): number {
-    return Math.max(0, STREAM_HIGH_WATER - (this.#streams.get(id)?.bytes ?? 0));
+    const mine = this.#streams.get(id)?.bytes ?? 0;
+    if (this.#dataBytes >= QUEUE_HIGH_WATER) return mine === 0 ? IDLE_ALLOWANCE : 0;
+    return Math.max(0, STREAM_HIGH_WATER - mine);
   }
 
   /**
@@ -363,7 +372,9 @@ export class FrameWriter {
       }
       if (q.bytes > 0) {
         const space = buf.length - off - FRAME_HEADER_LENGTH;
-        const n = Math.min(SCHEDULER_QUANTUM, q.bytes, space);
+        // Alone, a stream is not held to the quantum: nobody waits for its turn to end.
+        const turn = ring.length === 1 ? MAX_DATA_PAYLOAD : SCHEDULER_QUANTUM;
+        const n = Math.min(turn, q.bytes, space);
         if (n < Math.min(q.bytes, MIN_PIECE)) break; // the next batch starts with this turn
         putDataFrameHeader(buf, off, q.id, n);
         off += FRAME_HEADER_LENGTH;

@@ -175,7 +175,11 @@ Deno.test("frame writer property: per-stream order, bytes in = out, control firs
             await settle();
             break;
         }
-        assert.ok(w.queuedData <= QUEUE_HIGH_WATER + STREAM_HIGH_WATER, "queue bounded");
+        // The shared mark, one write past it, and a small allowance per idle stream.
+        assert.ok(
+          w.queuedData <= QUEUE_HIGH_WATER + STREAM_HIGH_WATER + producers.length * 4096,
+          "queue bounded",
+        );
       }
       await drain(t, w);
       checkStreams(t, producers);
@@ -303,7 +307,12 @@ Deno.test("frame writer: a writer waiting for its own queue, or the shared one, 
   assert.ok(w.queuedData >= QUEUE_HIGH_WATER, "the shared queue is full");
   assert.ok(w.queuedData < QUEUE_HIGH_WATER + STREAM_HIGH_WATER);
   const waiting = streams.filter((p) => !w.hasSpace(p.id));
-  assert.equal(waiting.length, streams.length);
+  assert.ok(waiting.length >= 2, `${waiting.length} streams waiting`);
+  // A stream with nothing queued may still queue a small write.
+  const idle = new Producer(99, w);
+  assert.ok(w.hasSpace(99));
+  assert.ok(idle.offer(100_000) <= 4096);
+  streams.push(idle);
   let woken = 0;
   for (const p of waiting) void w.waitSpace(p.id).then(() => woken++);
   await drain(t, w);

@@ -65,7 +65,7 @@ export const SCHEDULER_QUANTUM = 16 * 1024;
 /** DATA producers wait while this many payload bytes are queued (all streams together). */
 export const QUEUE_HIGH_WATER = 256 * 1024;
 /** A stream's writer waits while this many of its payload bytes are queued. */
-export const STREAM_HIGH_WATER = 64 * 1024;
+export const STREAM_HIGH_WATER = 128 * 1024;
 /** Control frames queued beyond this end the session (the peer does not read). */
 export const QUEUE_OVERFLOW = 8 * 1024 * 1024;
 /** `Stream.read()` merges buffered chunks into one array up to this size. */
