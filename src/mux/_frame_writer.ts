@@ -18,8 +18,12 @@
  *   OPEN (client) or STATUS (server) is queued before its first DATA, so it is written before it.
  * - **Backpressure**: a stream may queue DATA while the session has fewer than QUEUE_HIGH_WATER
  *   payload bytes queued and the stream fewer than STREAM_HIGH_WATER (so one stream cannot fill
- *   the shared queue); one write adds at most `room()` bytes, so queued DATA stays below
- *   QUEUE_HIGH_WATER + STREAM_HIGH_WATER.
+ *   the shared queue), and a stream with nothing queued may always queue IDLE_ALLOWANCE (4 KiB),
+ *   so an interactive stream's request never waits for space. One `data()` call adds at most
+ *   `room()` bytes, so queued DATA stays below QUEUE_HIGH_WATER + STREAM_HIGH_WATER + 4 KiB per
+ *   stream.
+ * - **Latency** it cannot help: bytes already handed to the transport (socket buffers, proxies
+ *   on the way) are FIFO; how much of a stream is there is bounded by its flow-control window.
  *
  * @module
  */

@@ -4,7 +4,8 @@
  *
  * - `session.ts`: Session (stream table, read loop, heartbeats, go-away)
  * - `stream.ts`: Stream (flow control, half-close, reset)
- * - `_frame_writer.ts`: the batching frame writer (private)
+ * - `_frame_writer.ts`: the frame writer: control first, DATA round-robin per stream, batched
+ *   (private)
  * - `errors.ts`: error classes and the RESET / GO_AWAY reasons
  * - `options.ts`: SessionOptions and defaults
  * - `transport.ts`: the byte pipe a Session runs over
