@@ -28,6 +28,12 @@ const SNIFF_TIMEOUT_MS = 10_000;
 /** Connections served at once (raw streams, sessions, connections being sniffed); more are closed. */
 export const MAX_CONNECTIONS = 8192;
 
+/**
+ * Receive buffer budget of each tunnel session (SessionOptions.receiveBudget): what the agent
+ * buffers for a client's streams stays within this plus 16 KiB per open stream.
+ */
+export const AGENT_RECEIVE_BUDGET = 16 * 1024 * 1024;
+
 /** Options of {@link startAgent}. */
 export interface AgentServerOptions extends AgentOptions {
   log: AgentLogger;
@@ -252,6 +258,7 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
     const session = new Session(prefixedTransport(rest, connTransport(conn)), {
       role: "server",
       maxStreams: opts.maxStreams,
+      receiveBudget: AGENT_RECEIVE_BUDGET,
       // We ping a third of the timeout apart, so a live client is never mistaken for a dead one.
       pingIntervalMs: Math.max(1, Math.floor(opts.pingTimeoutMs / 3)),
       pingTimeoutMs: opts.pingTimeoutMs,

@@ -5,6 +5,7 @@
  * - `session.ts`: Session (stream table, read loop, heartbeats, go-away)
  * - `stream.ts`: Stream (flow control, half-close, reset)
  * - `_frame_writer.ts`: the batching frame writer (private)
+ * - `buffers.ts`: read buffers of the relay loops (small per connection, large ones pooled)
  * - `errors.ts`: error classes and the RESET / GO_AWAY reasons
  * - `options.ts`: SessionOptions and defaults
  * - `transport.ts`: the byte pipe a Session runs over
