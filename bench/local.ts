@@ -198,7 +198,7 @@ async function driver(): Promise<void> {
     new URL("../agent.ts", import.meta.url).pathname,
     "--listen",
     "127.0.0.1:0",
-    ...(Deno.env.get("LOCAL_AGENT_ARGS")?.split(" ") ?? []),
+    ...(Deno.env.get("LOCAL_AGENT_ARGS")?.split(" ").filter(Boolean) ?? []),
   ], {
     KUBECTL_RELAY_TOKEN: token,
     ...Object.fromEntries(
@@ -217,6 +217,7 @@ async function driver(): Promise<void> {
     "run",
     "-A",
     "--unstable-net",
+    ...(Deno.env.get("LOCAL_CLIENT_FLAGS")?.split(" ").filter(Boolean) ?? []),
     me,
     "--role=client",
     `--target=127.0.0.1:${proxy.port}`,
