@@ -97,6 +97,12 @@ interface PathResult {
   /** The relay's startup phases: median over the runs (ms), and every run. */
   firstBytePhasesMs?: Record<string, number>;
   firstBytePhaseRunsMs?: Record<string, number>[];
+  /**
+   * The same with an agent of this user and namespace already running (`--reuse-agent`): median
+   * and every run (s). Only the relay has one; kubectl port-forward has no warm start.
+   */
+  firstByteWarmMedianS?: number;
+  firstByteWarmRunsS?: number[];
 }
 
 async function kubectlPortForward(
@@ -244,6 +250,30 @@ async function measureFirstByte(
   }
 }
 
+/**
+ * Warm start: one `--reuse-agent` relay starts an agent and stops (the agent stays, waiting for
+ * its idle exit), then each run is a new `--reuse-agent` relay that finds and uses it.
+ */
+async function measureWarmStart(r: PathResult, kc: string): Promise<void> {
+  progress(r.path, `time to first byte with a running agent (${SIZES.firstByteRuns} spawns)…`);
+  const args = ["--reuse-agent", "-n", NS, "pod/echo", `:${ECHO_PORT}`];
+  const start = async (): Promise<StartedForward> => {
+    const p = await startRelay(kc, args, { forwardLines: 1 });
+    return {
+      port: p.ports[0],
+      stderr: () => p.err,
+      stop: async () => {
+        await p.stop("SIGINT");
+      },
+    };
+  };
+  await (await start()).stop();
+  const runs: number[] = [];
+  for (let i = 0; i < SIZES.firstByteRuns; i++) runs.push((await firstByte(start)).totalMs / 1000);
+  r.firstByteWarmRunsS = runs;
+  r.firstByteWarmMedianS = median(runs);
+}
+
 /** Waits (bounded) until no agent process of the harness is left, so runs do not overlap. */
 async function agentsGone(clusterDir: string): Promise<void> {
   const deadline = Date.now() + 15_000;
@@ -313,6 +343,11 @@ function table(results: PathResult[]): string {
     [
       `time to first byte, slowest of ${SIZES.firstByteRuns} (s)`,
       (r) => r.firstByteRunsS && Math.max(...r.firstByteRunsS),
+      2,
+    ],
+    [
+      `warm start (relay: agent reused; kubectl: as above), median of ${SIZES.firstByteRuns} (s)`,
+      (r) => r.firstByteWarmMedianS ?? r.firstByteMedianS,
       2,
     ],
   ];
@@ -449,6 +484,7 @@ async function main(): Promise<void> {
       relayPhases,
       () => agentsGone(cluster.dir),
     );
+    await measureWarmStart(results[2], kc);
 
     const text = [table(results), phaseTable(results[2])].join("\n\n");
     console.log(

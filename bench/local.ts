@@ -6,7 +6,7 @@
  *
  * Four processes: a TCP echo server, the real agent (agent.ts, with its token), a stand-in for
  * the apiserver/kubelet hop (a TCP proxy moving at most `--rate` MiB/s each way, so queues build
- * in front of it as they do in front of the real one), and a client (a Session over that proxy
+ * in front of it as they do in front of the real one; `--rate 0`: no hop), and a client (a Session over that proxy
  * with the real TCP listener and early-data opener). Phases: `thr` one bulk echo (MiB/s, CPU
  * seconds per GiB of client and agent), `lul` 1-byte echoes idle and while a bulk echo runs,
  * `many` N concurrent connections × `--each` KiB (errors, wall time, peak RSS). CPU and RSS come
@@ -118,7 +118,7 @@ async function clientRole(): Promise<void> {
     log: () => {},
   });
   console.log(`port ${l.port}`);
-  await session.closed;
+  console.error(`session closed: ${await session.closed}`);
 }
 
 async function spawn(
@@ -198,8 +198,14 @@ async function driver(): Promise<void> {
     new URL("../agent.ts", import.meta.url).pathname,
     "--listen",
     "127.0.0.1:0",
-  ], { KUBECTL_RELAY_TOKEN: token });
-  const proxy = await spawn([
+    ...(Deno.env.get("LOCAL_AGENT_ARGS")?.split(" ").filter(Boolean) ?? []),
+  ], {
+    KUBECTL_RELAY_TOKEN: token,
+    ...Object.fromEntries(
+      (Deno.env.get("LOCAL_AGENT_ENV") ?? "").split(" ").filter(Boolean).map((kv) => kv.split("=")),
+    ),
+  });
+  const proxy = values.rate === "0" ? agent : await spawn([
     "run",
     "-A",
     me,
@@ -211,6 +217,7 @@ async function driver(): Promise<void> {
     "run",
     "-A",
     "--unstable-net",
+    ...(Deno.env.get("LOCAL_CLIENT_FLAGS")?.split(" ").filter(Boolean) ?? []),
     me,
     "--role=client",
     `--target=127.0.0.1:${proxy.port}`,
@@ -264,7 +271,7 @@ async function driver(): Promise<void> {
       );
     }
   } finally {
-    for (const p of [client, proxy, agent, echo]) {
+    for (const p of new Set([client, proxy, agent, echo])) {
       try {
         p.child.kill("SIGKILL");
       } catch { /* gone */ }

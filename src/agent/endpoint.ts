@@ -6,10 +6,8 @@
  */
 
 import type { Status } from "../protocol/status.ts";
+import { RelayReader } from "../mux/buffers.ts";
 import type { Stream } from "../mux/mod.ts";
-
-/** Size of relay read buffers. */
-export const RELAY_BUFFER = 64 * 1024;
 
 /** One request's client side. */
 export interface Endpoint {
@@ -57,7 +55,7 @@ async function drainBounded(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
  * Header in the same read (payload).
  */
 export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
-  const buf = new Uint8Array(RELAY_BUFFER);
+  const reader = new RelayReader(conn);
   let pending: Uint8Array | null = leftover.length > 0 ? leftover : null;
   let closed = false;
   const writeAll = async (data: Uint8Array) => {
@@ -81,8 +79,7 @@ export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
         return p;
       }
       if (closed) return null;
-      const n = await conn.read(buf);
-      return n === null ? null : buf.subarray(0, n);
+      return await reader.read();
     },
     write: writeAll,
     async closeWrite() {
@@ -95,7 +92,7 @@ export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
         // Lingering close: FIN first, then discard what the client already sent (bounded), so
         // that unread payload does not turn our close into a RST that could destroy the status.
         await conn.closeWrite();
-        await drainBounded(conn, buf);
+        await drainBounded(conn, reader.smallBuffer);
       } catch {
         // the client is gone: nothing to tell it
       } finally {

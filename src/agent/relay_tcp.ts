@@ -3,13 +3,15 @@
  * half-close: EOF from one side becomes `closeWrite()` on the other, and the request
  * ends when both directions have ended (or either fails).
  *
- * A manual read/write loop with a 64 KiB buffer is used on purpose: `pipeTo` loses
- * half-close and is slower (see NOTES.md).
+ * A manual read/write loop is used on purpose: `pipeTo` loses half-close and is slower (see
+ * NOTES.md). Destination reads go through a `RelayReader`: a small buffer per request, a large
+ * one borrowed from a shared pool only during a burst (src/mux/buffers.ts).
  *
  * @module
  */
 
-import { type Endpoint, RELAY_BUFFER } from "./endpoint.ts";
+import { RelayReader } from "../mux/buffers.ts";
+import type { Endpoint } from "./endpoint.ts";
 
 /** Byte counts of a finished relay. */
 export interface RelayResult {
@@ -57,17 +59,19 @@ export async function relayTcp(client: Endpoint, dest: Deno.TcpConn): Promise<Re
   };
 
   const down = async () => {
-    const buf = new Uint8Array(RELAY_BUFFER);
+    const reader = new RelayReader(dest);
     try {
       while (true) {
-        const n = await dest.read(buf);
-        if (n === null) break;
-        await client.write(buf.subarray(0, n));
-        result.received += n;
+        const chunk = await reader.read();
+        if (chunk === null) break;
+        await client.write(chunk);
+        result.received += chunk.length;
       }
       await client.closeWrite();
     } catch (e) {
       fail("destination→client", e);
+    } finally {
+      reader.release();
     }
   };
 

@@ -19,6 +19,7 @@ import { connTransport, prefixedTransport } from "../mux/mod.ts";
 import { connEndpoint, streamEndpoint } from "./endpoint.ts";
 import { handleHeaderBytes, type HandlerContext, handleRequest } from "./handler.ts";
 import type { AgentLogger } from "./log.ts";
+import { cgroupMemoryLimit, streamCap } from "./memory.ts";
 import type { AgentOptions } from "./options.ts";
 import type { Resolver } from "./dial.ts";
 
@@ -28,12 +29,21 @@ const SNIFF_TIMEOUT_MS = 10_000;
 /** Connections served at once (raw streams, sessions, connections being sniffed); more are closed. */
 export const MAX_CONNECTIONS = 8192;
 
+/**
+ * Receive buffer budget of each tunnel session (SessionOptions.receiveBudget): what the agent
+ * buffers for a client's streams stays within this plus 16 KiB per open stream.
+ */
+export const AGENT_RECEIVE_BUDGET = 16 * 1024 * 1024;
+
 /** Options of {@link startAgent}. */
 export interface AgentServerOptions extends AgentOptions {
   log: AgentLogger;
   /** The agent's token: a connection whose Token block carries another one is closed. */
   token: Uint8Array;
-  /** Session tuning passed through (tests). */
+  /**
+   * Streams per session; default: sized to the container's memory limit (src/agent/memory.ts),
+   * so that a busy agent refuses streams ("too many streams") rather than being OOM-killed.
+   */
   maxStreams?: number;
   /** Test hook: replaces the system resolver. */
   resolver?: Resolver;
@@ -97,6 +107,13 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
     }
   }
   const log = opts.log;
+  let maxStreams = opts.maxStreams;
+  if (maxStreams === undefined) {
+    const limit = cgroupMemoryLimit();
+    maxStreams = streamCap(limit);
+    const mib = limit === undefined ? "none" : `${Math.round(limit / 1048576)} MiB`;
+    log.log(1, "-", `memory limit ${mib}: at most ${maxStreams} streams per session`);
+  }
   const ctx: HandlerContext = {
     log,
     connectTimeoutMs: opts.connectTimeoutMs,
@@ -251,7 +268,8 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
     busy();
     const session = new Session(prefixedTransport(rest, connTransport(conn)), {
       role: "server",
-      maxStreams: opts.maxStreams,
+      maxStreams,
+      receiveBudget: AGENT_RECEIVE_BUDGET,
       // We ping a third of the timeout apart, so a live client is never mistaken for a dead one.
       pingIntervalMs: Math.max(1, Math.floor(opts.pingTimeoutMs / 3)),
       pingTimeoutMs: opts.pingTimeoutMs,

@@ -2,16 +2,15 @@
  * The relay loop between a local TCP connection and a tunnel stream, shared by port forwarding
  * and the proxy.
  *
- * A manual read/write loop with a 64 KiB buffer, not `pipeTo`: it is faster and keeps half-close
- * (EOF from either side becomes a half-close on the other).
+ * A manual read/write loop, not `pipeTo`: it is faster and keeps half-close (EOF from either side
+ * becomes a half-close on the other). Reads go through a `RelayReader` (src/mux/buffers.ts): a
+ * small buffer per connection, a large one borrowed from a shared pool only during a burst.
  *
  * @module
  */
 
 import { errorText } from "../errors.ts";
-
-/** Relay buffer size (a 64 KiB manual loop is the fast path). */
-export const RELAY_BUFFER_SIZE = 64 * 1024;
+import { RelayReader } from "../mux/buffers.ts";
 
 /**
  * The part of a tunnel stream the relay uses; `Stream` from src/mux satisfies it.
@@ -32,7 +31,7 @@ export interface RelayStream {
 export interface PendingRead {
   /** The read's result (`conn.read(buf)`). */
   n: Promise<number | null>;
-  /** The buffer it reads into; the relay goes on reading into it. */
+  /** The buffer it reads into (SMALL_READ_BUFFER bytes); the relay goes on reading into it. */
   buf: Uint8Array;
 }
 
@@ -74,21 +73,21 @@ export async function relay(
     } catch { /* already closed */ }
   };
 
+  const reader = new RelayReader(conn, undefined, firstRead?.buf);
   const upstream = async () => {
     try {
       if (leftover.length > 0) await stream.write(leftover);
-      const buf = firstRead?.buf ?? new Uint8Array(RELAY_BUFFER_SIZE);
-      let pending = firstRead?.n;
-      for (;;) {
-        const n = await (pending ?? conn.read(buf));
-        pending = undefined;
-        if (n === null) break;
-        up += n;
-        await stream.write(buf.subarray(0, n));
+      let chunk = firstRead ? reader.took(await firstRead.n) : await reader.read();
+      while (chunk !== null) {
+        up += chunk.length;
+        await stream.write(chunk);
+        chunk = await reader.read();
       }
       await stream.closeWrite();
     } catch (err) {
       abort(`local connection: ${errorText(err)}`);
+    } finally {
+      reader.release();
     }
   };
 

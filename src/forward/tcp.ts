@@ -7,7 +7,8 @@
 import { StreamResetError } from "../mux/mod.ts";
 import { hostPort } from "../protocol/addr.ts";
 import { type BoundSocket, boundSocket, type ForwardContext, type Listener } from "./listener.ts";
-import { relay, RELAY_BUFFER_SIZE } from "./pipe.ts";
+import { SMALL_READ_BUFFER } from "../mux/buffers.ts";
+import { relay } from "./pipe.ts";
 
 /** Binds a TCP socket (port 0 = random); `serve` then relays each connection through a stream. */
 export function bindTcp(address: string, port: number): BoundSocket {
@@ -41,7 +42,7 @@ function serveTcp(
     conn.setNoDelay(true);
     // Read at once, while the stream opens: bytes the client sends right after connecting then
     // go out together with the open (one packet, one round trip).
-    const buf = new Uint8Array(RELAY_BUFFER_SIZE);
+    const buf = new Uint8Array(SMALL_READ_BUFFER);
     const first = { n: conn.read(buf), buf };
     first.n.catch(() => {}); // the relay awaits it; without a stream the connection is closed
     ctx.out(`Handling connection for ${boundPort}`);

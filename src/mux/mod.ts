@@ -6,6 +6,7 @@
  * - `stream.ts`: Stream (flow control, half-close, reset)
  * - `_frame_writer.ts`: the frame writer: control first, DATA round-robin per stream, batched
  *   (private)
+ * - `buffers.ts`: read buffers of the relay loops (small per connection, large ones pooled)
  * - `errors.ts`: error classes and the RESET / GO_AWAY reasons
  * - `options.ts`: SessionOptions and defaults
  * - `transport.ts`: the byte pipe a Session runs over

@@ -20,17 +20,26 @@ export interface SessionOptions {
   /** Concurrently open streams accepted from the peer; default 4096. */
   maxStreams?: number;
   /**
-   * Per-stream receive window in bytes; default 256 KiB. The server role never uses less than
-   * EARLY_WINDOW (64 KiB), the credit clients have for early data before STATUS.
+   * Per-stream receive window in bytes while few streams are open; default 256 KiB. A new stream
+   * gets less when the receive budget is shared by many (see `receiveBudget`), but the server role
+   * never less than EARLY_WINDOW (16 KiB, the credit clients have for early data before STATUS).
    */
   initialWindow?: number;
   /**
    * Largest receive window auto-tuning may grow a fast-read stream to; default
-   * max(initialWindow, 4 MiB). Set equal to initialWindow to disable growth. Growth across all
-   * streams of a session is capped at 64 MiB in total, so receive buffers stay bounded by
-   * streams × initialWindow + 64 MiB.
+   * max(initialWindow, 4 MiB). Set equal to initialWindow to disable growth.
    */
   maxWindow?: number;
+  /**
+   * The session's receive buffer budget in bytes; default 32 MiB. The receive windows of all its
+   * streams together stay within it, except that every stream gets at least MIN_STREAM_WINDOW
+   * (so a session never buffers more than budget + streams × MIN_STREAM_WINDOW for its peer,
+   * whatever the peer does): a new stream starts with what is left (at most `initialWindow`),
+   * auto-tuning grows a window only from what is left, and a stream whose window is above its
+   * fair share (budget / open streams) gives back less credit than it consumed until it is down
+   * to it, so a busy session's windows move to the streams that are still opening.
+   */
+  receiveBudget?: number;
   /**
    * Called once when the peer sends GO_AWAY: this session accepts no new streams any more
    * (open ones continue), so a client should start using a new session for new streams.
@@ -49,8 +58,10 @@ export const DEFAULT_MAX_STREAMS = 4096;
 export const DEFAULT_INITIAL_WINDOW = 256 * 1024;
 /** Default largest window auto-tuning may grow a stream to. */
 export const DEFAULT_MAX_WINDOW = 4 * 1024 * 1024;
-/** Total extra window auto-tuning may hand out across all streams of a session. */
-export const SESSION_GROWTH_BUDGET = 64 * 1024 * 1024;
+/** Default receive buffer budget of a session. */
+export const DEFAULT_RECEIVE_BUDGET = 32 * 1024 * 1024;
+/** A stream's window never shrinks below this (a smaller one would throttle it to a crawl). */
+export const MIN_STREAM_WINDOW = 16 * 1024;
 
 /**
  * Most bytes the frame writer hands to the transport in one write (control frames and DATA
@@ -69,7 +80,7 @@ export const STREAM_HIGH_WATER = 128 * 1024;
 /** Control frames queued beyond this end the session (the peer does not read). */
 export const QUEUE_OVERFLOW = 8 * 1024 * 1024;
 /** `Stream.read()` merges buffered chunks into one array up to this size. */
-export const MAX_READ_CHUNK = 1024 * 1024;
+export const MAX_READ_CHUNK = 64 * 1024;
 /**
  * How long an early OPEN waits for the stream's first DATA to share its transport write (a
  * client's first bytes usually follow its connect within tens of microseconds).
@@ -85,6 +96,7 @@ export interface SessionLimits {
   maxStreams: number;
   initialWindow: number;
   maxWindow: number;
+  receiveBudget: number;
 }
 
 /**
@@ -111,7 +123,13 @@ export function sessionLimits(opts: SessionOptions): SessionLimits {
     Math.max(option(opts.maxWindow, DEFAULT_MAX_WINDOW, 1, "maxWindow"), initialWindow),
     MAX_WINDOW,
   );
-  return { pingIntervalMs, pingTimeoutMs, maxStreams, initialWindow, maxWindow };
+  const receiveBudget = option(
+    opts.receiveBudget,
+    DEFAULT_RECEIVE_BUDGET,
+    MIN_STREAM_WINDOW,
+    "receiveBudget",
+  );
+  return { pingIntervalMs, pingTimeoutMs, maxStreams, initialWindow, maxWindow, receiveBudget };
 }
 
 /** A numeric option: `fallback` when absent; TypeError when not a number ≥ `min`. */

@@ -19,7 +19,7 @@ import { FrameWriter } from "./_frame_writer.ts";
 import { GoAwayReason, ProtocolError, ResetReason, SessionClosedError } from "./errors.ts";
 import {
   DRAIN_GRACE_MS,
-  SESSION_GROWTH_BUDGET,
+  MIN_STREAM_WINDOW,
   sessionLimits,
   type SessionOptions,
 } from "./options.ts";
@@ -43,7 +43,9 @@ export class Session {
   #maxStreams: number;
   #initialWindow: number;
   #maxWindow: number;
-  #growthLeft = SESSION_GROWTH_BUDGET;
+  #receiveBudget: number;
+  /** Sum of the receive windows of open streams (PROTOCOL.md §5.6; SessionOptions.receiveBudget). */
+  #committed = 0;
   #rtt = 0;
   #log: (line: string) => void;
   #writer: FrameWriter;
@@ -76,6 +78,7 @@ export class Session {
     this.#maxStreams = limits.maxStreams;
     this.#initialWindow = limits.initialWindow;
     this.#maxWindow = limits.maxWindow;
+    this.#receiveBudget = limits.receiveBudget;
     const log = opts.log;
     this.#log = log
       ? (line) => {
@@ -92,16 +95,23 @@ export class Session {
     });
     this.#host = {
       writer: this.#writer,
-      initialWindow: this.#initialWindow,
       maxWindow: this.#maxWindow,
       rtt: () => this.#rtt,
-      reserveGrowth: (n) => {
-        if (n > this.#growthLeft) return false;
-        this.#growthLeft -= n;
+      fairWindow: () =>
+        Math.min(
+          this.#maxWindow,
+          Math.max(
+            MIN_STREAM_WINDOW,
+            Math.floor(this.#receiveBudget / Math.max(1, this.#streams.size)),
+          ),
+        ),
+      reserveWindow: (n) => {
+        if (this.#committed + n > this.#receiveBudget) return false;
+        this.#committed += n;
         return true;
       },
-      releaseGrowth: (n) => {
-        this.#growthLeft += n;
+      releaseWindow: (n) => {
+        this.#committed -= n;
       },
       send: (frame) => this.#send(frame),
       remove: (stream) => this.#remove(stream),
@@ -115,6 +125,22 @@ export class Session {
     this.#timer = setInterval(() => this.#tick(), tick);
     this.#ping(); // an early RTT sample for window auto-tuning
     void this.#readLoop();
+  }
+
+  /** Sum of the receive windows of the open streams (at most the budget + 16 KiB per stream). */
+  get receiveWindows(): number {
+    return this.#committed;
+  }
+
+  /**
+   * The receive window of a new stream: what is left of the budget, at most `initialWindow`, at
+   * least MIN_STREAM_WINDOW (or `initialWindow` if that is smaller). Counted as committed.
+   */
+  #openingWindow(): number {
+    const floor = Math.min(MIN_STREAM_WINDOW, this.#initialWindow);
+    const w = Math.min(this.#initialWindow, Math.max(floor, this.#receiveBudget - this.#committed));
+    this.#committed += w;
+    return w;
   }
 
   /** Open streams (including ones waiting for STATUS); after close, the count at close time. */
@@ -160,9 +186,10 @@ export class Session {
       throw new SessionClosedError("stream ids exhausted");
     }
     const id = this.#nextId;
-    const open = encodeFrame({ type: "open", streamId: id, window: this.#initialWindow, header });
+    const window = this.#openingWindow();
+    const open = encodeFrame({ type: "open", streamId: id, window, header });
     this.#nextId += 2;
-    const stream = new Stream(this.#host, id, header.slice(), false);
+    const stream = new Stream(this.#host, id, header.slice(), false, window);
     this.#streams.set(id, stream);
     if (early) this.#writer.deferredControl(open);
     else this.#writer.control(open);
@@ -376,7 +403,7 @@ export class Session {
       this.#send({ type: "reset", streamId: id, reason: ResetReason.NoStreamHandler });
       return;
     }
-    const stream = new Stream(this.#host, id, header.slice(), true);
+    const stream = new Stream(this.#host, id, header.slice(), true, this.#openingWindow());
     stream.setInitialCredit(window);
     this.#streams.set(id, stream);
     try {

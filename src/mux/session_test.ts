@@ -10,7 +10,7 @@ import {
   StreamRejectedError,
   StreamResetError,
 } from "./mod.ts";
-import { connTransport, type Transport } from "./mod.ts";
+import { connTransport } from "./mod.ts";
 import { memoryTransportPair } from "../../tests/_lib/memory_transport.ts";
 import {
   acceptPreface,
@@ -18,6 +18,7 @@ import {
   memoryPair,
   pseudoRandom,
   Queue,
+  rawPeer,
   sendPattern,
   sha256,
   tcpPair,
@@ -415,41 +416,6 @@ Deno.test("session/tcp: garbage after the preface kills only that session", asyn
   await Promise.all([good.closed, goodServer.closed]);
   await new Promise((r) => setTimeout(r, 0));
 });
-
-/** A scripted raw peer: the test reads the client's frames and writes frames by hand. */
-async function rawPeer(clientOpts: { initialWindow?: number } = {}) {
-  const [a, b] = memoryTransportPair();
-  const client = new Session(a, { role: "client", ...clientOpts });
-  const t: Transport = await acceptPreface(b);
-  const decoder = new FrameDecoder();
-  const pending: Frame[] = [];
-  return {
-    client,
-    async next(type: Frame["type"]): Promise<Frame> {
-      while (true) {
-        const i = pending.findIndex((f) => f.type === type);
-        if (i >= 0) return pending.splice(i, 1)[0];
-        const chunk = await t.read();
-        if (chunk === null) throw new Error("EOF");
-        const batch = decoder.push(chunk);
-        assert.equal(batch.error, undefined);
-        pending.push(...batch.frames.filter((f) => f.type !== "ping"));
-      }
-    },
-    send(frame: Frame): Promise<void> {
-      return t.write(encodeFrame(frame));
-    },
-    /** Frames received but not yet taken with next(). */
-    get unread(): Frame[] {
-      return [...pending];
-    },
-    async done() {
-      client.close("test done");
-      await client.closed;
-      t.close();
-    },
-  };
-}
 
 Deno.test("session/raw: the sender never exceeds the credit the peer granted", async () => {
   const peer = await rawPeer();

@@ -24,15 +24,16 @@ import { MAX_READ_CHUNK } from "./options.ts";
 /** @internal Session internals a Stream talks to. */
 export interface StreamHost {
   readonly writer: FrameWriter;
-  readonly initialWindow: number;
   /** Largest receive window auto-tuning may grow a stream to. */
   readonly maxWindow: number;
   /** Smoothed round-trip time in ms measured with PING/PONG; 0 = not known yet. */
   rtt(): number;
-  /** Takes `n` bytes from the session-wide window-growth budget; false if not available. */
-  reserveGrowth(n: number): boolean;
-  /** Returns window growth to the session-wide budget. */
-  releaseGrowth(n: number): void;
+  /** A stream's fair share of the session's receive budget now (budget / open streams). */
+  fairWindow(): number;
+  /** Takes `n` bytes of window from the session's receive budget; false if not available. */
+  reserveWindow(n: number): boolean;
+  /** Returns `n` bytes of window to the session's receive budget. */
+  releaseWindow(n: number): void;
   send(frame: Frame): void;
   remove(stream: Stream): void;
   log(line: string): void;
@@ -63,6 +64,8 @@ export class Stream {
   #recvAvailable: number; // bytes the peer may still send
   #unannounced = 0; // consumed bytes not yet returned to the peer via WINDOW_UPDATE
   #window: number; // current receive window: buffered + recvAvailable + unannounced
+  #openingWindow: number; // the window announced in OPEN / STATUS
+  #windowReleased = false; // #window went back to the session's budget
   #bytesRead = 0;
   #epochStart = performance.now();
   #epochOffset = 0;
@@ -82,13 +85,17 @@ export class Stream {
   /** Client: settles `opened`; set until STATUS (or the stream's end) arrives. */
   #settleOpen: ((error?: Error) => void) | null = null;
 
-  /** @internal Created by Session only. */
-  constructor(host: StreamHost, id: number, header: Uint8Array, server: boolean) {
+  /**
+   * @internal Created by Session only, with the receive window `window` it took from its
+   * receive budget.
+   */
+  constructor(host: StreamHost, id: number, header: Uint8Array, server: boolean, window: number) {
     this.#host = host;
     this.id = id;
     this.header = header;
-    this.#recvAvailable = host.initialWindow;
-    this.#window = host.initialWindow;
+    this.#recvAvailable = window;
+    this.#window = window;
+    this.#openingWindow = window;
     this.#answered = !server;
     if (server) {
       this.opened = Promise.resolve();
@@ -113,7 +120,10 @@ export class Stream {
     return this.#buffered;
   }
 
-  /** Current receive window (starts at `initialWindow`; auto-tuning may grow it). */
+  /**
+   * Current receive window (starts at what the session could give it, up to `initialWindow`;
+   * auto-tuning may grow it, a busy session may shrink it).
+   */
   get receiveWindow(): number {
     return this.#window;
   }
@@ -155,6 +165,7 @@ export class Stream {
     this.#bytesRead += out.length;
     if (!this.#remoteFin && !this.#removed) {
       this.#unannounced += out.length;
+      this.#shrinkToFairShare();
       if (this.#unannounced >= Math.max(1, this.#window >>> 2)) {
         const increment = this.#unannounced + this.#autoTune();
         this.#unannounced = 0;
@@ -166,9 +177,23 @@ export class Stream {
   }
 
   /**
+   * A window above the stream's fair share of the session's receive budget (other streams opened
+   * meanwhile) gives back less credit than was consumed, until it is down to the fair share.
+   */
+  #shrinkToFairShare(): void {
+    const excess = this.#window - this.#host.fairWindow();
+    if (excess <= 0 || this.#unannounced === 0) return;
+    const cut = Math.min(excess, this.#unannounced);
+    this.#unannounced -= cut;
+    this.#window -= cut;
+    this.#host.releaseWindow(cut);
+  }
+
+  /**
    * Receive-window auto-tuning: when the reader consumed more than half the window in less
    * than ~4 round trips' worth of time, the window (not the reader) limits throughput, so it
-   * doubles, up to `maxWindow`. Returns the growth (extra credit to grant the peer).
+   * doubles, up to `maxWindow` and the stream's fair share of the session's receive budget, and
+   * only from what is left of that budget. Returns the growth (extra credit to grant the peer).
    */
   #autoTune(): number {
     const readInEpoch = this.#bytesRead - this.#epochOffset;
@@ -177,9 +202,10 @@ export class Stream {
     const rtt = this.#host.rtt();
     let grow = 0;
     const fast = now - this.#epochStart < 4 * (readInEpoch / this.#window) * rtt;
-    if (rtt > 0 && fast && this.#window < this.#host.maxWindow) {
-      grow = Math.min(this.#window * 2, this.#host.maxWindow) - this.#window;
-      if (this.#host.reserveGrowth(grow)) this.#window += grow;
+    const limit = Math.min(this.#host.maxWindow, this.#host.fairWindow());
+    if (rtt > 0 && fast && this.#window < limit) {
+      grow = Math.min(this.#window * 2, limit) - this.#window;
+      if (this.#host.reserveWindow(grow)) this.#window += grow;
       else grow = 0;
     }
     this.#epochStart = now;
@@ -287,7 +313,7 @@ export class Stream {
       type: "status",
       streamId: this.id,
       status: 0,
-      window: this.#host.initialWindow,
+      window: this.#openingWindow,
     });
   }
 
@@ -300,6 +326,8 @@ export class Stream {
     this.#answered = true;
     this.#host.send({ type: "status", streamId: this.id, status, window: 0 });
     this.#resetError = new StreamResetError(`rejected with status ${status}`);
+    this.#chunks = [];
+    this.#buffered = 0;
     this.#finish();
     this.#wakeAll();
   }
@@ -349,7 +377,7 @@ export class Stream {
     this.#host.log(`stream ${this.id}: reset by peer (${reason})`);
     this.#host.writer.discard(this.id); // DATA still queued for it would be ignored
     this.#removed = true;
-    this.#releaseGrowth();
+    this.#releaseWindow();
     if (!this.#resetError) {
       this.#resetError = new StreamResetError(reason, true);
       this.#chunks = [];
@@ -375,6 +403,7 @@ export class Stream {
     } else {
       this.#host.writer.discard(this.id); // early DATA still queued would be ignored
       this.#removed = true;
+      this.#releaseWindow();
       this.#resetError ??= new StreamRejectedError(status);
       this.#settle(this.#resetError);
       this.#wakeAll();
@@ -389,6 +418,7 @@ export class Stream {
   /** @internal The session ended. */
   onSessionClosed(error: SessionClosedError): void {
     this.#removed = true;
+    this.#releaseWindow();
     this.#settle(error);
     this.#sessionError ??= error;
     this.#wakeAll();
@@ -397,14 +427,15 @@ export class Stream {
   #finish(): void {
     if (this.#removed) return;
     this.#removed = true;
-    this.#releaseGrowth();
+    this.#releaseWindow();
     this.#host.remove(this);
   }
 
-  #releaseGrowth(): void {
-    const grown = this.#window - this.#host.initialWindow;
-    if (grown > 0) this.#host.releaseGrowth(grown);
-    this.#window = this.#host.initialWindow;
+  /** Returns the stream's whole window to the session's receive budget, once. */
+  #releaseWindow(): void {
+    if (this.#windowReleased) return;
+    this.#windowReleased = true;
+    this.#host.releaseWindow(this.#window);
   }
 
   #wakeReaders(): void {

@@ -36,11 +36,13 @@ export const MAX_STREAM_ID = 0xffff_ffff;
 /** Length of the opaque PING / PONG payload. */
 export const PING_PAYLOAD_LENGTH = 8;
 /**
- * Early data: the client's credit on a new stream before the agent's STATUS arrives (64 KiB).
- * An agent's receive window (announced in STATUS, counted from the start of the stream) is never
- * smaller, so the client may send this much DATA (and HALF_CLOSE) right after its OPEN.
+ * Early data: the client's credit on a new stream before the agent's STATUS arrives (16 KiB:
+ * enough for a request, small enough that an agent with thousands of new streams is not forced to
+ * buffer much). An agent's receive window (announced in STATUS, counted from the start of the
+ * stream) is never smaller, so the client may send this much DATA (and HALF_CLOSE) right after its
+ * OPEN.
  */
-export const EARLY_WINDOW = 65536;
+export const EARLY_WINDOW = 16384;
 
 /** Frame type codes on the wire. */
 export const FrameType = {

@@ -1,7 +1,7 @@
 /** Test helpers for tunnel Session tests: connected session pairs over memory and loopback TCP. */
 
 import { createHash } from "node:crypto";
-import { PREFACE } from "../../src/protocol/mux.ts";
+import { encodeFrame, type Frame, FrameDecoder, PREFACE } from "../../src/protocol/mux.ts";
 import { Session, type SessionOptions, type Stream } from "../../src/mux/mod.ts";
 import { connTransport, prefixedTransport, type Transport } from "../../src/mux/mod.ts";
 import { memoryTransportPair } from "./memory_transport.ts";
@@ -164,4 +164,62 @@ export async function sendPattern(
 /** SHA-256 (hex) of one array. */
 export function sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
+}
+
+/**
+ * A scripted raw peer of a client Session: the test takes the client's frames (all but PINGs)
+ * and writes frames by hand. A background loop reads and decodes everything the client sends.
+ */
+export async function rawPeer(clientOpts: Opts = {}) {
+  const [a, b] = memoryTransportPair();
+  const client = new Session(a, { role: "client", ...clientOpts });
+  const t: Transport = await acceptPreface(b);
+  const decoder = new FrameDecoder();
+  const pending: Frame[] = [];
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  const pump = (async () => {
+    try {
+      for (let chunk = await t.read(); chunk !== null; chunk = await t.read()) {
+        const batch = decoder.push(chunk);
+        pending.push(...batch.frames.filter((f) => f.type !== "ping"));
+        if (batch.error) throw batch.error;
+        wake?.();
+      }
+      failure = new Error("EOF");
+    } catch (e) {
+      failure = e as Error;
+    }
+    wake?.();
+  })();
+  return {
+    client,
+    /** The first received frame of this type not taken yet (waits for one). */
+    async next(type: Frame["type"]): Promise<Frame> {
+      while (true) {
+        const i = pending.findIndex((f) => f.type === type);
+        if (i >= 0) return pending.splice(i, 1)[0];
+        if (failure) throw failure;
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+    send(frame: Frame): Promise<void> {
+      return t.write(encodeFrame(frame));
+    },
+    /** Frames received but not yet taken with next(). */
+    get unread(): Frame[] {
+      return [...pending];
+    },
+    /** Takes every frame received so far (after letting queued client writes arrive). */
+    async takeAll(): Promise<Frame[]> {
+      await new Promise((r) => setTimeout(r, 0));
+      return pending.splice(0);
+    },
+    async done() {
+      client.close("test done");
+      await client.closed;
+      t.close();
+      await pump;
+    },
+  };
 }

@@ -1,0 +1,65 @@
+/**
+ * The agent's memory plan: how many streams it accepts, sized to the memory limit of its
+ * container (read from its cgroup), so that a busy agent refuses new streams instead of being
+ * OOM-killed with all its connections.
+ *
+ * What the agent holds is bounded by construction (see ARCHITECTURE.md): a fixed part (the Deno
+ * runtime, the session's receive budget, the pool of large read buffers, the frame writer's queue)
+ * and a part per open stream (its receive window floor, its read buffer, its sockets and state).
+ *
+ * @module
+ */
+
+/** The fixed part: runtime (~40 MiB RSS idle) + receive budget (16 MiB) + read-buffer pool (8 MiB). */
+export const AGENT_FIXED_MEMORY = 64 * 1024 * 1024;
+/** Per open stream: a 16 KiB window floor, a 16 KiB read buffer, socket and JS state. */
+export const AGENT_STREAM_MEMORY = 48 * 1024;
+/** Streams per session when the memory limit is unknown (or very large). */
+export const MAX_AGENT_STREAMS = 4096;
+/** Never fewer than this, however small the limit. */
+export const MIN_AGENT_STREAMS = 64;
+
+/** Streams one session may have open under a memory limit of `limit` bytes (undefined: none). */
+export function streamCap(limit: number | undefined): number {
+  if (limit === undefined) return MAX_AGENT_STREAMS;
+  const n = Math.floor((limit - AGENT_FIXED_MEMORY) / AGENT_STREAM_MEMORY);
+  return Math.min(MAX_AGENT_STREAMS, Math.max(MIN_AGENT_STREAMS, n));
+}
+
+/**
+ * This process's memory limit in bytes from its memory cgroup (v1 `memory.limit_in_bytes` or v2
+ * `memory.max`), or undefined when there is none or it cannot be read. `read` reads a text file.
+ */
+export function cgroupMemoryLimit(
+  read: (path: string) => string = Deno.readTextFileSync,
+): number | undefined {
+  let lines: string[];
+  try {
+    lines = read("/proc/self/cgroup").split("\n");
+  } catch {
+    return undefined;
+  }
+  const files: string[] = [];
+  for (const line of lines) {
+    const [, controllers, path] = line.split(":");
+    if (path === undefined) continue;
+    const dir = path === "/" ? "" : path;
+    if (controllers.split(",").includes("memory")) {
+      files.push(`/sys/fs/cgroup/memory${dir}/memory.limit_in_bytes`);
+    } else if (controllers === "") files.push(`/sys/fs/cgroup${dir}/memory.max`);
+  }
+  for (const file of files) {
+    let text: string;
+    try {
+      text = read(file).trim();
+    } catch {
+      continue;
+    }
+    if (text === "max") return undefined;
+    const n = Number(text);
+    // cgroup v1 reports "no limit" as a huge number (close to 2^63).
+    if (Number.isSafeInteger(n) && n > 0) return n;
+    return undefined;
+  }
+  return undefined;
+}

@@ -1,0 +1,138 @@
+/**
+ * Read buffers for the relay loops of the client and the agent (a local or destination socket
+ * read into a buffer, then written to a Stream).
+ *
+ * A relay loop owns one small buffer for its whole life, which is all an idle or interactive
+ * connection needs. When a read fills the buffer to the brim, more is waiting in the socket: the
+ * next reads borrow a large buffer from a process-wide pool, and give it back as soon as a read
+ * comes back short (the burst is over) or the loop ends. The pool lends at most a fixed number of
+ * large buffers at once; when they are all out, a loop keeps reading with its small buffer. So
+ * relay buffers take at most `connections × SMALL_READ_BUFFER + lent large buffers` bytes,
+ * however many connections move data at once, and bulk transfers still read in large pieces.
+ *
+ * @module
+ */
+
+/** Size of the buffer every relay loop owns. */
+export const SMALL_READ_BUFFER = 16 * 1024;
+/** Size of a buffer borrowed from the pool during a burst. */
+export const LARGE_READ_BUFFER = 64 * 1024;
+/** Large buffers lent at once by the default pool (8 MiB). */
+export const LARGE_READ_BUFFERS = 128;
+
+/** Lends large read buffers, at most `max` at once; keeps returned ones for reuse. */
+export class BufferPool {
+  readonly size: number;
+  readonly max: number;
+  #free: Uint8Array[] = [];
+  #lent = 0;
+
+  constructor(size = LARGE_READ_BUFFER, max = LARGE_READ_BUFFERS) {
+    this.size = size;
+    this.max = max;
+  }
+
+  /** Large buffers currently lent out. */
+  get lent(): number {
+    return this.#lent;
+  }
+
+  /** A buffer of `size` bytes, or undefined when `max` are lent out. */
+  take(): Uint8Array | undefined {
+    if (this.#lent >= this.max) return undefined;
+    this.#lent++;
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  /** Returns a buffer from `take()`. */
+  give(buf: Uint8Array): void {
+    this.#lent--;
+    this.#free.push(buf);
+  }
+}
+
+/** The pool shared by every relay loop of this process. */
+export const defaultBufferPool: BufferPool = new BufferPool();
+
+/** Something with Deno's `read(p)` contract. */
+export interface ByteSource {
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/**
+ * The read buffer of one relay loop: `read()` returns a view of the bytes read, valid until the
+ * next `read()` or `release()`. Call `release()` when the loop ends (returns a borrowed buffer).
+ */
+export class RelayReader {
+  #source: ByteSource;
+  #pool: BufferPool;
+  #small: Uint8Array;
+  #large: Uint8Array | undefined;
+  #wantLarge = false;
+
+  /** `first`: a small buffer the caller already reads into (its pending read), if any. */
+  constructor(source: ByteSource, pool: BufferPool = defaultBufferPool, first?: Uint8Array) {
+    this.#source = source;
+    this.#pool = pool;
+    this.#small = first ?? new Uint8Array(SMALL_READ_BUFFER);
+  }
+
+  /** The small buffer (for a read issued before the loop started). */
+  get smallBuffer(): Uint8Array {
+    return this.#small;
+  }
+
+  /**
+   * Accounts for a read of `n` bytes into the small buffer that the caller issued itself
+   * (see `smallBuffer`); returns the bytes read, or null at EOF.
+   */
+  took(n: number | null): Uint8Array | null {
+    if (n === null) return null;
+    this.#wantLarge = n === this.#small.length;
+    return this.#small.subarray(0, n);
+  }
+
+  /**
+   * Reads the next chunk; null at EOF. A large buffer, once borrowed, is kept while reads return
+   * more than the small buffer holds, and given back after the first read that the small buffer
+   * could have taken (its bytes are copied into the small buffer first).
+   */
+  async read(): Promise<Uint8Array | null> {
+    if (this.#wantLarge && !this.#large) this.#large = this.#pool.take();
+    const buf = this.#large ?? this.#small;
+    let n: number | null;
+    try {
+      n = await this.#source.read(buf);
+    } catch (e) {
+      this.release(); // the read is over: nothing writes into the buffer any more
+      throw e;
+    }
+    if (n === null) {
+      this.release();
+      return null;
+    }
+    if (buf === this.#small) {
+      this.#wantLarge = n === buf.length;
+      return buf.subarray(0, n);
+    }
+    if (n > this.#small.length) return buf.subarray(0, n);
+    this.#small.set(buf.subarray(0, n));
+    this.release();
+    return this.#small.subarray(0, n);
+  }
+
+  /**
+   * Returns a borrowed buffer to the pool. Idempotent. Never call it while a `read()` is in
+   * progress (the read still fills the buffer); a read that ends (EOF or error) releases itself.
+   */
+  release(): void {
+    this.#wantLarge = false;
+    this.#giveBack();
+  }
+
+  #giveBack(): void {
+    if (!this.#large) return;
+    this.#pool.give(this.#large);
+    this.#large = undefined;
+  }
+}

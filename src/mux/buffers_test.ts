@@ -1,0 +1,110 @@
+/** RelayReader and BufferPool: which buffer each read uses, and that bytes come out intact. */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { BufferPool, type ByteSource, RelayReader, SMALL_READ_BUFFER } from "./buffers.ts";
+
+/** A source that has `data` available and hands out at most `limits[i]` bytes on read i. */
+function source(data: Uint8Array, limits: number[]): ByteSource & { sizes: number[] } {
+  let off = 0;
+  let i = 0;
+  const sizes: number[] = [];
+  return {
+    sizes,
+    read(p: Uint8Array): Promise<number | null> {
+      sizes.push(p.length);
+      if (off >= data.length) return Promise.resolve(null);
+      const n = Math.min(p.length, data.length - off, limits[i++ % limits.length]);
+      p.set(data.subarray(off, off + n));
+      off += n;
+      return Promise.resolve(n);
+    },
+  };
+}
+
+async function readAll(r: RelayReader): Promise<Uint8Array> {
+  const parts: number[] = [];
+  for (let c = await r.read(); c !== null; c = await r.read()) parts.push(...c);
+  return new Uint8Array(parts);
+}
+
+const bytes = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + 3) & 255);
+
+Deno.test("buffers: small reads stay in the small buffer; the pool lends nothing", async () => {
+  const pool = new BufferPool(64 * 1024, 4);
+  const src = source(bytes(5000), [100, 1000, 3]);
+  const r = new RelayReader(src, pool);
+  assert.deepEqual(await readAll(r), bytes(5000));
+  assert.ok(src.sizes.every((s) => s === SMALL_READ_BUFFER));
+  assert.equal(pool.lent, 0);
+});
+
+Deno.test("buffers: a full read borrows a large buffer until a read the small one could take", async () => {
+  const pool = new BufferPool(64 * 1024, 4);
+  const data = bytes(SMALL_READ_BUFFER + 40_000 + 30_000 + 500);
+  const src = source(data, [Infinity, 40_000, 30_000, 500]);
+  const r = new RelayReader(src, pool);
+  assert.equal((await r.read())?.length, SMALL_READ_BUFFER);
+  assert.equal(pool.lent, 0);
+  assert.equal((await r.read())?.length, 40_000);
+  assert.equal(pool.lent, 1);
+  assert.equal((await r.read())?.length, 30_000);
+  assert.equal(pool.lent, 1);
+  const last = await r.read(); // 500 bytes: copied into the small buffer, large one given back
+  assert.deepEqual(last, data.subarray(data.length - 500));
+  assert.equal(pool.lent, 0);
+  assert.equal(await r.read(), null);
+  assert.deepEqual(src.sizes, [
+    SMALL_READ_BUFFER,
+    64 * 1024,
+    64 * 1024,
+    64 * 1024,
+    SMALL_READ_BUFFER,
+  ]);
+});
+
+Deno.test("buffers: when the pool is empty, a loop keeps reading with its small buffer", async () => {
+  const pool = new BufferPool(64 * 1024, 1);
+  const held = pool.take()!;
+  const src = source(bytes(200_000), [Infinity]);
+  const r = new RelayReader(src, pool);
+  assert.deepEqual(await readAll(r), bytes(200_000));
+  assert.ok(src.sizes.every((s) => s === SMALL_READ_BUFFER));
+  pool.give(held);
+  assert.equal(pool.lent, 0);
+});
+
+Deno.test("buffers: a failed read gives the large buffer back", async () => {
+  const pool = new BufferPool(64 * 1024, 2);
+  let calls = 0;
+  const r = new RelayReader({
+    read(p) {
+      if (++calls === 1) return Promise.resolve(p.length);
+      return Promise.reject(new Error("reset"));
+    },
+  }, pool);
+  await r.read();
+  await assert.rejects(r.read(), /reset/);
+  assert.equal(pool.lent, 0);
+});
+
+Deno.test("buffers: any read pattern delivers the bytes in order and returns every buffer", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 0, max: 300_000 }),
+      fc.array(fc.oneof(fc.integer({ min: 1, max: 70_000 }), fc.constant(Infinity)), {
+        minLength: 1,
+        maxLength: 10,
+      }),
+      fc.integer({ min: 0, max: 2 }),
+      async (n, limits, max) => {
+        const pool = new BufferPool(64 * 1024, max);
+        const data = bytes(n);
+        const r = new RelayReader(source(data, limits), pool);
+        assert.deepEqual(await readAll(r), data);
+        assert.equal(pool.lent, 0);
+      },
+    ),
+    { numRuns: 100 },
+  );
+});
