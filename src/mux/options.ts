@@ -65,9 +65,11 @@ export const MIN_STREAM_WINDOW = 16 * 1024;
 
 /**
  * Most bytes the frame writer hands to the transport in one write (control frames and DATA
- * turns of several streams coalesced). The write in progress is part of every frame's latency.
+ * turns of several streams coalesced). A write in progress delays frames queued after it only
+ * while the transport cannot take it (its buffers are full, so they hold more than this anyway);
+ * 64 KiB measured 10–20 % more CPU per GiB than 256 KiB on the loopback bench.
  */
-export const BATCH_SIZE = 64 * 1024;
+export const BATCH_SIZE = 256 * 1024;
 /**
  * DATA payload bytes one stream gets per round-robin turn of the frame writer: a stream's next
  * frame waits behind at most this much of each other stream with queued DATA.
