@@ -11,7 +11,11 @@ export class PortForwardError extends Error {
 
 const DATA = 0;
 const ERROR = 1;
-const HIGH_WATER = 4 * 1024 * 1024;
+/**
+ * A write waits while more than this is queued in the WebSocket: about one frame-writer batch, so
+ * what the session sends next (an interactive stream's frame) does not queue behind megabytes.
+ */
+const HIGH_WATER = 256 * 1024;
 
 /**
  * Opens the apiserver's pod port-forward (`v4.channel.k8s.io` WebSocket) to one port of a pod

@@ -88,6 +88,13 @@ export const MAX_READ_CHUNK = 64 * 1024;
  * client's first bytes usually follow its connect within tens of microseconds).
  */
 export const EARLY_DATA_WAIT_MS = 0.25;
+/**
+ * Round-trip samples (PING/PONG) a new session takes EARLY_RTT_SAMPLE_GAP_MS apart, before falling
+ * back to one per ping interval: window auto-tuning uses the smallest, the path's own round trip.
+ */
+export const EARLY_RTT_SAMPLES = 5;
+/** Gap between the early round-trip samples of a new session (ms). */
+export const EARLY_RTT_SAMPLE_GAP_MS = 100;
 /** How long a draining close (after go-away) waits for queued frames to be written. */
 export const DRAIN_GRACE_MS = 5000;
 

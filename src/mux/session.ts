@@ -19,6 +19,8 @@ import { FrameWriter } from "./_frame_writer.ts";
 import { GoAwayReason, ProtocolError, ResetReason, SessionClosedError } from "./errors.ts";
 import {
   DRAIN_GRACE_MS,
+  EARLY_RTT_SAMPLE_GAP_MS,
+  EARLY_RTT_SAMPLES,
   MIN_STREAM_WINDOW,
   sessionLimits,
   type SessionOptions,
@@ -63,6 +65,9 @@ export class Session {
   #pingCounter = 0;
   #pingSentAt = -1;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** RTT samples taken so far, and the timer of the next early one (see #onPong). */
+  #rttSamples = 0;
+  #sampleTimer: ReturnType<typeof setTimeout> | undefined;
   #resolveClosed!: (reason: string) => void;
   /** Resolves with a reason when the session ends. Never rejects. */
   readonly closed: Promise<string>;
@@ -242,6 +247,7 @@ export class Session {
     this.#isClosed = true;
     this.#activeAtClose = this.#streams.size;
     clearInterval(this.#timer);
+    clearTimeout(this.#sampleTimer);
     this.#log(`session closed: ${reason}`);
     const error = new SessionClosedError(`session closed: ${reason}`);
     const streams = [...this.#streams.values()];
@@ -292,7 +298,16 @@ export class Session {
     if (counter !== this.#pingCounter || this.#pingSentAt < 0) return;
     const sample = Math.max(0.05, performance.now() - this.#pingSentAt);
     this.#pingSentAt = -1;
-    this.#rtt = this.#rtt === 0 ? sample : (this.#rtt * 7 + sample) / 8;
+    // The smallest sample: the path's own round trip, without the queueing that a busy session
+    // adds (a queue-inflated RTT would make auto-tuning grow windows, and so the queues, further).
+    this.#rtt = this.#rtt === 0 ? sample : Math.min(this.#rtt, sample);
+    // The first samples come from a session that is just starting (both processes busy), so a
+    // few more follow quickly; after that, one per ping interval.
+    if (++this.#rttSamples < EARLY_RTT_SAMPLES && !this.#isClosed) {
+      this.#sampleTimer = setTimeout(() => {
+        if (!this.#isClosed && this.#pingSentAt < 0) this.#ping();
+      }, EARLY_RTT_SAMPLE_GAP_MS);
+    }
   }
 
   async #readLoop(): Promise<void> {

@@ -26,7 +26,7 @@ export interface StreamHost {
   readonly writer: FrameWriter;
   /** Largest receive window auto-tuning may grow a stream to. */
   readonly maxWindow: number;
-  /** Smoothed round-trip time in ms measured with PING/PONG; 0 = not known yet. */
+  /** Smallest round-trip time in ms measured with PING/PONG; 0 = not known yet. */
   rtt(): number;
   /** A stream's fair share of the session's receive budget now (budget / open streams). */
   fairWindow(): number;
@@ -201,7 +201,7 @@ export class Stream {
     const now = performance.now();
     const rtt = this.#host.rtt();
     let grow = 0;
-    const fast = now - this.#epochStart < 4 * (readInEpoch / this.#window) * rtt;
+    const fast = now - this.#epochStart < 2 * (readInEpoch / this.#window) * rtt;
     const limit = Math.min(this.#host.maxWindow, this.#host.fairWindow());
     if (rtt > 0 && fast && this.#window < limit) {
       grow = Math.min(this.#window * 2, limit) - this.#window;
