@@ -25,6 +25,7 @@ import {
   type StartedForward,
 } from "./first_byte.ts";
 import { PeakRss, rssMiB } from "../tests/_lib/rss.ts";
+import { detectMemoryController, PodCgroup } from "../tests/cluster/runtime/cgroup.ts";
 
 const quick = Deno.args.includes("--quick");
 const NS = "relay-bench";
@@ -72,6 +73,20 @@ interface PathResult {
   agentIdleRssMiB?: number;
   clientPeakRssMiB?: number;
   agentPeakRssMiB?: number;
+  /** Peak RSS of the client during the concurrent-connections phase only (sampled, MiB). */
+  clientConcurrentPeakRssMiB?: number;
+  /** The same for the agent. */
+  agentConcurrentPeakRssMiB?: number;
+  /**
+   * The agent's memory cgroup (the harness enforces the pod's limit with it) during the
+   * concurrent-connections phase: highest usage sampled (MiB), what the OOM killer compares with
+   * the limit.
+   */
+  agentConcurrentCgroupPeakMiB?: number;
+  /** The kernel's peak of the agent's cgroup over the agent's life up to the end of that phase. */
+  agentCgroupPeakMiB?: number;
+  /** The agent's memory limit (the cgroup's, MiB). */
+  agentCgroupLimitMiB?: number;
   /** User + system CPU seconds of the client per GiB echoed in the throughput run. */
   clientCpuSPerGiB?: number;
   /** The same for the agent. */
@@ -146,6 +161,7 @@ async function measurePath(
   dnsPort: number | undefined,
   pids: () => number[],
   agentPid?: () => number | undefined,
+  agentCgroup?: () => PodCgroup | undefined,
 ): Promise<PathResult> {
   const rss = new PeakRss(pids);
   const agentRss = agentPid
@@ -187,9 +203,27 @@ async function measurePath(
     name,
     `${SIZES.concurrent} concurrent connections × ${SIZES.perConn >> 10} KiB…`,
   );
+  const manyRss = new PeakRss(pids);
+  const manyAgentRss = agentPid
+    ? new PeakRss(() => [agentPid()].filter((p): p is number => !!p))
+    : undefined;
+  const cgroup = agentCgroup?.();
+  let cgroupPeak = 0;
+  const cgroupTimer = setInterval(() => {
+    cgroupPeak = Math.max(cgroupPeak, cgroup?.stats()?.usage ?? 0);
+  }, 100);
   const many = await manyConnections(host, port, SIZES.concurrent, SIZES.perConn);
+  clearInterval(cgroupTimer);
   r.concurrentWallS = many.wallS;
   r.concurrentErrors = many.errors;
+  r.clientConcurrentPeakRssMiB = manyRss.stop();
+  r.agentConcurrentPeakRssMiB = manyAgentRss?.stop();
+  const cg = cgroup?.stats();
+  if (cg) {
+    r.agentConcurrentCgroupPeakMiB = Math.max(cgroupPeak, cg.usage) / 2 ** 20;
+    if (cg.peak !== undefined) r.agentCgroupPeakMiB = cg.peak / 2 ** 20;
+    if (cg.limit !== undefined) r.agentCgroupLimitMiB = cg.limit / 2 ** 20;
+  }
   if (dnsPort !== undefined) {
     progress(name, `DNS over UDP (${SIZES.dnsQueries} queries)…`);
     const dns = await dnsQueryLoop(host, dnsPort, SIZES.dnsQueries);
@@ -325,6 +359,15 @@ function table(results: PathResult[]): string {
     ["agent idle RSS (MiB)", (r) => r.agentIdleRssMiB, 0],
     ["client peak RSS (MiB)", (r) => r.clientPeakRssMiB, 0],
     ["agent peak RSS (MiB)", (r) => r.agentPeakRssMiB, 0],
+    [`client peak RSS at ${SIZES.concurrent} conns (MiB)`, (r) => r.clientConcurrentPeakRssMiB, 0],
+    [`agent peak RSS at ${SIZES.concurrent} conns (MiB)`, (r) => r.agentConcurrentPeakRssMiB, 0],
+    [
+      `agent cgroup peak at ${SIZES.concurrent} conns (MiB)`,
+      (r) => r.agentConcurrentCgroupPeakMiB,
+      0,
+    ],
+    ["agent cgroup peak, whole life so far (MiB)", (r) => r.agentCgroupPeakMiB, 0],
+    ["agent memory limit (MiB)", (r) => r.agentCgroupLimitMiB, 0],
     ["client CPU s per GiB echoed", (r) => r.clientCpuSPerGiB, 2],
     ["agent CPU s per GiB echoed", (r) => r.agentCpuSPerGiB, 2],
     ["kube-apiserver CPU s per GiB echoed", (r) => r.clusterCpuSPerGiB?.["kube-apiserver"], 2],
@@ -453,6 +496,15 @@ async function main(): Promise<void> {
       }
     };
     const relayPid = relay.child.pid;
+    const controller = detectMemoryController();
+    const agentCgroup = () => {
+      try {
+        const dir = Deno.readTextFileSync(`${cluster.dir}/agents/default_${agentPod}.cgroup`);
+        return controller ? new PodCgroup(controller, dir.trim()) : undefined;
+      } catch {
+        return undefined; // no cgroup file: the harness does not enforce memory limits
+      }
+    };
     results.push(
       await measurePath(
         "kubectl relay",
@@ -461,6 +513,7 @@ async function main(): Promise<void> {
         relay.ports[1],
         () => [relayPid],
         agentPid,
+        agentCgroup,
       ),
     );
 

@@ -1,11 +1,13 @@
 /**
  * `deno task compile [--dry-run] [--target TRIPLE]`: compiles `kubectl-relay` for every release
- * target (and the agent for linux amd64/arm64) into dist/<os>-<arch>/.
+ * target (and the agent for linux amd64/arm64, with its V8 flags baked in: agent_v8_flags.ts) into
+ * dist/<os>-<arch>/.
  *
  * `deno compile` downloads Deno's runtime for each target, so it needs network access to Deno's
  * release host; `--dry-run` type-checks the entry points and prints the commands instead.
  */
 import { binaryName, TARGETS } from "./targets.ts";
+import { AGENT_V8_FLAGS } from "./agent_v8_flags.ts";
 
 const dryRun = Deno.args.includes("--dry-run");
 const only = Deno.args.includes("--target")
@@ -32,6 +34,7 @@ export function compileCommands(): string[][] {
     if (t.os === "linux") {
       cmds.push([
         ...COMMON,
+        `--v8-flags=${AGENT_V8_FLAGS}`,
         "--target",
         t.triple,
         "-o",

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { loadYaml } from "npm:@kubernetes/client-node@1.4.0";
 import { renderKrew } from "./krew.ts";
 import { compileCommands } from "./compile.ts";
+import { AGENT_V8_FLAGS } from "./agent_v8_flags.ts";
 import { TARGETS } from "./targets.ts";
 import { agentJob } from "../src/kube/agent.ts";
 import { parseAgentPatch } from "../src/kube/agent_patch.ts";
@@ -135,17 +136,21 @@ Deno.test("agent Job: tunnel on the pod's loopback, probe on the health port, a 
   assert.equal(arg("--health"), "0.0.0.0:9528");
   assert.deepEqual(c.ports, [{ name: "health", containerPort: 9528, protocol: "TCP" }]);
   assert.equal(c.readinessProbe.tcpSocket.port, "health");
-  assert.deepEqual(c.env, [{ name: "KUBECTL_RELAY_TOKEN", value: "ab".repeat(32) }]);
+  assert.deepEqual(c.env, [
+    { name: "DENO_V8_FLAGS", value: AGENT_V8_FLAGS },
+    { name: "KUBECTL_RELAY_TOKEN", value: "ab".repeat(32) },
+  ]);
   // Without a token argument, each Job gets its own random one.
   const tokens = await Promise.all([1, 2].map(async () => {
     const j: Yaml = await agentJob(opts);
     const env = j.spec.template.spec.containers[0].env;
-    assert.equal(env.length, 1);
-    assert.match(env[0].value, /^[0-9a-f]{64}$/);
-    return env[0].value;
+    assert.equal(env.length, 2);
+    assert.equal(env[1].name, "KUBECTL_RELAY_TOKEN");
+    assert.match(env[1].value, /^[0-9a-f]{64}$/);
+    return env[1].value;
   }));
   assert.notEqual(tokens[0], tokens[1]);
-  // A patch of the agent container's env (merged by name) cannot drop the token,
+  // A patch of the agent container's env (merged by name) keeps the V8 flags, cannot drop the token,
   // and a token in the patch is replaced by the client's.
   const patched: Yaml = await agentJob({
     ...opts,
@@ -166,7 +171,27 @@ Deno.test("agent Job: tunnel on the pod's loopback, probe on the health port, a 
     ),
   }, token);
   assert.deepEqual(patched.spec.template.spec.containers[0].env, [
+    { name: "DENO_V8_FLAGS", value: AGENT_V8_FLAGS },
     { name: "A", value: "1" },
     { name: "KUBECTL_RELAY_TOKEN", value: "ab".repeat(32) },
+  ]);
+});
+
+Deno.test("agent V8 flags: one value, compiled into the binary and the image, in the Job's env", async () => {
+  assert.match(AGENT_V8_FLAGS, /^--max-old-space-size=\d+(,--[a-z-]+=\d+)*$/);
+  const agents = compileCommands().filter((c) => c.at(-1) === "agent.ts");
+  assert.ok(agents.length > 0);
+  for (const c of agents) assert.ok(c.includes(`--v8-flags=${AGENT_V8_FLAGS}`), c.join(" "));
+  for (const c of compileCommands().filter((c) => c.at(-1) === "main.ts")) {
+    assert.ok(!c.some((a) => a.startsWith("--v8-flags")), "the client keeps V8's defaults");
+  }
+  const df = await read("Dockerfile.agent");
+  const build = df.slice(0, df.lastIndexOf("FROM "));
+  assert.match(build, /deno compile /);
+  assert.ok(build.includes(` --v8-flags=${AGENT_V8_FLAGS} `), "Dockerfile.agent's deno compile");
+  const manifest: Yaml = loadYaml(await read("manifests/agent-job.yaml"));
+  const env = manifest.spec.template.spec.containers[0].env as { name: string; value: string }[];
+  assert.deepEqual(env.filter((e) => e.name === "DENO_V8_FLAGS").map((e) => e.value), [
+    AGENT_V8_FLAGS,
   ]);
 });

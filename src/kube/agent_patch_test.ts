@@ -113,8 +113,10 @@ Deno.test("patch: lists Kubernetes merges by key merge; others replace (RFC 7386
   const spec = job.spec.template.spec;
   assert.deepEqual(spec.tolerations, [{ key: "dedicated", operator: "Exists" }]);
   assert.deepEqual(spec.containers.map((c: Any) => c.name), ["agent", "sidecar"]);
-  assert.deepEqual(spec.containers[0].env[0], { name: "A", value: "1" });
-  assert.equal(spec.containers[0].env[1].name, "KUBECTL_RELAY_TOKEN", "the token is kept");
+  const env = spec.containers[0].env as { name: string; value: string }[];
+  assert.deepEqual(env.find((e) => e.name === "A"), { name: "A", value: "1" });
+  assert.ok(env.some((e) => e.name === "KUBECTL_RELAY_TOKEN"), "the token is kept");
+  assert.ok(env.some((e) => e.name === "DENO_V8_FLAGS"), "the template's V8 flags are kept");
   assert.equal(spec.containers[0].resources.limits.memory, "256Mi");
   assert.equal(spec.containers[0].resources.limits.cpu, "1", "other limits kept");
   assert.deepEqual(spec.volumes.map((v: Any) => v.name), ["tmp", "extra"]);

@@ -1,9 +1,10 @@
 /**
  * The runtime enforces what a kubelet enforces on agent pods, seen through the real control
- * plane: a Job with the agent manifest's securityContext and resources runs agent.ts as uid/gid
- * 65532 without capabilities, in a memory cgroup with the manifest's limit, which goes with the
- * pod; an agent whose limit is too small is OOM-killed and its pod reports it as a kubelet does
- * (phase Failed, container terminated, reason OOMKilled, exit code 137), failing its Job.
+ * plane: a Job with the agent manifest's securityContext, env and resources runs agent.ts as
+ * uid/gid 65532 without capabilities, with the manifest's V8 flags in its environment, in a memory
+ * cgroup with the manifest's limit, which goes with the pod; an agent whose limit is too small is
+ * OOM-killed and its pod reports it as a kubelet does (phase Failed, container terminated, reason
+ * OOMKilled, exit code 137), failing its Job.
  */
 
 import assert from "node:assert/strict";
@@ -12,6 +13,7 @@ import { sharedCluster } from "./cluster.ts";
 import { kubectl } from "../_lib/relay.ts";
 import { poll } from "../_lib/poll.ts";
 import { procStatus } from "../_lib/proc.ts";
+import { AGENT_V8_FLAGS } from "../../scripts/agent_v8_flags.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const NS = "relay-limits-test";
@@ -134,6 +136,9 @@ Deno.test({
   assert.equal(st.CapEff, "0000000000000000");
   assert.equal(st.CapBnd, "0000000000000000"); // capabilities: drop: [ALL]
   assert.equal(st.NoNewPrivs, "1"); // allowPrivilegeEscalation: false
+  // The container's env is the process's, the V8 heap flags with it (`deno run` reads them).
+  const environ = (await Deno.readTextFile(`/proc/${pid}/environ`)).split("\0");
+  assert.ok(environ.includes(`DENO_V8_FLAGS=${AGENT_V8_FLAGS}`), environ.join(" "));
   const cg = (await Deno.readTextFile(`${base}.cgroup`)).trim();
   assert.deepEqual((await Deno.readTextFile(`${cg}/cgroup.procs`)).trim().split("\n"), [`${pid}`]);
   const limit = await Deno.readTextFile(`${cg}/memory.limit_in_bytes`).catch(() =>
