@@ -4,7 +4,7 @@
  *
  * `deno run -A agent.ts [--listen HOST:PORT] [--health HOST:PORT] [--idle-exit DURATION]
  * [--udp-idle DURATION] [--connect-timeout DURATION] [--resolve-timeout DURATION]
- * [--ping-timeout DURATION] [-v N]`
+ * [--ping-timeout DURATION] [--max-streams N] [-v N]`
  * (`--idle-timeout` is krelay's name for `--idle-exit`).
  *
  * Needs its token in the environment variable `KUBECTL_RELAY_TOKEN` (64 hex digits, see

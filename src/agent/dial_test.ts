@@ -148,4 +148,7 @@ Deno.test("agent options: defaults, flags, durations", () => {
   // krelay's server flag is an alias; 0 disables.
   assert.equal(parseAgentArgs(["--idle-timeout=15s"]).idleExitMs, 15_000);
   assert.equal(parseAgentArgs(["--idle-timeout", "0"]).idleExitMs, 0);
+  assert.equal(parseAgentArgs(["--max-streams", "4096"]).maxStreams, 4096);
+  assert.equal(parseAgentArgs([]).maxStreams, undefined);
+  assert.throws(() => parseAgentArgs(["--max-streams", "0"]), /positive integer/);
 });

@@ -1,7 +1,8 @@
 /**
  * Command-line options of the agent:
  * `agent.ts [--listen HOST:PORT] [--health HOST:PORT] [--idle-exit DURATION] [--udp-idle DURATION]
- * [--connect-timeout DURATION] [--resolve-timeout DURATION] [--ping-timeout DURATION] [-v N]`.
+ * [--connect-timeout DURATION] [--resolve-timeout DURATION] [--ping-timeout DURATION]
+ * [--max-streams N] [-v N]`.
  * `--idle-timeout` (krelay's server flag) is another name for `--idle-exit`; 0 disables both.
  * The token comes from the environment (`KUBECTL_RELAY_TOKEN`, see `src/protocol/auth.ts`).
  *
@@ -31,6 +32,11 @@ export interface AgentOptions {
   resolveTimeoutMs: number;
   /** A tunnel session with no frame from the client for this long is dead. Default 15 s. */
   pingTimeoutMs: number;
+  /**
+   * Streams one tunnel session may have open (`--max-streams`). Default: sized to the
+   * container's memory limit (src/agent/memory.ts).
+   */
+  maxStreams?: number;
   /** Log verbosity: 0 = one line per request outcome, 1 = + session events, 2+ = debug. */
   verbosity: number;
 }
@@ -120,6 +126,14 @@ export function parseAgentArgs(args: readonly string[]): AgentOptions {
         o.pingTimeoutMs = parseAgentDuration(next(), flag);
         if (o.pingTimeoutMs <= 0) throw new AgentUsageError(`${flag} must be positive`);
         break;
+      case "-max-streams": {
+        const v = next();
+        if (!/^\d+$/.test(v) || Number(v) < 1) {
+          throw new AgentUsageError(`${flag} needs a positive integer, got ${JSON.stringify(v)}`);
+        }
+        o.maxStreams = Number(v);
+        break;
+      }
       case "-v": {
         const v = next();
         if (!/^\d+$/.test(v)) throw new AgentUsageError(`invalid verbosity ${JSON.stringify(v)}`);

@@ -40,11 +40,6 @@ export interface AgentServerOptions extends AgentOptions {
   log: AgentLogger;
   /** The agent's token: a connection whose Token block carries another one is closed. */
   token: Uint8Array;
-  /**
-   * Streams per session; default: sized to the container's memory limit (src/agent/memory.ts),
-   * so that a busy agent refuses streams ("too many streams") rather than being OOM-killed.
-   */
-  maxStreams?: number;
   /** Test hook: replaces the system resolver. */
   resolver?: Resolver;
 }

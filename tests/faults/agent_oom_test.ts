@@ -1,6 +1,8 @@
 /**
  * Fault test: an agent whose memory limit is lowered with `--patch` is OOM-killed under load (the
- * harness enforces the limit with a memory cgroup, as a kubelet does). The user sees one clear
+ * harness enforces the limit with a memory cgroup, as a kubelet does). The agent sizes its stream
+ * cap to its limit, so under 48Mi it would refuse most of this load instead; the patch lifts the
+ * cap (`--max-streams`), as an admin overriding it would. The user sees one clear
  * line naming the limit, and the relay recovers by starting a new agent. Load is bounded in
  * connections, rounds and time.
  */
@@ -21,11 +23,14 @@ async function setup(): Promise<string> {
   return cluster.kubeconfig;
 }
 
-/** `--patch` (a pod spec) with the manifest's agent container under a memory limit of `limit`. */
+/**
+ * `--patch` (a pod spec) with the manifest's agent container under a memory limit of `limit`,
+ * and the stream cap lifted.
+ */
 function limitPatch(limit: string): Promise<string> {
   return agentContainerPatch({
     resources: { limits: { memory: limit }, requests: { memory: limit, cpu: "10m" } },
-  });
+  }, ["--max-streams", "4096"]);
 }
 
 /** GET /bytes/<n> through the relay; resolves with the byte count, or -1 on any failure. */
