@@ -345,8 +345,8 @@ export class Stream {
     }
     this.#recvAvailable -= data.length;
     if (data.length === 0 || this.#resetError) return;
-    // Do not pin a large transport chunk for a small payload.
-    const owned = data.length * 8 < data.buffer.byteLength ? data.slice() : data;
+    // Do not pin a transport chunk more than twice the size of the payload.
+    const owned = data.length * 2 < data.buffer.byteLength ? data.slice() : data;
     this.#chunks.push(owned);
     this.#buffered += owned.length;
     this.#wakeReaders();
