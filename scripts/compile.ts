@@ -7,7 +7,7 @@
  * release host; `--dry-run` type-checks the entry points and prints the commands instead.
  */
 import { binaryName, TARGETS } from "./targets.ts";
-import { AGENT_V8_FLAGS } from "./agent_v8_flags.ts";
+import { AGENT_V8_FLAGS, CLIENT_V8_FLAGS } from "./agent_v8_flags.ts";
 
 const dryRun = Deno.args.includes("--dry-run");
 const only = Deno.args.includes("--target")
@@ -23,6 +23,7 @@ export function compileCommands(): string[][] {
     const dir = `dist/${t.os}-${t.arch}`;
     cmds.push([
       ...COMMON,
+      `--v8-flags=${CLIENT_V8_FLAGS}`,
       "--include",
       "manifests/agent-job.yaml",
       "--target",

@@ -35,7 +35,7 @@ Deno.test("launcher: without deno it runs the pinned Deno through npx", async ()
     assert.equal(r.code, 0, r.err);
     assert.equal(
       r.out.trim(),
-      `npx -y deno@2.9.6 run -A --quiet --no-prompt --config ${ROOT}/deno.json ${ROOT}/main.ts -V`,
+      `npx -y deno@2.9.6 run -A --v8-flags=--max-semi-space-size=2 --quiet --no-prompt --config ${ROOT}/deno.json ${ROOT}/main.ts -V`,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

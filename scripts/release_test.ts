@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { loadYaml } from "npm:@kubernetes/client-node@1.4.0";
 import { renderKrew } from "./krew.ts";
 import { compileCommands } from "./compile.ts";
-import { AGENT_V8_FLAGS } from "./agent_v8_flags.ts";
+import { AGENT_V8_FLAGS, CLIENT_V8_FLAGS } from "./agent_v8_flags.ts";
 import { TARGETS } from "./targets.ts";
 import { agentJob } from "../src/kube/agent.ts";
 import { parseAgentPatch } from "../src/kube/agent_patch.ts";
@@ -183,8 +183,15 @@ Deno.test("agent V8 flags: one value, compiled into the binary and the image, in
   assert.ok(agents.length > 0);
   for (const c of agents) assert.ok(c.includes(`--v8-flags=${AGENT_V8_FLAGS}`), c.join(" "));
   for (const c of compileCommands().filter((c) => c.at(-1) === "main.ts")) {
-    assert.ok(!c.some((a) => a.startsWith("--v8-flags")), "the client keeps V8's defaults");
+    assert.deepEqual(c.filter((a) => a.startsWith("--v8-flags")), [
+      `--v8-flags=${CLIENT_V8_FLAGS}`,
+    ]);
   }
+  // The source launcher runs the client with the same flags, whichever deno it finds.
+  const launcher = await read("bin/kubectl-relay");
+  const runs = launcher.split("\n").filter((l) => / run -A /.test(l));
+  assert.equal(runs.length, 3);
+  for (const l of runs) assert.ok(l.includes(`--v8-flags=${CLIENT_V8_FLAGS}`), l);
   const df = await read("Dockerfile.agent");
   const build = df.slice(0, df.lastIndexOf("FROM "));
   assert.match(build, /deno compile /);
