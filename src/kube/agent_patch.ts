@@ -17,7 +17,7 @@
  * @module
  */
 
-import { parse } from "npm:yaml@2.9.1";
+import yaml from "npm:js-yaml@4.1.0";
 import { UsageError } from "../errors.ts";
 import { type Json, mergePatch } from "./merge_patch.ts";
 
@@ -88,7 +88,7 @@ function stringMap(
 export function parseAgentPatch(text: string, source: string): AgentPatch {
   let value: unknown;
   try {
-    value = parse(text);
+    value = yaml.load(text);
   } catch (e) {
     const why = (e as Error).message.split("\n")[0];
     throw new UsageError(`${source} is neither valid JSON nor YAML: ${why}`);

@@ -29,22 +29,37 @@ export async function applyRolledOut(
  * 80; each answers with its pod's name).
  */
 export function webManifest(namespace: string, replicas: number): string {
+  return deploymentManifest(namespace, "web", replicas, "relay-test/http", "http", 80);
+}
+
+/**
+ * Namespace `namespace` with Deployment `name` (label `app: name`): `replicas` pods of `image`
+ * with one TCP container port `portName`: `port`.
+ */
+export function deploymentManifest(
+  namespace: string,
+  name: string,
+  replicas: number,
+  image: string,
+  portName: string,
+  port: number,
+): string {
   return `apiVersion: v1
 kind: Namespace
 metadata: { name: ${namespace} }
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: { name: web, namespace: ${namespace} }
+metadata: { name: ${name}, namespace: ${namespace} }
 spec:
   replicas: ${replicas}
-  selector: { matchLabels: { app: web } }
+  selector: { matchLabels: { app: ${name} } }
   template:
-    metadata: { labels: { app: web } }
+    metadata: { labels: { app: ${name} } }
     spec:
       containers:
-        - name: web
-          image: relay-test/http
-          ports: [{ name: http, containerPort: 80 }]
+        - name: ${name}
+          image: ${image}
+          ports: [{ name: ${portName}, containerPort: ${port} }]
 `;
 }

@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
 import { agentJobs, kubectl, startRelay } from "../_lib/relay.ts";
-import { applyRolledOut } from "../_lib/workloads.ts";
+import { applyRolledOut, deploymentManifest } from "../_lib/workloads.ts";
+import { pseudoRandom } from "../_lib/session.ts";
 import { PeakRss } from "../_lib/rss.ts";
 import { poll } from "../_lib/poll.ts";
 import { detectMemoryController, PodCgroup } from "../cluster/runtime/cgroup.ts";
@@ -26,38 +27,10 @@ const MANIFEST_LIMIT = 128 * 2 ** 20;
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const MiB = (n: number | undefined) => n === undefined ? "?" : (n / 2 ** 20).toFixed(1);
 
-const MANIFEST = `apiVersion: v1
-kind: Namespace
-metadata: { name: ${NS} }
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: { name: echo, namespace: ${NS} }
-spec:
-  replicas: 1
-  selector: { matchLabels: { app: echo } }
-  template:
-    metadata: { labels: { app: echo } }
-    spec:
-      containers:
-        - name: echo
-          image: relay-test/echo
-          ports:
-            - { name: echo, containerPort: ${ECHO_PORT}, protocol: TCP }
-`;
+const MANIFEST = deploymentManifest(NS, "echo", 1, "relay-test/echo", "echo", ECHO_PORT);
 
-/** EACH pseudo-random bytes (xorshift); connection k sends it rotated by k × STRIDE. */
-const BLOCK = (() => {
-  const out = new Uint8Array(EACH);
-  let x = 0x2545f491;
-  for (let i = 0; i < EACH; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 255;
-  }
-  return out;
-})();
+/** EACH pseudo-random bytes; connection k sends it rotated by k × STRIDE. */
+const BLOCK = pseudoRandom(EACH, 0x2545f491);
 const STRIDE = 4099;
 
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
