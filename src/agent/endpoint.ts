@@ -8,6 +8,7 @@
 import type { Status } from "../protocol/status.ts";
 import { RelayReader } from "../mux/buffers.ts";
 import type { Stream } from "../mux/mod.ts";
+import { AGENT_READ_BUFFER, agentBufferPool } from "./memory.ts";
 
 /** One request's client side. */
 export interface Endpoint {
@@ -55,7 +56,7 @@ async function drainBounded(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
  * Header in the same read (payload).
  */
 export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
-  const reader = new RelayReader(conn);
+  const reader = new RelayReader(conn, agentBufferPool, new Uint8Array(AGENT_READ_BUFFER));
   let pending: Uint8Array | null = leftover.length > 0 ? leftover : null;
   let closed = false;
   const writeAll = async (data: Uint8Array) => {

@@ -10,10 +10,22 @@
  * @module
  */
 
-/** The fixed part: runtime (~40 MiB RSS idle) + receive budget (16 MiB) + read-buffer pool (8 MiB). */
+import { BufferPool, LARGE_READ_BUFFER } from "../mux/buffers.ts";
+
+/** Each tunnel session's receive budget (SessionOptions.receiveBudget). */
+export const AGENT_RECEIVE_BUDGET = 8 * 1024 * 1024;
+/** The agent's relay read buffer per connection (the client's is SMALL_READ_BUFFER). */
+export const AGENT_READ_BUFFER = 8 * 1024;
+/** Large read buffers the agent lends during bursts: 64 × 64 KiB = 4 MiB. */
+export const agentBufferPool: BufferPool = new BufferPool(LARGE_READ_BUFFER, 64);
+
+/** The fixed part: runtime and heaps (~50 MiB), receive budget (8 MiB), lent buffers (4 MiB). */
 export const AGENT_FIXED_MEMORY = 64 * 1024 * 1024;
-/** Per open stream: a 16 KiB window floor, a 16 KiB read buffer, socket and JS state. */
-export const AGENT_STREAM_MEMORY = 48 * 1024;
+/**
+ * Per open stream, measured: a 16 KiB window floor, an 8 KiB read buffer, the destination
+ * socket inside Deno (~35 KiB when busy), JS state.
+ */
+export const AGENT_STREAM_MEMORY = 56 * 1024;
 /** Streams per session when the memory limit is unknown (or very large). */
 export const MAX_AGENT_STREAMS = 4096;
 /** Never fewer than this, however small the limit. */

@@ -12,6 +12,7 @@
 
 import { RelayReader } from "../mux/buffers.ts";
 import type { Endpoint } from "./endpoint.ts";
+import { AGENT_READ_BUFFER, agentBufferPool } from "./memory.ts";
 
 /** Byte counts of a finished relay. */
 export interface RelayResult {
@@ -59,7 +60,7 @@ export async function relayTcp(client: Endpoint, dest: Deno.TcpConn): Promise<Re
   };
 
   const down = async () => {
-    const reader = new RelayReader(dest);
+    const reader = new RelayReader(dest, agentBufferPool, new Uint8Array(AGENT_READ_BUFFER));
     try {
       while (true) {
         const chunk = await reader.read();

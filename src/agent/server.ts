@@ -19,7 +19,7 @@ import { connTransport, prefixedTransport } from "../mux/mod.ts";
 import { connEndpoint, streamEndpoint } from "./endpoint.ts";
 import { handleHeaderBytes, type HandlerContext, handleRequest } from "./handler.ts";
 import type { AgentLogger } from "./log.ts";
-import { cgroupMemoryLimit, streamCap } from "./memory.ts";
+import { AGENT_RECEIVE_BUDGET, cgroupMemoryLimit, streamCap } from "./memory.ts";
 import type { AgentOptions } from "./options.ts";
 import type { Resolver } from "./dial.ts";
 
@@ -28,12 +28,6 @@ const SNIFF_TIMEOUT_MS = 10_000;
 
 /** Connections served at once (raw streams, sessions, connections being sniffed); more are closed. */
 export const MAX_CONNECTIONS = 8192;
-
-/**
- * Receive buffer budget of each tunnel session (SessionOptions.receiveBudget): what the agent
- * buffers for a client's streams stays within this plus 16 KiB per open stream.
- */
-export const AGENT_RECEIVE_BUDGET = 16 * 1024 * 1024;
 
 /** Options of {@link startAgent}. */
 export interface AgentServerOptions extends AgentOptions {

@@ -345,8 +345,8 @@ export class Stream {
     }
     this.#recvAvailable -= data.length;
     if (data.length === 0 || this.#resetError) return;
-    // Do not pin a transport chunk more than twice the size of the payload.
-    const owned = data.length * 2 < data.buffer.byteLength ? data.slice() : data;
+    // The frame is a view of the transport's read buffer, valid only until its next read.
+    const owned = data.slice();
     this.#chunks.push(owned);
     this.#buffered += owned.length;
     this.#wakeReaders();

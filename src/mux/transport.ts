@@ -13,8 +13,9 @@
  *
  * Contract:
  * - at most one `read()` and one `write()` are outstanding at a time (a Session guarantees this);
- * - `read()` resolves with the next chunk (owned by the caller, never reused by the transport),
- *   or `null` at end of stream or after `close()`; it may reject on a transport error;
+ * - `read()` resolves with the next chunk, or `null` at end of stream or after `close()`; it may
+ *   reject on a transport error. The chunk is valid only until the next `read()` (a transport
+ *   may read into one reused buffer), so a reader copies what it keeps;
  * - `write()` resolves once the transport no longer needs `chunk` (the caller may then reuse
  *   it); it rejects if the transport is closed or broken;
  * - `close()` is idempotent and makes a pending `read()` resolve with `null` (or reject).
@@ -42,8 +43,8 @@ const CONN_READ_BUFFER = 256 * 1024;
 /**
  * Wraps a Deno connection (TCP or Unix) as a Transport.
  *
- * Reads go through one reused buffer and return an exact-size copy, so chunks handed out are
- * never reused. Errors after `close()` are reported as EOF. TCP connections get TCP_NODELAY
+ * Reads go through one reused buffer and return a view of it (valid until the next read: no
+ * allocation per read). Errors after `close()` are reported as EOF. TCP connections get TCP_NODELAY
  * (the Session batches small frames itself).
  */
 export function connTransport(conn: Deno.Conn): Transport {
@@ -70,7 +71,7 @@ export function connTransport(conn: Deno.Conn): Transport {
         throw e;
       }
       if (n === null) return null;
-      return buf.slice(0, n);
+      return buf.subarray(0, n);
     },
     async write(chunk: Uint8Array): Promise<void> {
       if (closed) throw new Deno.errors.BadResource("transport is closed");

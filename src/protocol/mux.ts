@@ -366,8 +366,11 @@ export interface FrameBatch {
  * Incremental frame decoder for a byte stream delivered in arbitrary chunks.
  *
  * Frames wholly inside one pushed chunk are decoded without copying (payloads are views into
- * that chunk); only frames split across chunks are assembled into a fresh buffer. Memory held
- * for a partial frame is bounded by the largest frame (8 + 64 KiB). Never throws.
+ * that chunk, valid as long as the chunk is); only frames split across chunks are assembled into
+ * a fresh buffer. The decoder never keeps a reference to a pushed chunk after `push` returns (it
+ * copies the bytes of a partial frame), so the caller may reuse the chunk's buffer for its next
+ * read once it is done with the returned frames. Memory held for a partial frame is bounded by
+ * the largest frame (8 + 64 KiB). Never throws.
  */
 export class FrameDecoder {
   #parts: Uint8Array[] = [];
@@ -386,7 +389,10 @@ export class FrameDecoder {
       this.#partsLength += chunk.length;
       // Assemble exactly the bytes of the pending frame, then continue zero-copy on the rest.
       while (true) {
-        if (this.#partsLength < this.#needed) return { frames };
+        if (this.#partsLength < this.#needed) {
+          this.#parts = this.#parts.map((p) => p.buffer === chunk.buffer ? p.slice() : p);
+          return { frames };
+        }
         const head = this.#take(this.#needed);
         const r = decodeFrame(head);
         if (r.kind === "error") return this.#fail(frames, r.error, r.message);
@@ -416,8 +422,8 @@ export class FrameDecoder {
       if (r.kind === "error") return this.#fail(frames, r.error, r.message);
       this.#needed = r.needed;
       const rest = buf.subarray(off);
-      // Keep a small leftover of a large chunk as a copy so the chunk can be freed.
-      this.#parts = [rest.length * 4 < buf.length ? rest.slice() : rest];
+      // A copy: the chunk's buffer may be reused by the caller's next read.
+      this.#parts = [rest.buffer === chunk.buffer ? rest.slice() : rest];
       this.#partsLength = rest.length;
       break;
     }

@@ -234,6 +234,36 @@ Deno.test("mux property: any chunking of a frame stream decodes to the same fram
   );
 });
 
+Deno.test("mux property: chunks read into one reused buffer decode to the same frames", () => {
+  // What connTransport does: every read lands in the same buffer. The decoder must not keep a
+  // view of it: the frames of each push are cloned at once, then the buffer is overwritten.
+  fc.assert(
+    fc.property(
+      fc.array(arbFrame, { minLength: 1, maxLength: 12 }),
+      fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 20 }),
+      (frames, sizes) => {
+        const all = new Uint8Array(frames.flatMap((f) => [...encodeFrame(f)]));
+        const reused = new Uint8Array(300);
+        const d = new FrameDecoder();
+        const got: Frame[] = [];
+        let off = 0;
+        for (let i = 0; off < all.length; i++) {
+          const n = Math.min(sizes[i % sizes.length], all.length - off);
+          reused.set(all.subarray(off, off + n));
+          const batch = d.push(reused.subarray(0, n));
+          assert.equal(batch.error, undefined);
+          got.push(...structuredClone(batch.frames));
+          reused.fill(0xee);
+          off += n;
+        }
+        assert.equal(d.hasPartialFrame, false);
+        assert.deepEqual(got, frames);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
 Deno.test("mux: the example session in PROTOCOL.md §5.11, byte for byte", async () => {
   const doc = await Deno.readTextFile(new URL("../../PROTOCOL.md", import.meta.url));
   const block = doc.split("### 5.11 Example")[1].split("```")[1];
