@@ -30,7 +30,7 @@
  * much CPU; `--max-semi-space-size=1` saved a little more RSS, but the 1,000-connection phase
  * stalled in 5 of its 6 runs (2 of 12 with the defaults).
  */
-export const AGENT_V8_FLAGS = "--max-old-space-size=64,--max-semi-space-size=2";
+export const AGENT_V8_FLAGS = "--max-old-space-size=48,--max-semi-space-size=2";
 
 /**
  * V8 flags of the client (`kubectl relay`): a small young generation (2 MB semi-spaces), so the

@@ -19,13 +19,16 @@ export const AGENT_READ_BUFFER = 8 * 1024;
 /** Large read buffers the agent lends during bursts: 64 × 64 KiB = 4 MiB. */
 export const agentBufferPool: BufferPool = new BufferPool(LARGE_READ_BUFFER, 64);
 
-/** The fixed part: runtime and heaps (~50 MiB), receive budget (8 MiB), lent buffers (4 MiB). */
-export const AGENT_FIXED_MEMORY = 64 * 1024 * 1024;
 /**
- * Per open stream, measured: a 16 KiB window floor, an 8 KiB read buffer, the destination
- * socket inside Deno (~35 KiB when busy), JS state.
+ * The fixed part, as the memory cgroup counts it: runtime (~15 MiB idle), JS heap (~25 MiB under
+ * load), receive budget (8 MiB), lent read buffers (4 MiB).
  */
-export const AGENT_STREAM_MEMORY = 56 * 1024;
+export const AGENT_FIXED_MEMORY = 52 * 1024 * 1024;
+/**
+ * Per open stream: its window floor (32 KiB, MIN_STREAM_WINDOW), an 8 KiB read buffer, the
+ * destination socket inside Deno (~35 KiB when busy, measured) and JS state.
+ */
+export const AGENT_STREAM_MEMORY = 75 * 1024;
 /** Streams per session when the memory limit is unknown (or very large). */
 export const MAX_AGENT_STREAMS = 4096;
 /** Never fewer than this, however small the limit. */

@@ -61,7 +61,7 @@ export const DEFAULT_MAX_WINDOW = 4 * 1024 * 1024;
 /** Default receive buffer budget of a session. */
 export const DEFAULT_RECEIVE_BUDGET = 32 * 1024 * 1024;
 /** A stream's window never shrinks below this (a smaller one would throttle it to a crawl). */
-export const MIN_STREAM_WINDOW = 16 * 1024;
+export const MIN_STREAM_WINDOW = 32 * 1024;
 
 /**
  * Most bytes the frame writer hands to the transport in one write (control frames and DATA

@@ -132,7 +132,7 @@ export class Session {
     void this.#readLoop();
   }
 
-  /** Sum of the receive windows of the open streams (at most the budget + 16 KiB per stream). */
+  /** Sum of the receive windows of the open streams (at most the budget + MIN_STREAM_WINDOW per stream). */
   get receiveWindows(): number {
     return this.#committed;
   }

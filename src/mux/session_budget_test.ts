@@ -12,6 +12,7 @@ import { rawPeer } from "../../tests/_lib/session.ts";
 
 const HEADER = new Uint8Array([0, 0, 27, ...new Array(24).fill(7)]);
 const KiB = 1024;
+const M = MIN_STREAM_WINDOW;
 
 /** The window an OPEN frame announced. */
 function openWindow(f: Frame): number {
@@ -31,46 +32,48 @@ async function readN(s: Stream, n: number): Promise<void> {
 }
 
 Deno.test("budget: new streams get what is left of the budget, at least MIN_STREAM_WINDOW", async () => {
-  const peer = await rawPeer({ receiveBudget: 64 * KiB, initialWindow: 32 * KiB });
+  const peer = await rawPeer({ receiveBudget: 4 * M, initialWindow: 2 * M });
   const streams = [0, 1, 2, 3].map(() => peer.client.openEarlyStream(HEADER));
   const windows = [];
   for (let i = 0; i < 4; i++) windows.push(openWindow(await peer.next("open")));
-  assert.deepEqual(windows, [32 * KiB, 32 * KiB, MIN_STREAM_WINDOW, MIN_STREAM_WINDOW]);
-  assert.equal(peer.client.receiveWindows, 96 * KiB);
+  assert.deepEqual(windows, [2 * M, 2 * M, M, M]);
+  assert.equal(peer.client.receiveWindows, 6 * M);
   // A finished stream's window goes back to the budget; the next stream gets it.
   streams[0].reset("done");
   await peer.next("reset");
-  assert.equal(peer.client.receiveWindows, 64 * KiB);
+  assert.equal(peer.client.receiveWindows, 4 * M);
   peer.client.openEarlyStream(HEADER);
-  assert.equal(openWindow(await peer.next("open")), MIN_STREAM_WINDOW);
+  assert.equal(openWindow(await peer.next("open")), M);
   await peer.done();
 });
 
 Deno.test("budget: a stream above its fair share gives back less than it read", async () => {
-  const peer = await rawPeer({ receiveBudget: 64 * KiB, initialWindow: 64 * KiB });
+  const peer = await rawPeer({ receiveBudget: 4 * M, initialWindow: 4 * M });
   const a = peer.client.openEarlyStream(HEADER);
-  assert.equal(openWindow(await peer.next("open")), 64 * KiB);
+  assert.equal(openWindow(await peer.next("open")), 4 * M);
   await peer.send({ type: "status", streamId: 1, status: 0, window: 64 * KiB });
   await a.opened;
   // Three more streams open; the budget is spent, so they get the floor, and A's fair share
-  // is now 64 KiB / 4 = 16 KiB.
+  // is now 4 M / 4 = M.
   for (let i = 0; i < 3; i++) {
     peer.client.openEarlyStream(HEADER);
-    assert.equal(openWindow(await peer.next("open")), MIN_STREAM_WINDOW);
+    assert.equal(openWindow(await peer.next("open")), M);
   }
-  await peer.send({ type: "data", streamId: 1, data: new Uint8Array(64 * KiB) });
-  await readN(a, 64 * KiB);
+  for (let i = 0; i < 4; i++) {
+    await peer.send({ type: "data", streamId: 1, data: new Uint8Array(M) });
+  }
+  await readN(a, 4 * M);
   const update = await peer.next("window_update");
-  assert.deepEqual(update, { type: "window_update", streamId: 1, increment: 16 * KiB });
-  assert.equal(a.receiveWindow, 16 * KiB);
-  assert.equal(peer.client.receiveWindows, 16 * KiB * 4);
+  assert.deepEqual(update, { type: "window_update", streamId: 1, increment: M });
+  assert.equal(a.receiveWindow, M);
+  assert.equal(peer.client.receiveWindows, 4 * M);
   // It keeps going at its fair share.
-  await peer.send({ type: "data", streamId: 1, data: new Uint8Array(16 * KiB) });
-  await readN(a, 16 * KiB);
+  await peer.send({ type: "data", streamId: 1, data: new Uint8Array(M) });
+  await readN(a, M);
   assert.deepEqual(await peer.next("window_update"), {
     type: "window_update",
     streamId: 1,
-    increment: 16 * KiB,
+    increment: M,
   });
   await peer.done();
 });
@@ -90,7 +93,7 @@ Deno.test("budget: whatever the peer sends, its credit stays within budget + str
   );
   await fc.assert(
     fc.asyncProperty(
-      fc.integer({ min: 1, max: 8 }).map((n) => n * 16 * KiB),
+      fc.integer({ min: 1, max: 8 }).map((n) => n * M),
       fc.integer({ min: 1, max: 8 }).map((n) => n * 8 * KiB),
       fc.array(action, { minLength: 1, maxLength: 40 }),
       async (budget, initialWindow, actions) => {
