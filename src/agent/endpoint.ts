@@ -66,6 +66,7 @@ export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
   const close = () => {
     if (closed) return;
     closed = true;
+    reader.release(); // a read still in progress gives its buffer back when it ends
     try {
       conn.close();
     } catch {

@@ -69,6 +69,9 @@ export class RelayReader {
   #small: Uint8Array;
   #large: Uint8Array | undefined;
   #wantLarge = false;
+  #reading = false;
+  /** release() was called: no more borrowing (reads go on with the small buffer). */
+  #released = false;
 
   /** `first`: a small buffer the caller already reads into (its pending read), if any. */
   constructor(source: ByteSource, pool: BufferPool = defaultBufferPool, first?: Uint8Array) {
@@ -98,36 +101,54 @@ export class RelayReader {
    * could have taken (its bytes are copied into the small buffer first).
    */
   async read(): Promise<Uint8Array | null> {
-    if (this.#wantLarge && !this.#large) this.#large = this.#pool.take();
+    if (this.#wantLarge && !this.#large && !this.#released) this.#large = this.#pool.take();
     const buf = this.#large ?? this.#small;
     let n: number | null;
+    this.#reading = true;
     try {
       n = await this.#source.read(buf);
     } catch (e) {
-      this.release(); // the read is over: nothing writes into the buffer any more
+      this.#endBurst(); // the read is over: nothing writes into the buffer any more
       throw e;
+    } finally {
+      this.#reading = false;
     }
     if (n === null) {
-      this.release();
+      this.#endBurst();
       return null;
     }
     if (buf === this.#small) {
       this.#wantLarge = n === buf.length;
       return buf.subarray(0, n);
     }
-    if (n > this.#small.length) return buf.subarray(0, n);
+    if (n > this.#small.length && !this.#released) return buf.subarray(0, n);
+    const out = this.#copyToSmall(buf, n);
+    this.#endBurst();
+    return out;
+  }
+
+  /** Gives a borrowed buffer back and reads with the small one again. */
+  #endBurst(): void {
+    this.#wantLarge = false;
+    this.#giveBack();
+  }
+
+  /** The `n` bytes read into `buf`, in the small buffer if they fit there, else a copy. */
+  #copyToSmall(buf: Uint8Array, n: number): Uint8Array {
+    if (buf === this.#small) return buf.subarray(0, n);
+    if (n > this.#small.length) return buf.slice(0, n);
     this.#small.set(buf.subarray(0, n));
-    this.release();
     return this.#small.subarray(0, n);
   }
 
   /**
-   * Returns a borrowed buffer to the pool. Idempotent. Never call it while a `read()` is in
-   * progress (the read still fills the buffer); a read that ends (EOF or error) releases itself.
+   * Returns a borrowed buffer to the pool, and borrows no more. Idempotent. Called while a
+   * `read()` is in progress (the read still fills the buffer), it takes effect when that read
+   * ends. A read that ends with EOF or an error releases by itself.
    */
   release(): void {
-    this.#wantLarge = false;
-    this.#giveBack();
+    this.#released = true;
+    if (!this.#reading) this.#endBurst();
   }
 
   #giveBack(): void {

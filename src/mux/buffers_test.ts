@@ -88,6 +88,38 @@ Deno.test("buffers: a failed read gives the large buffer back", async () => {
   assert.equal(pool.lent, 0);
 });
 
+Deno.test("buffers: release() during a read takes effect when the read ends; no borrowing after it", async () => {
+  const pool = new BufferPool(64 * 1024, 2);
+  let finish: (n: number) => void = () => {};
+  let fill = true;
+  const r = new RelayReader({
+    read(p) {
+      if (fill) return Promise.resolve(p.length); // a full read: the next one borrows
+      return new Promise((resolve) => {
+        finish = (n) => {
+          p.fill(7, 0, n);
+          resolve(n);
+        };
+      });
+    },
+  }, pool);
+  await r.read();
+  fill = false;
+  const pending = r.read(); // reads into a borrowed large buffer
+  assert.equal(pool.lent, 1);
+  r.release();
+  assert.equal(pool.lent, 1, "still being read into");
+  finish(40_000);
+  const got = await pending;
+  assert.equal(got?.length, 40_000);
+  assert.ok(got?.every((b) => b === 7));
+  assert.equal(pool.lent, 0);
+  fill = true;
+  await r.read();
+  await r.read();
+  assert.equal(pool.lent, 0, "a released reader borrows no more");
+});
+
 Deno.test("buffers: any read pattern delivers the bytes in order and returns every buffer", async () => {
   await fc.assert(
     fc.asyncProperty(
