@@ -11,17 +11,19 @@
 /**
  * Comma-separated V8 flags of the agent.
  *
- * `--max-old-space-size=64` (MB) bounds the JS heap to half the pod's 128Mi limit, leaving the rest
- * to the relay buffers (ArrayBuffers live outside this heap) and the runtime. It is above what the
- * stream cap needs: about 9 KiB of old generation per open stream was measured (32 MiB with ~3,200
- * streams open), so ~40 MiB at the 4,096-stream cap. A smaller heap also makes V8 collect
- * more often, which frees the buffers that garbage still holds sooner.
+ * `--max-old-space-size=48` (MB) bounds the JS heap to well under the pod's 128Mi limit, leaving
+ * the rest to the relay buffers (ArrayBuffers live outside this heap) and the runtime. About 9 KiB
+ * of old generation per open stream was measured (32 MiB with ~3,200 streams open): ~10 MiB at the
+ * 1,037 streams the agent accepts under 128Mi, ~40 MiB at the 4,096-stream cap of a larger limit.
+ * It was 64 first; with 64 one of three full bench runs drove the agent into its 128Mi limit after
+ * the bench's earlier phases (bench/README.md). A smaller heap also makes V8 collect more often,
+ * which frees the buffers that garbage still holds sooner.
  *
  * `--max-semi-space-size=2` (MB) keeps the young generation small, so short-lived buffers die in
  * cheap scavenges instead of being promoted and waiting for a full collection; it also takes back
  * most of the CPU the small old generation alone costs.
  *
- * Measured with `deno task bench:local` (the real agent on loopback; 1,000 connections × 1 MiB
+ * Measured (with 64) with `deno task bench:local` (the real agent on loopback; 1,000 connections × 1 MiB
  * echoed, then 128 MiB on one connection; 7–10 runs each on a shared 2-core machine): agent peak
  * RSS median 209 MiB (178–223) against 274 MiB (230–325) with V8's defaults, for more agent CPU in
  * that phase (median 6.8 s against 4.9 s); wall time, throughput (58 vs 59 MiB/s) and agent CPU per
