@@ -51,6 +51,24 @@ async function agentEnd(t: Transport, echoed: string[]): Promise<Session> {
 
 class NotListening extends Error {}
 
+/** A connect function that counts its calls; `attempt(n)` makes the n-th one (from 1). */
+function counting(attempt: (n: number) => Promise<Transport>) {
+  let calls = 0;
+  return {
+    connect: () => attempt(++calls),
+    get calls(): number {
+      return calls;
+    },
+  };
+}
+
+/** A transport to an agent that answers (see agentEnd); the agent's Session goes to `agents`. */
+function answering(echoed: string[], agents: Session[]): Promise<Transport> {
+  const [a, b] = memoryTransportPair();
+  agentEnd(b, echoed).then((s) => agents.push(s));
+  return Promise.resolve(a);
+}
+
 function tunnel(
   connect: () => Promise<Transport>,
   startTimeoutMs: number,
@@ -72,20 +90,12 @@ Deno.test("tunnel start: retries until the agent answers, then carries streams",
   const notes: string[] = [];
   const echoed: string[] = [];
   const agents: Session[] = [];
-  let calls = 0;
-  const t = tunnel(
-    () => {
-      calls++;
-      if (calls <= 2) return Promise.resolve(refusedTransport());
-      const [a, b] = memoryTransportPair();
-      agentEnd(b, echoed).then((s) => agents.push(s));
-      return Promise.resolve(a);
-    },
-    5000,
-    notes,
+  const c = counting((n) =>
+    n <= 2 ? Promise.resolve(refusedTransport()) : answering(echoed, agents)
   );
+  const t = tunnel(c.connect, 5000, notes);
   await t.start();
-  assert.equal(calls, 3, "two refused attempts, then the one that answered");
+  assert.equal(c.calls, 3, "two refused attempts, then the one that answered");
   const stream = await t.openStream(new Uint8Array([0, 0, 3, 1, 2, 3]));
   await stream.write(new TextEncoder().encode("ping"));
   const answer = await stream.read();
@@ -98,70 +108,40 @@ Deno.test("tunnel start: retries until the agent answers, then carries streams",
 
 Deno.test("tunnel start: gives up after startTimeoutMs with the last reason", async () => {
   const notes: string[] = [];
-  let calls = 0;
-  const t = tunnel(
-    () => {
-      calls++;
-      return Promise.resolve(refusedTransport());
-    },
-    300,
-    notes,
-  );
+  const c = counting(() => Promise.resolve(refusedTransport()));
+  const t = tunnel(c.connect, 300, notes);
   const t0 = Date.now();
   await assert.rejects(t.start(), /connection refused/);
-  assert.ok(calls >= 3, `tried ${calls} times`);
+  assert.ok(c.calls >= 3, `tried ${c.calls} times`);
   assert.ok(Date.now() - t0 < 2000, "stopped near the deadline");
   assert.deepEqual(notes, []);
   t.close();
 });
 
 Deno.test("tunnel start: a port-forward that opens but never answers does not count", async () => {
-  let calls = 0;
-  const t = tunnel(
-    () => {
-      calls++;
-      return Promise.resolve(silentTransport());
-    },
-    0,
-    [],
-    200,
-  );
+  const c = counting(() => Promise.resolve(silentTransport()));
+  const t = tunnel(c.connect, 0, [], 200);
   // Whichever comes first: the start's own wait, or the session's heartbeat timeout.
   await assert.rejects(t.start(), /no answer from the agent in 200 ms|ping timeout/);
-  assert.equal(calls, 1, "startTimeoutMs 0: one attempt");
+  assert.equal(c.calls, 1, "startTimeoutMs 0: one attempt");
   t.close();
 });
 
 Deno.test("tunnel start: connect errors are retried only when retryable", async () => {
   const echoed: string[] = [];
   const agents: Session[] = [];
-  let calls = 0;
-  const t = tunnel(
-    () => {
-      calls++;
-      if (calls <= 2) return Promise.reject(new NotListening("connection refused"));
-      const [a, b] = memoryTransportPair();
-      agentEnd(b, echoed).then((s) => agents.push(s));
-      return Promise.resolve(a);
-    },
-    5000,
-    [],
+  const c = counting((n) =>
+    n <= 2 ? Promise.reject(new NotListening("connection refused")) : answering(echoed, agents)
   );
+  const t = tunnel(c.connect, 5000, []);
   await t.start();
-  assert.equal(calls, 3);
+  assert.equal(c.calls, 3);
   t.close();
   agents.forEach((s) => s.close());
 
-  let other = 0;
-  const u = tunnel(
-    () => {
-      other++;
-      return Promise.reject(new Error("Error from server (Forbidden): no"));
-    },
-    5000,
-    [],
-  );
+  const other = counting(() => Promise.reject(new Error("Error from server (Forbidden): no")));
+  const u = tunnel(other.connect, 5000, []);
   await assert.rejects(u.start(), /Forbidden/);
-  assert.equal(other, 1, "a refusal by the apiserver is not retried");
+  assert.equal(other.calls, 1, "a refusal by the apiserver is not retried");
   u.close();
 });

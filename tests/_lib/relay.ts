@@ -191,6 +191,13 @@ export async function kubectl(kubeconfig: string, ...args: string[]): Promise<st
   return dec.decode(out.stdout);
 }
 
+/** Runs a `kubectl create …` command; an object that already exists counts as created. */
+export async function kubectlCreate(kubeconfig: string, ...args: string[]): Promise<void> {
+  await kubectl(kubeconfig, ...args).catch((e) => {
+    if (!/already exists/.test(String(e))) throw e;
+  });
+}
+
 /** Names of the pods matching a label selector in a namespace. */
 export async function podNames(
   kubeconfig: string,

@@ -9,6 +9,7 @@ import {
   agentJobs,
   curl,
   kubectl,
+  kubectlCreate,
   type RelayProcess,
   runRelay,
   startRelay,
@@ -267,12 +268,7 @@ Deno.test(
       taken.close();
     }
     // No ready pod within a short --pod-running-timeout.
-    await kubectl(kc, "-n", NS, "create", "deployment", "empty", "--image=x", "--replicas=0").catch(
-      (e) => {
-        if (!/already exists/.test(String(e))) throw e;
-        return "";
-      },
-    );
+    await kubectlCreate(kc, "-n", NS, "create", "deployment", "empty", "--image=x", "--replicas=0");
     const res = await runRelay(kc, ["-n", NS, "--pod-running-timeout", "2s", "deploy/empty", "80"]);
     assert.equal(res.code, 1);
     assert.match(

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { NS, podNames, setup } from "./fixtures.ts";
-import { agentJobs, curl, kubectl, startRelay } from "../_lib/relay.ts";
+import { agentJobs, curl, kubectl, kubectlCreate, startRelay } from "../_lib/relay.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 /** The agents' namespace in this test (nothing else runs agents there). */
@@ -35,9 +35,7 @@ Deno.test({
 }, async () => {
   const kc = await setup();
   const [pod] = await podNames(kc, "app=web");
-  await kubectl(kc, "create", "namespace", AGENTS).catch((e) => {
-    if (!/already exists/.test(String(e))) throw e;
-  });
+  await kubectlCreate(kc, "create", "namespace", AGENTS);
   // The shared agent exits 3 s after its last tunnel (instead of 5 minutes).
   const idle = JSON.stringify({
     spec: { containers: [{ name: "agent", args: ["--idle-exit", "3s"] }] },
