@@ -39,13 +39,13 @@ import {
   STREAM_HIGH_WATER,
 } from "./options.ts";
 import type { Transport } from "./transport.ts";
+import { CHUNK_SIZE, ChunkPool, chunkPool } from "./buffers.ts";
 
 /** Size of the large pooled chunks DATA payload is copied into. */
-const CHUNK = 16 * 1024;
+const CHUNK = CHUNK_SIZE;
 /** Size of the small pooled chunks (payloads up to this size start in one). */
 const SMALL_CHUNK = 1024;
-/** Pooled chunks kept for reuse: enough for a full shared queue. */
-const POOL_LARGE = Math.ceil((QUEUE_HIGH_WATER + STREAM_HIGH_WATER) / CHUNK) + 2;
+/** Small pooled chunks kept for reuse (large ones come from the process-wide chunkPool). */
 const POOL_SMALL = 256;
 /** What a stream with nothing queued may queue even when the shared queue is full. */
 const IDLE_ALLOWANCE = 4 * 1024;
@@ -120,8 +120,8 @@ export class FrameWriter {
   /** Payload bytes queued in stream queues. */
   #dataBytes = 0;
   #batch: Uint8Array | null = null;
-  #large: Uint8Array[] = [];
-  #small: Uint8Array[] = [];
+  #large = chunkPool;
+  #small = new ChunkPool(SMALL_CHUNK, POOL_SMALL);
   #running = false;
   #failed = false;
   #sharedWaiters: (() => void)[] = [];
@@ -301,14 +301,11 @@ export class FrameWriter {
   }
 
   #chunk(need: number): Uint8Array {
-    if (need <= SMALL_CHUNK) return this.#small.pop() ?? new Uint8Array(SMALL_CHUNK);
-    return this.#large.pop() ?? new Uint8Array(CHUNK);
+    return need <= SMALL_CHUNK ? this.#small.take() : this.#large.take();
   }
 
   #release(c: Uint8Array): void {
-    if (c.length === CHUNK) {
-      if (this.#large.length < POOL_LARGE) this.#large.push(c);
-    } else if (this.#small.length < POOL_SMALL) this.#small.push(c);
+    (c.length === CHUNK ? this.#large : this.#small).give(c);
   }
 
   /** Wakes writers waiting for shared space, about as many as the free space can take. */

@@ -51,6 +51,48 @@ export class BufferPool {
   }
 }
 
+/**
+ * A free list of equal-size chunks: `take()` always returns one (a kept one, or a new one), and
+ * `give()` keeps at most `keep` for reuse (the rest are left to the garbage collector). Unlike a
+ * BufferPool it never refuses: its users' memory is bounded elsewhere (by windows and queues), and
+ * the free list only spares them one allocation, and its garbage, per chunk.
+ */
+export class ChunkPool {
+  readonly size: number;
+  readonly keep: number;
+  #free: Uint8Array[] = [];
+
+  constructor(size: number, keep: number) {
+    this.size = size;
+    this.keep = keep;
+  }
+
+  /** Chunks kept for reuse now. */
+  get free(): number {
+    return this.#free.length;
+  }
+
+  /** A chunk of `size` bytes (its content is whatever it held before). */
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  /** Returns a chunk from `take()` (the caller no longer reads or writes it). */
+  give(chunk: Uint8Array): void {
+    if (this.#free.length < this.keep) this.#free.push(chunk);
+  }
+}
+
+/** Size of the chunks the frame writer queues DATA in and streams keep received bytes in. */
+export const CHUNK_SIZE = 16 * 1024;
+/**
+ * The process-wide free list of CHUNK_SIZE chunks, shared by every session's frame writer and
+ * streams (at most 4 MiB kept). Shared because with many streams, chunks go back to it from one
+ * stream's queue as fast as another's takes them: per-session lists of a few dozen made a new
+ * chunk (and garbage) for almost every 16 KiB sent.
+ */
+export const chunkPool: ChunkPool = new ChunkPool(CHUNK_SIZE, 256);
+
 /** The pool shared by every relay loop of this process. */
 export const defaultBufferPool: BufferPool = new BufferPool();
 

@@ -81,8 +81,6 @@ export const QUEUE_HIGH_WATER = 256 * 1024;
 export const STREAM_HIGH_WATER = 128 * 1024;
 /** Control frames queued beyond this end the session (the peer does not read). */
 export const QUEUE_OVERFLOW = 8 * 1024 * 1024;
-/** `Stream.read()` merges buffered chunks into one array up to this size. */
-export const MAX_READ_CHUNK = 64 * 1024;
 /**
  * How long an early OPEN waits for the stream's first DATA to share its transport write (a
  * client's first bytes usually follow its connect within tens of microseconds).

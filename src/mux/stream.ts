@@ -19,7 +19,7 @@ import {
   StreamRejectedError,
   StreamResetError,
 } from "./errors.ts";
-import { MAX_READ_CHUNK } from "./options.ts";
+import { ReceiveBuffer } from "./_receive_buffer.ts";
 
 /** @internal Session internals a Stream talks to. */
 export interface StreamHost {
@@ -59,8 +59,7 @@ export class Stream {
 
   #host: StreamHost;
   // Receive side.
-  #chunks: Uint8Array[] = [];
-  #buffered = 0;
+  #recv = new ReceiveBuffer();
   #recvAvailable: number; // bytes the peer may still send
   #unannounced = 0; // consumed bytes not yet returned to the peer via WINDOW_UPDATE
   #window: number; // current receive window: buffered + recvAvailable + unannounced
@@ -117,7 +116,7 @@ export class Stream {
 
   /** Bytes received and not yet read (never more than `receiveWindow`). */
   get bufferedAmount(): number {
-    return this.#buffered;
+    return this.#recv.length;
   }
 
   /**
@@ -129,14 +128,17 @@ export class Stream {
   }
 
   /**
-   * Next chunk of data from the peer; `null` once the peer half-closed and everything was read.
-   * Throws StreamResetError if the stream was reset (buffered data is discarded), or
-   * SessionClosedError (after buffered data is read) if the session ended first.
+   * Next chunk of data from the peer (at most LARGE_RECEIVE_CHUNK bytes); `null` once the peer
+   * half-closed and everything was read. The chunk is a view of pooled memory, valid until the
+   * next `read()`: a reader that keeps bytes longer copies them. Throws StreamResetError if the
+   * stream was reset (buffered data is discarded), or SessionClosedError (after buffered data is
+   * read) if the session ended first.
    */
   async read(): Promise<Uint8Array | null> {
+    this.#recv.release();
     while (true) {
       if (this.#resetError) throw this.#resetError;
-      if (this.#chunks.length > 0) return this.#take();
+      if (this.#recv.length > 0) return this.#take();
       if (this.#remoteFin) return null;
       if (this.#sessionError) throw this.#sessionError;
       await new Promise<void>((resolve) => this.#readWaiters.push(resolve));
@@ -144,24 +146,7 @@ export class Stream {
   }
 
   #take(): Uint8Array {
-    let out: Uint8Array;
-    if (this.#chunks.length === 1 || this.#chunks[0].length >= MAX_READ_CHUNK) {
-      out = this.#chunks.shift()!;
-    } else {
-      // Hand out several small chunks as one (fewer writes for the consumer), up to 1 MiB.
-      let n = 0;
-      let count = 0;
-      while (count < this.#chunks.length && n + this.#chunks[count].length <= MAX_READ_CHUNK) {
-        n += this.#chunks[count++].length;
-      }
-      out = new Uint8Array(n);
-      let off = 0;
-      for (const c of this.#chunks.splice(0, count)) {
-        out.set(c, off);
-        off += c.length;
-      }
-    }
-    this.#buffered -= out.length;
+    const out = this.#recv.take()!;
     this.#bytesRead += out.length;
     if (!this.#remoteFin && !this.#removed) {
       this.#unannounced += out.length;
@@ -293,8 +278,7 @@ export class Stream {
   reset(reason: string): void {
     if (this.#resetError) return;
     this.#resetError = new StreamResetError(reason);
-    this.#chunks = [];
-    this.#buffered = 0;
+    this.#recv.clear();
     this.#settle(this.#resetError);
     if (!this.#removed) {
       this.#host.writer.discard(this.id); // the peer drops DATA of a reset stream anyway
@@ -326,8 +310,7 @@ export class Stream {
     this.#answered = true;
     this.#host.send({ type: "status", streamId: this.id, status, window: 0 });
     this.#resetError = new StreamResetError(`rejected with status ${status}`);
-    this.#chunks = [];
-    this.#buffered = 0;
+    this.#recv.clear();
     this.#finish();
     this.#wakeAll();
   }
@@ -346,9 +329,7 @@ export class Stream {
     this.#recvAvailable -= data.length;
     if (data.length === 0 || this.#resetError) return;
     // The frame is a view of the transport's read buffer, valid only until its next read.
-    const owned = data.slice();
-    this.#chunks.push(owned);
-    this.#buffered += owned.length;
+    this.#recv.push(data, this.#window);
     this.#wakeReaders();
   }
 
@@ -380,8 +361,7 @@ export class Stream {
     this.#releaseWindow();
     if (!this.#resetError) {
       this.#resetError = new StreamResetError(reason, true);
-      this.#chunks = [];
-      this.#buffered = 0;
+      this.#recv.clear();
     }
     this.#settle(this.#resetError);
     this.#wakeAll();
