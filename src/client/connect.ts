@@ -28,9 +28,9 @@ import { type ClientOptions, type Io, type Log, logger } from "./options.ts";
 import { Tunnel } from "./tunnel.ts";
 
 /**
- * A transport whose first write is preceded by `block`, in the same write: the apiserver
- * connection has Nagle's algorithm on (Deno's HTTP client offers no TCP_NODELAY), so a separate
- * small write would wait for the apiserver's acknowledgement of the previous one.
+ * A transport whose first write is preceded by `block`, in the same write: where the apiserver
+ * connection keeps Nagle's algorithm on (see src/kube/nodelay.ts), a separate small write would
+ * wait for the apiserver's acknowledgement of the previous one.
  */
 function tokenFirst(inner: Transport, block: Uint8Array): Transport {
   let first: Uint8Array | undefined = block;

@@ -96,11 +96,16 @@ export async function startRelay(
     client = await kubeClient(opts.kube, log);
     log(1, "startup: credentials loaded");
     namespaces = requests.map((r) => r.namespace || client.access.namespace);
-    direct = await chooseDirect(client, opts, requests, namespaces, direct, io);
-    // The agent takes longest: its Job is created while the targets are resolved, and deleted
-    // again if one of them is wrong.
-    const launch = direct ? undefined : launchAgent(client, opts, io, opts.agentPatch);
+    // The agent takes longest: its Job is created (or a shared agent looked up and its
+    // port-forward opened) while the access check chooses between agent and direct mode and the
+    // targets are resolved; it is deleted again if direct mode wins or a target is wrong.
+    let launch = direct ? undefined : launchAgent(client, opts, io, opts.agentPatch);
     try {
+      direct = await chooseDirect(client, opts, requests, namespaces, direct, io);
+      if (direct && launch) {
+        await launch.cancel();
+        launch = undefined;
+      }
       for (const [i, r] of requests.entries()) {
         resolved.push(
           await resolveTarget(client, r, namespaces[i], {

@@ -1,5 +1,6 @@
 import { KubeApiError, type KubeClient } from "./client.ts";
 import type { Transport } from "../mux/mod.ts";
+import { noDelayToPort } from "./nodelay.ts";
 
 /** The apiserver refused or broke the pod port-forward. */
 export class PortForwardError extends Error {
@@ -58,15 +59,20 @@ export async function openPortForward(
       });
     throw e;
   }
+  // Deno opened the WebSocket's connection with Nagle on: switch it off where we can.
+  const server = new URL(access.server);
+  const serverPort = Number(server.port) || (server.protocol === "http:" ? 80 : 443);
+  transport.coalesceWrites = noDelayToPort(serverPort) > 0;
   return transport;
 }
 
 /**
- * Leaves `coalesceWrites` unset: Deno opens the apiserver connection with Nagle on (its
- * HttpClient sets TCP_NODELAY off and offers no option), and deferring batches on such a pipe
- * stalled bursts of datagrams by ~40 ms. Small writes are coalesced by the kernel instead.
+ * `coalesceWrites` is set only when the connection has TCP_NODELAY (nodelay.ts): with Nagle on,
+ * deferring batches stalled bursts of datagrams by ~40 ms, and the kernel coalesces small writes
+ * instead.
  */
 class WebSocketTransport implements Transport {
+  coalesceWrites = false;
   #ws: WebSocket;
   #what: string;
   #chunks: Uint8Array[] = [];
