@@ -93,6 +93,8 @@ interface PathResult {
   agentCpuSPerGiB?: number;
   /** The same for the cluster's processes (kube-apiserver, kwok, the pod runtime's echo server). */
   clusterCpuSPerGiB?: Record<string, number>;
+  /** User + system CPU seconds per process (client, agent, cluster) during the concurrent run. */
+  concurrentCpuS?: Record<string, number>;
   /** 1-byte echo round trips on an established connection, nothing else moving (ms). */
   echoIdleP50Ms?: number;
   echoIdleP99Ms?: number;
@@ -181,16 +183,22 @@ async function measurePath(
       Object.entries(clusterPids).map(([proc, pid]) => [proc, cpuSeconds(pid, false)]),
     ),
   });
-  const cpu0 = cpuOf();
-  r.throughputMiBs = await throughput(host, port, SIZES.bytes);
-  const cpu1 = cpuOf();
-  const perGiB: Record<string, number> = {};
-  for (const [proc, before] of Object.entries(cpu0)) {
-    const after = cpu1[proc];
-    if (before !== undefined && after !== undefined) {
-      perGiB[proc] = (after - before) / (SIZES.bytes / (1 << 30));
+  /** CPU seconds each process used while `work` ran. */
+  const cpuDuring = async (work: () => Promise<void>): Promise<Record<string, number>> => {
+    const before = cpuOf();
+    await work();
+    const after = cpuOf();
+    const used: Record<string, number> = {};
+    for (const [proc, b] of Object.entries(before)) {
+      const a = after[proc];
+      if (a !== undefined && b !== undefined) used[proc] = a - b;
     }
-  }
+    return used;
+  };
+  const perGiB = await cpuDuring(async () => {
+    r.throughputMiBs = await throughput(host, port, SIZES.bytes);
+  });
+  for (const proc of Object.keys(perGiB)) perGiB[proc] /= SIZES.bytes / (1 << 30);
   ({ client: r.clientCpuSPerGiB, agent: r.agentCpuSPerGiB } = perGiB);
   delete perGiB.client;
   delete perGiB.agent;
@@ -212,7 +220,10 @@ async function measurePath(
   const cgroupTimer = setInterval(() => {
     cgroupPeak = Math.max(cgroupPeak, cgroup?.stats()?.usage ?? 0);
   }, 100);
-  const many = await manyConnections(host, port, SIZES.concurrent, SIZES.perConn);
+  let many!: Awaited<ReturnType<typeof manyConnections>>;
+  r.concurrentCpuS = await cpuDuring(async () => {
+    many = await manyConnections(host, port, SIZES.concurrent, SIZES.perConn);
+  });
   clearInterval(cgroupTimer);
   r.concurrentWallS = many.wallS;
   r.concurrentErrors = many.errors;
@@ -368,6 +379,14 @@ function table(results: PathResult[]): string {
     ],
     ["agent cgroup peak, whole life so far (MiB)", (r) => r.agentCgroupPeakMiB, 0],
     ["agent memory limit (MiB)", (r) => r.agentCgroupLimitMiB, 0],
+    [`client CPU s at ${SIZES.concurrent} conns`, (r) => r.concurrentCpuS?.client, 2],
+    [`agent CPU s at ${SIZES.concurrent} conns`, (r) => r.concurrentCpuS?.agent, 2],
+    [
+      `kube-apiserver CPU s at ${SIZES.concurrent} conns`,
+      (r) => r.concurrentCpuS?.["kube-apiserver"],
+      2,
+    ],
+    [`kwok (node) CPU s at ${SIZES.concurrent} conns`, (r) => r.concurrentCpuS?.kwok, 2],
     ["client CPU s per GiB echoed", (r) => r.clientCpuSPerGiB, 2],
     ["agent CPU s per GiB echoed", (r) => r.agentCpuSPerGiB, 2],
     ["kube-apiserver CPU s per GiB echoed", (r) => r.clusterCpuSPerGiB?.["kube-apiserver"], 2],
