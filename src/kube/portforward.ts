@@ -81,6 +81,8 @@ class WebSocketTransport implements Transport {
   #error: string | null = null;
   #errorText = "";
   #prefixLeft = [2, 2];
+  /** The channel byte and the chunk of the last write. */
+  #sendBuffer = new Uint8Array(64 * 1024 + 1);
   #openPromise: Promise<void>;
 
   constructor(ws: WebSocket, what: string) {
@@ -172,10 +174,13 @@ class WebSocketTransport implements Transport {
     if (this.#ended || this.#ws.readyState !== WebSocket.OPEN) {
       throw new PortForwardError(`port-forward to ${this.#what} is closed`);
     }
-    const frame = new Uint8Array(chunk.length + 1);
-    frame[0] = DATA;
-    frame.set(chunk, 1);
-    this.#ws.send(frame);
+    // `send` copies the message at once, so one buffer serves every write (no garbage per write).
+    if (this.#sendBuffer.length < chunk.length + 1) {
+      this.#sendBuffer = new Uint8Array(Math.max(chunk.length + 1, this.#sendBuffer.length * 2));
+    }
+    this.#sendBuffer[0] = DATA;
+    this.#sendBuffer.set(chunk, 1);
+    this.#ws.send(this.#sendBuffer.subarray(0, chunk.length + 1));
     while (this.#ws.bufferedAmount > HIGH_WATER && this.#ws.readyState === WebSocket.OPEN) {
       await new Promise((r) => setTimeout(r, 2));
     }
