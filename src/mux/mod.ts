@@ -4,6 +4,7 @@
  *
  * - `session.ts`: Session (stream table, read loop, heartbeats, go-away)
  * - `stream.ts`: Stream (flow control, half-close, reset)
+ * - `stream_state.ts`: StreamState, a stream's lifecycle and its transitions
  * - `_frame_writer.ts`: the frame writer: control first, DATA round-robin per stream, batched
  *   (private)
  * - `buffers.ts`: read buffers of the relay loops (small per connection, large ones pooled)
@@ -16,6 +17,7 @@
 
 export { Session } from "./session.ts";
 export { Stream } from "./stream.ts";
+export { StreamState } from "./stream_state.ts";
 export type { SessionOptions } from "./options.ts";
 export {
   GoAwayReason,

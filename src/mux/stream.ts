@@ -1,6 +1,7 @@
 /**
  * One bidirectional byte stream inside a Session: receive buffer and window (with auto-tuning),
- * send credit, half-close and reset (PROTOCOL.md §5.5, §5.6).
+ * send credit, half-close and reset (PROTOCOL.md §5.5, §5.6). Its lifecycle is a StreamState
+ * (`stream_state.ts`), changed only by `#transition`.
  *
  * @module
  */
@@ -20,6 +21,18 @@ import {
   StreamResetError,
 } from "./errors.ts";
 import { ReceiveBuffer } from "./_receive_buffer.ts";
+import {
+  AWAITING_STATUS,
+  canTransition,
+  ENDED,
+  FAILED,
+  has,
+  LOCAL_FIN,
+  REMOTE_FIN,
+  SESSION_ENDED,
+  StreamState,
+  UNANSWERED,
+} from "./stream_state.ts";
 
 /** @internal Session internals a Stream talks to. */
 export interface StreamHost {
@@ -68,20 +81,17 @@ export class Stream {
   #bytesRead = 0;
   #epochStart = performance.now();
   #epochOffset = 0;
-  #remoteFin = false;
   #readWaiters: (() => void)[] = [];
   // Send side.
   #sendCredit = 0;
-  #localFin = false;
   #writeLocked = false;
   #writeQueue: (() => void)[] = [];
   #sendWaiters: (() => void)[] = [];
   // Lifecycle.
-  #resetError: StreamResetError | StreamRejectedError | null = null;
-  #sessionError: SessionClosedError | null = null;
-  #removed = false;
-  #answered: boolean; // server: STATUS sent; client: always true
-  /** Client: settles `opened`; set until STATUS (or the stream's end) arrives. */
+  #state: StreamState;
+  /** Why reads and writes fail: set on entering Reset, Rejected or a SessionEnded state. */
+  #error: StreamResetError | StreamRejectedError | SessionClosedError | null = null;
+  /** Client: settles `opened`; called (once) when the stream leaves Opening / OpeningLocalClosed. */
   #settleOpen: ((error?: Error) => void) | null = null;
 
   /**
@@ -95,7 +105,7 @@ export class Stream {
     this.#recvAvailable = window;
     this.#window = window;
     this.#openingWindow = window;
-    this.#answered = !server;
+    this.#state = server ? StreamState.Accepting : StreamState.Opening;
     if (server) {
       this.opened = Promise.resolve();
     } else {
@@ -107,11 +117,32 @@ export class Stream {
     }
   }
 
-  /** Client: settles `opened` once (no error = accepted). */
-  #settle(error?: Error): void {
-    const settle = this.#settleOpen;
-    this.#settleOpen = null;
-    settle?.(error);
+  /** Where the stream is in its lifecycle (see StreamState). */
+  get state(): StreamState {
+    return this.#state;
+  }
+
+  /**
+   * The one place the state changes (allowed moves: `stream_state.ts`). Set `#error` first when
+   * entering Reset, Rejected or SessionEnded*. Leaving Opening* settles `opened`: resolved on
+   * STATUS 0, rejected with `#error` otherwise. Transition before sending the frame that
+   * announces it: a send can end the session synchronously (control queue overflow), and
+   * `onSessionClosed` must then see the new state.
+   */
+  #transition(to: StreamState): void {
+    const from = this.#state;
+    if (!canTransition(from, to)) {
+      throw new Error(
+        `stream ${this.id}: no transition from ${StreamState[from]} to ${StreamState[to]}`,
+      );
+    }
+    this.#state = to;
+    if (has(AWAITING_STATUS, from) && !has(AWAITING_STATUS, to)) {
+      const settle = this.#settleOpen!;
+      this.#settleOpen = null;
+      if (has(ENDED, to)) settle(this.#error!);
+      else settle();
+    }
   }
 
   /** Bytes received and not yet read (never more than `receiveWindow`). */
@@ -137,10 +168,11 @@ export class Stream {
   async read(): Promise<Uint8Array | null> {
     this.#recv.release();
     while (true) {
-      if (this.#resetError) throw this.#resetError;
+      const state = this.#state;
+      if (has(FAILED, state)) throw this.#error!;
       if (this.#recv.length > 0) return this.#take();
-      if (this.#remoteFin) return null;
-      if (this.#sessionError) throw this.#sessionError;
+      if (has(REMOTE_FIN, state)) return null;
+      if (state === StreamState.SessionEnded) throw this.#error!;
       await new Promise<void>((resolve) => this.#readWaiters.push(resolve));
     }
   }
@@ -148,7 +180,7 @@ export class Stream {
   #take(): Uint8Array {
     const out = this.#recv.take()!;
     this.#bytesRead += out.length;
-    if (!this.#remoteFin && !this.#removed) {
+    if (!has(REMOTE_FIN | ENDED, this.#state)) {
       this.#unannounced += out.length;
       this.#shrinkToFairShare();
       if (this.#unannounced >= Math.max(1, this.#window >>> 2)) {
@@ -207,7 +239,7 @@ export class Stream {
   async write(data: Uint8Array): Promise<void> {
     await this.#lock();
     try {
-      if (!this.#answered) this.accept();
+      if (has(UNANSWERED, this.#state)) this.accept();
       let off = 0;
       while (true) {
         this.#checkWritable();
@@ -237,9 +269,9 @@ export class Stream {
   }
 
   #checkWritable(): void {
-    if (this.#resetError) throw this.#resetError;
-    if (this.#sessionError) throw this.#sessionError;
-    if (this.#localFin) throw new Error("write after closeWrite");
+    const state = this.#state;
+    if (has(FAILED | SESSION_ENDED, state)) throw this.#error!;
+    if (has(LOCAL_FIN, state)) throw new Error("write after closeWrite");
   }
 
   async #lock(): Promise<void> {
@@ -263,12 +295,20 @@ export class Stream {
   async closeWrite(): Promise<void> {
     await this.#lock();
     try {
-      if (this.#localFin || this.#resetError || this.#sessionError || this.#removed) return;
-      if (!this.#answered) this.accept();
-      this.#localFin = true;
-      // After this stream's queued DATA, never before it.
+      if (has(LOCAL_FIN | ENDED, this.#state)) return;
+      if (has(UNANSWERED, this.#state)) this.accept(); // STATUS may end the session
+      const from = this.#state;
+      let to: StreamState;
+      if (from === StreamState.Opening) to = StreamState.OpeningLocalClosed;
+      else if (from === StreamState.Open) to = StreamState.LocalClosed;
+      else if (from === StreamState.RemoteClosed) to = StreamState.Closed;
+      else return; // the session ended
+      // After this stream's queued DATA, never before it. Queued before the transition: if it
+      // ends the session (control queue overflow), the stream is SessionEnded*, not Closed.
       this.#host.writer.halfClose(this.id, encodeFrame({ type: "half_close", streamId: this.id }));
-      if (this.#remoteFin) this.#finish();
+      if (this.#state !== from) return;
+      this.#transition(to);
+      if (to === StreamState.Closed) this.#finish();
     } finally {
       this.#unlock();
     }
@@ -276,11 +316,12 @@ export class Stream {
 
   /** Aborts the stream both ways and tells the peer why (RESET). Idempotent. */
   reset(reason: string): void {
-    if (this.#resetError) return;
-    this.#resetError = new StreamResetError(reason);
+    const from = this.#state;
+    if (has(FAILED, from)) return;
+    this.#error = new StreamResetError(reason);
+    this.#transition(StreamState.Reset);
     this.#recv.clear();
-    this.#settle(this.#resetError);
-    if (!this.#removed) {
+    if (!has(ENDED, from)) {
       this.#host.writer.discard(this.id); // the peer drops DATA of a reset stream anyway
       this.#host.send({ type: "reset", streamId: this.id, reason });
       this.#host.log(`stream ${this.id}: reset (${reason})`);
@@ -291,8 +332,11 @@ export class Stream {
 
   /** Server side: accepts the stream (STATUS 0). Idempotent. */
   accept(): void {
-    if (this.#answered || this.#removed) return;
-    this.#answered = true;
+    const from = this.#state;
+    if (!has(UNANSWERED, from)) return;
+    this.#transition(
+      from === StreamState.Accepting ? StreamState.Open : StreamState.RemoteClosed,
+    );
     this.#host.send({
       type: "status",
       streamId: this.id,
@@ -306,11 +350,11 @@ export class Stream {
     if (!Number.isInteger(status) || status < 1 || status > 255) {
       throw new TypeError(`reject() needs a status 1..255, got ${status}`);
     }
-    if (this.#answered || this.#removed) return;
-    this.#answered = true;
-    this.#host.send({ type: "status", streamId: this.id, status, window: 0 });
-    this.#resetError = new StreamResetError(`rejected with status ${status}`);
+    if (!has(UNANSWERED, this.#state)) return;
+    this.#error = new StreamResetError(`rejected with status ${status}`);
+    this.#transition(StreamState.Rejected);
     this.#recv.clear();
+    this.#host.send({ type: "status", streamId: this.id, status, window: 0 });
     this.#finish();
     this.#wakeAll();
   }
@@ -319,15 +363,20 @@ export class Stream {
 
   /** @internal */
   onData(data: Uint8Array): void {
-    if (this.#settleOpen) throw new ProtocolError(`DATA on stream ${this.id} before its STATUS`);
-    if (this.#remoteFin) throw new ProtocolError(`DATA on stream ${this.id} after HALF_CLOSE`);
+    const state = this.#state;
+    if (has(AWAITING_STATUS, state)) {
+      throw new ProtocolError(`DATA on stream ${this.id} before its STATUS`);
+    }
+    if (has(REMOTE_FIN, state)) {
+      throw new ProtocolError(`DATA on stream ${this.id} after HALF_CLOSE`);
+    }
     if (data.length > this.#recvAvailable) {
       throw new ProtocolError(
         `stream ${this.id}: DATA of ${data.length} bytes exceeds credit ${this.#recvAvailable}`,
       );
     }
     this.#recvAvailable -= data.length;
-    if (data.length === 0 || this.#resetError) return;
+    if (data.length === 0 || has(FAILED, state)) return;
     // The frame is a view of the transport's read buffer, valid only until its next read.
     this.#recv.push(data, this.#window);
     this.#wakeReaders();
@@ -344,12 +393,16 @@ export class Stream {
 
   /** @internal */
   onHalfClose(): void {
-    if (this.#settleOpen) {
+    const state = this.#state;
+    if (has(AWAITING_STATUS, state)) {
       throw new ProtocolError(`HALF_CLOSE on stream ${this.id} before its STATUS`);
     }
-    if (this.#remoteFin) return;
-    this.#remoteFin = true;
-    if (this.#localFin) this.#finish();
+    if (state === StreamState.Accepting) this.#transition(StreamState.AcceptingRemoteClosed);
+    else if (state === StreamState.Open) this.#transition(StreamState.RemoteClosed);
+    else if (state === StreamState.LocalClosed) {
+      this.#transition(StreamState.Closed);
+      this.#finish();
+    } else return; // a duplicate HALF_CLOSE, or the stream ended
     this.#wakeReaders();
   }
 
@@ -357,13 +410,12 @@ export class Stream {
   onReset(reason: string): void {
     this.#host.log(`stream ${this.id}: reset by peer (${reason})`);
     this.#host.writer.discard(this.id); // DATA still queued for it would be ignored
-    this.#removed = true;
     this.#releaseWindow();
-    if (!this.#resetError) {
-      this.#resetError = new StreamResetError(reason, true);
+    if (!has(FAILED, this.#state)) {
+      this.#error = new StreamResetError(reason, true);
+      this.#transition(StreamState.Reset);
       this.#recv.clear();
     }
-    this.#settle(this.#resetError);
     this.#wakeAll();
   }
 
@@ -372,20 +424,22 @@ export class Stream {
    * so the early-data credit already spent comes out of it.
    */
   onStatus(status: number, window: number): void {
-    if (!this.#settleOpen) return; // duplicate STATUS: ignored
+    const state = this.#state;
+    if (!has(AWAITING_STATUS, state)) return; // duplicate STATUS: ignored
     if (status === 0) {
       if (window < EARLY_WINDOW) {
         throw new ProtocolError(`stream ${this.id}: STATUS window ${window} below early window`);
       }
       this.#sendCredit += window - EARLY_WINDOW;
-      this.#settle();
+      this.#transition(
+        state === StreamState.Opening ? StreamState.Open : StreamState.LocalClosed,
+      );
       this.#wakeSenders();
     } else {
+      this.#error = new StreamRejectedError(status);
+      this.#transition(StreamState.Rejected);
       this.#host.writer.discard(this.id); // early DATA still queued would be ignored
-      this.#removed = true;
       this.#releaseWindow();
-      this.#resetError ??= new StreamRejectedError(status);
-      this.#settle(this.#resetError);
       this.#wakeAll();
     }
   }
@@ -397,16 +451,19 @@ export class Stream {
 
   /** @internal The session ended. */
   onSessionClosed(error: SessionClosedError): void {
-    this.#removed = true;
+    const state = this.#state;
+    if (!has(ENDED, state)) {
+      this.#error = error;
+      this.#transition(
+        has(REMOTE_FIN, state) ? StreamState.SessionEndedRemoteClosed : StreamState.SessionEnded,
+      );
+    }
     this.#releaseWindow();
-    this.#settle(error);
-    this.#sessionError ??= error;
     this.#wakeAll();
   }
 
+  /** Just ended on this side (Closed, Reset, Rejected): the session forgets the stream. */
   #finish(): void {
-    if (this.#removed) return;
-    this.#removed = true;
     this.#releaseWindow();
     this.#host.remove(this);
   }
