@@ -68,3 +68,34 @@ export function noDelayToPort(port: number): number {
   }
   return set;
 }
+
+/** Ports a connection is being opened to (the WebSocket's), with how many opens wait on each. */
+const opening = new Map<number, number>();
+let ticker: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * While a WebSocket to `port` is being opened, switches TCP_NODELAY on for its socket as soon as
+ * it exists (checked every millisecond; on Linux, setting it also sends what Nagle held back): the
+ * TLS handshake's last flight and the HTTP upgrade request would otherwise wait ~40 ms for the
+ * apiserver's delayed ACK. Call the returned function once the connection is open (or failed).
+ * Does nothing where `noDelayToPort` cannot work.
+ */
+export function noDelayWhileOpening(port: number): () => void {
+  if (!loadLibc()) return () => {};
+  opening.set(port, (opening.get(port) ?? 0) + 1);
+  ticker ??= setInterval(() => {
+    for (const p of opening.keys()) noDelayToPort(p);
+  }, 1);
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    const left = (opening.get(port) ?? 1) - 1;
+    if (left > 0) opening.set(port, left);
+    else opening.delete(port);
+    if (opening.size === 0 && ticker !== undefined) {
+      clearInterval(ticker);
+      ticker = undefined;
+    }
+  };
+}

@@ -1,7 +1,7 @@
 /** noDelayToPort: switches TCP_NODELAY on for the sockets to one port, and only for those. */
 
 import assert from "node:assert/strict";
-import { noDelayToPort } from "./nodelay.ts";
+import { noDelayToPort, noDelayWhileOpening } from "./nodelay.ts";
 
 const lib = Deno.dlopen(Deno.build.os === "darwin" ? "libSystem.dylib" : "libc.so.6", {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
@@ -45,6 +45,38 @@ Deno.test({
       assert.equal(noDelayOfLocalPort(localB), false);
     } finally {
       for (const c of [toA, toB, fromA, fromB, a, b]) c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "nodelay: a connection opened while noDelayWhileOpening runs gets TCP_NODELAY by itself",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    const conns: Deno.Conn[] = [];
+    const settle = () => new Promise((r) => setTimeout(r, 30));
+    /** A new connection to the listener, both ends kept for closing; returns the client end. */
+    const connect = async () => {
+      const accepted = l.accept();
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      conns.push(c, await accepted);
+      return (c.localAddr as Deno.NetAddr).port;
+    };
+    try {
+      const stop = noDelayWhileOpening(port);
+      const during = await connect();
+      await settle();
+      assert.equal(noDelayOfLocalPort(during), true);
+      stop();
+      stop(); // idempotent
+      const after = await connect();
+      await settle();
+      assert.equal(noDelayOfLocalPort(after), false);
+    } finally {
+      for (const c of conns) c.close();
+      l.close();
     }
   },
 });

@@ -1,6 +1,6 @@
 import { KubeApiError, type KubeClient } from "./client.ts";
 import type { Transport } from "../mux/mod.ts";
-import { noDelayToPort } from "./nodelay.ts";
+import { noDelayToPort, noDelayWhileOpening } from "./nodelay.ts";
 
 /** The apiserver refused or broke the pod port-forward. */
 export class PortForwardError extends Error {
@@ -39,16 +39,22 @@ export async function openPortForward(
     encodeURIComponent(namespace)
   }/pods/${encodeURIComponent(pod)}/portforward?ports=${port}`;
   const headers = await access.headers();
-  const ws = new WebSocket(url, {
-    protocols: ["v4.channel.k8s.io"],
-    headers,
-    client: access.httpClient,
-  });
-  ws.binaryType = "arraybuffer";
-  const transport = new WebSocketTransport(ws, `${namespace}/${pod}:${port}`);
+  const server = new URL(access.server);
+  const serverPort = Number(server.port) || (server.protocol === "http:" ? 80 : 443);
+  // Deno opens the WebSocket's connection with Nagle on: switch it off, from the handshake on.
+  const opened = noDelayWhileOpening(serverPort);
+  let transport: WebSocketTransport;
   try {
+    const ws = new WebSocket(url, {
+      protocols: ["v4.channel.k8s.io"],
+      headers,
+      client: access.httpClient,
+    });
+    ws.binaryType = "arraybuffer";
+    transport = new WebSocketTransport(ws, `${namespace}/${pod}:${port}`);
     await transport.opened(timeoutMs);
   } catch (e) {
+    opened();
     // Deno reports a failed upgrade only by its last retry's error, which hides the cause
     // (a 404, 403 or 401 from the apiserver): ask the apiserver directly to explain it.
     await client.get(
@@ -59,9 +65,7 @@ export async function openPortForward(
       });
     throw e;
   }
-  // Deno opened the WebSocket's connection with Nagle on: switch it off where we can.
-  const server = new URL(access.server);
-  const serverPort = Number(server.port) || (server.protocol === "http:" ? 80 : 443);
+  opened();
   transport.coalesceWrites = noDelayToPort(serverPort) > 0;
   return transport;
 }
