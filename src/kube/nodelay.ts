@@ -39,10 +39,10 @@ function loadLibc(): Libc | null {
   return libc;
 }
 
-/** This process's open file descriptors (Linux), or every plausible one. */
+/** This process's open file descriptors (`/dev/fd` on Linux and macOS), or every plausible one. */
 function openFds(): number[] {
   try {
-    return [...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name)).filter((fd) => fd > 2);
+    return [...Deno.readDirSync("/dev/fd")].map((e) => Number(e.name)).filter((fd) => fd > 2);
   } catch {
     return Array.from({ length: 1021 }, (_, i) => i + 3);
   }
