@@ -8,9 +8,8 @@ import fc from "fast-check";
 import type { Frame } from "../protocol/mux.ts";
 import { MIN_STREAM_WINDOW } from "./options.ts";
 import type { Stream } from "./stream.ts";
-import { rawPeer } from "../../tests/_lib/session.ts";
+import { rawPeer, TEST_HEADER as HEADER } from "../../tests/_lib/session.ts";
 
-const HEADER = new Uint8Array([0, 0, 27, ...new Array(24).fill(7)]);
 const KiB = 1024;
 const M = MIN_STREAM_WINDOW;
 

@@ -22,12 +22,12 @@ import {
   sendPattern,
   sha256,
   tcpPair,
+  TEST_HEADER as HEADER,
 } from "../../tests/_lib/session.ts";
 import { readStream } from "../../tests/_lib/net.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-const HEADER = new Uint8Array([0, 0, 27, ...new Array(24).fill(7)]);
 
 /**
  * Server side: accept and echo everything back, then half-close. Never rejects (tests may not

@@ -12,12 +12,11 @@ import {
   StreamResetError,
   StreamState,
 } from "./mod.ts";
-import { memoryPair, rawPeer } from "../../tests/_lib/session.ts";
+import { memoryPair, rawPeer, TEST_HEADER as HEADER } from "../../tests/_lib/session.ts";
 import { readStream } from "../../tests/_lib/net.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-const HEADER = new Uint8Array([0, 0, 27, ...new Array(24).fill(7)]);
 
 /**
  * Steps of a scenario as `label: <state of each stream>` lines, for one readable comparison. A

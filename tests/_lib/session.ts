@@ -6,6 +6,9 @@ import { Session, type SessionOptions, type Stream } from "../../src/mux/mod.ts"
 import { connTransport, prefixedTransport, type Transport } from "../../src/mux/mod.ts";
 import { memoryTransportPair } from "./memory_transport.ts";
 
+/** A well-formed Header's bytes for mux tests (the session does not decode it). */
+export const TEST_HEADER: Uint8Array = new Uint8Array([0, 0, 27, ...new Array(24).fill(7)]);
+
 /** A FIFO of values with an awaitable `next()`. */
 export class Queue<T> {
   #items: T[] = [];
