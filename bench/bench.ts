@@ -120,6 +120,9 @@ interface PathResult {
    */
   firstByteWarmMedianS?: number;
   firstByteWarmRunsS?: number[];
+  /** The relay with `--direct` (one port-forward per connection): new connection p50/p99 (ms). */
+  directModeLatencyP50Ms?: number;
+  directModeLatencyP99Ms?: number;
 }
 
 async function kubectlPortForward(
@@ -319,6 +322,24 @@ async function measureWarmStart(r: PathResult, kc: string): Promise<void> {
   r.firstByteWarmMedianS = median(runs);
 }
 
+/**
+ * `--direct` (no agent: each connection is its own apiserver port-forward to the pod, as kubectl
+ * port-forward's are streams of one): new-connection latency.
+ */
+async function measureDirectMode(r: PathResult, kc: string): Promise<void> {
+  progress(r.path, `--direct: ${SIZES.conns} sequential connections…`);
+  const p = await startRelay(kc, ["--direct", "-n", NS, "pod/echo", `:${ECHO_PORT}`], {
+    forwardLines: 1,
+  });
+  try {
+    const lat = await latency("127.0.0.1", p.ports[0], SIZES.conns);
+    r.directModeLatencyP50Ms = lat.p50;
+    r.directModeLatencyP99Ms = lat.p99;
+  } finally {
+    await p.stop("SIGINT");
+  }
+}
+
 /** Waits (bounded) until no agent process of the harness is left, so runs do not overlap. */
 async function agentsGone(clusterDir: string): Promise<void> {
   const deadline = Date.now() + 15_000;
@@ -410,6 +431,16 @@ function table(results: PathResult[]): string {
     [
       `warm start (relay: agent reused; kubectl: as above), median of ${SIZES.firstByteRuns} (s)`,
       (r) => r.firstByteWarmMedianS ?? r.firstByteMedianS,
+      2,
+    ],
+    [
+      "new connection p50 (ms), relay with --direct",
+      (r) => r.directModeLatencyP50Ms ?? r.latencyP50Ms,
+      2,
+    ],
+    [
+      "new connection p99 (ms), relay with --direct",
+      (r) => r.directModeLatencyP99Ms ?? r.latencyP99Ms,
       2,
     ],
   ];
@@ -557,6 +588,7 @@ async function main(): Promise<void> {
       () => agentsGone(cluster.dir),
     );
     await measureWarmStart(results[2], kc);
+    await measureDirectMode(results[2], kc);
 
     const text = [table(results), phaseTable(results[2])].join("\n\n");
     console.log(
