@@ -88,13 +88,15 @@ export interface AgentLaunch {
  * A failed check deletes the Job again. With `--reuse-agent`, a live shared agent of the same
  * user and template is looked for first (agent_reuse.ts) and used instead of a new Job; a Job
  * this run creates is then shared too, and no run deletes a shared agent once it ran (it exits
- * when idle).
+ * when idle). `mayCreate`, when given, is awaited before a Job is created: false creates none
+ * (the caller goes direct and cancels), so a user without the right sends no refused create.
  */
 export function launchAgent(
   client: KubeClient,
   opts: ClientOptions,
   io: Io,
   patch: AgentPatch | undefined,
+  mayCreate?: Promise<boolean>,
 ): AgentLaunch {
   const log = logger(opts.verbosity, io);
   const note = (line: string) => io.err(line);
@@ -145,9 +147,10 @@ export function launchAgent(
   const checked = lookup.then(({ reusable }) =>
     reusable ? undefined : agents.preflight().then(() => log(1, "startup: access checked"))
   );
-  const created = lookup.then(({ identity, reusable }) =>
-    reusable ? undefined : agents.create(identity)
-  );
+  const created = lookup.then(async ({ identity, reusable }) => {
+    if (reusable || (mayCreate && !(await mayCreate))) return undefined;
+    return agents.create(identity);
+  });
   const settled = Promise.allSettled([checked, created]);
   const reused = (r: ReusableAgent): AgentHandle => {
     note(`Reusing agent ${r.job} (pod ${r.pod}) in namespace ${ns}`);

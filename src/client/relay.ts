@@ -8,7 +8,7 @@
  */
 
 import { UsageError } from "../errors.ts";
-import { accessAllowed, forbiddenMessage } from "../kube/access_review.ts";
+import { accessAllowed, forbiddenMessage, type ResourceAttributes } from "../kube/access_review.ts";
 import { preloadAgentTemplate } from "../kube/agent.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { type ResolvedTarget, resolveTarget } from "../kube/resolve.ts";
@@ -96,12 +96,21 @@ export async function startRelay(
     client = await kubeClient(opts.kube, log);
     log(1, "startup: credentials loaded");
     namespaces = requests.map((r) => r.namespace || client.access.namespace);
-    // The agent takes longest: its Job is created (or a shared agent looked up and its
-    // port-forward opened) while the access check chooses between agent and direct mode and the
-    // targets are resolved; it is deleted again if direct mode wins or a target is wrong.
-    let launch = direct ? undefined : launchAgent(client, opts, io, opts.agentPatch);
+    // The agent takes longest: a shared agent is looked up (and its port-forward opened) while
+    // the access check chooses between agent and direct mode, then the Job is created while the
+    // targets are resolved; it is deleted again if a target is wrong.
+    const jobsAllowed = direct || directProblem(requests) !== undefined
+      ? Promise.resolve(undefined)
+      : accessAllowed(client, agentJobAccess(opts));
+    let launch = direct ? undefined : launchAgent(
+      client,
+      opts,
+      io,
+      opts.agentPatch,
+      jobsAllowed.then((allowed) => allowed !== false),
+    );
     try {
-      direct = await chooseDirect(client, opts, requests, namespaces, direct, io);
+      direct = await chooseDirect(client, opts, requests, namespaces, direct, io, jobsAllowed);
       if (direct && launch) {
         await launch.cancel();
         launch = undefined;
@@ -143,10 +152,16 @@ export async function startRelay(
   return runOf(conn, listeners, release);
 }
 
+/** Creating the agent's Job, as a SelfSubjectAccessReview asks about it. */
+function agentJobAccess(opts: ClientOptions): ResourceAttributes {
+  return { namespace: opts.agentNamespace, verb: "create", group: "batch", resource: "jobs" };
+}
+
 /**
  * Whether this run goes direct: as asked (`--direct`), or because every port is TCP to a pod
- * target and the user may not create the agent's Job (then one line says so). In direct mode the
- * right to port-forward to pods in each namespace is checked before anything starts.
+ * target and the user may not create the agent's Job (`jobsAllowed`, the review of
+ * `agentJobAccess`; then one line says so). In direct mode the right to port-forward to pods in
+ * each namespace is checked before anything starts.
  */
 async function chooseDirect(
   client: KubeClient,
@@ -155,15 +170,10 @@ async function chooseDirect(
   namespaces: readonly string[],
   direct: boolean,
   io: Io,
+  jobsAllowed: Promise<boolean | undefined>,
 ): Promise<boolean> {
   if (!direct && directProblem(requests) === undefined) {
-    const jobs = {
-      namespace: opts.agentNamespace,
-      verb: "create",
-      group: "batch",
-      resource: "jobs",
-    };
-    if (await accessAllowed(client, jobs) === false) {
+    if (await jobsAllowed === false) {
       direct = true;
       io.err(
         `Direct mode: you cannot create the agent's Job in namespace "${opts.agentNamespace}", so each connection is a port-forward to the target pod (as kubectl port-forward does)`,
