@@ -53,17 +53,31 @@ function openFds(): number[] {
  * apiserver's). Returns how many sockets it set, 0 when it cannot.
  */
 export function noDelayToPort(port: number): number {
+  return noDelayOn(openFds(), [port]);
+}
+
+/**
+ * TCP_NODELAY for those of `fds` that are TCP sockets to one of `ports`. Returns how many were
+ * set, and calls `connected` for each descriptor whose peer it could read (one still connecting
+ * has none yet).
+ */
+function noDelayOn(
+  fds: Iterable<number>,
+  ports: readonly number[],
+  connected: (fd: number) => void = () => {},
+): number {
   const c = loadLibc();
   if (!c) return 0;
   const addr = new Uint8Array(128);
   const len = new Uint8Array(4);
   const one = new Uint8Array(new Int32Array([1]).buffer);
   let set = 0;
-  for (const fd of openFds()) {
+  for (const fd of fds) {
     new DataView(len.buffer).setUint32(0, addr.length, true);
     if (c.getpeername(fd, addr, len) !== 0) continue;
+    connected(fd);
     // sockaddr_in and sockaddr_in6 keep the port at bytes 2..3, big-endian (Linux and macOS).
-    if (((addr[2] << 8) | addr[3]) !== port) continue;
+    if (!ports.includes((addr[2] << 8) | addr[3])) continue;
     if (c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) === 0) set++;
   }
   return set;
@@ -83,9 +97,17 @@ let ticker: ReturnType<typeof setInterval> | undefined;
 export function noDelayWhileOpening(port: number): () => void {
   if (!loadLibc()) return () => {};
   opening.set(port, (opening.get(port) ?? 0) + 1);
-  ticker ??= setInterval(() => {
-    for (const p of opening.keys()) noDelayToPort(p);
-  }, 1);
+  if (ticker === undefined) {
+    // Each tick looks only at descriptors it has not seen connected yet, so a burst of
+    // connections (direct mode) does not rescan every socket of the process every millisecond.
+    let done = new Set<number>();
+    ticker = setInterval(() => {
+      const now = openFds();
+      const next = new Set(now.filter((fd) => done.has(fd)));
+      noDelayOn(now.filter((fd) => !done.has(fd)), [...opening.keys()], (fd) => next.add(fd));
+      done = next;
+    }, 1);
+  }
   let done = false;
   return () => {
     if (done) return;
