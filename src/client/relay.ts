@@ -110,7 +110,7 @@ export async function startRelay(
       jobsAllowed.then((allowed) => allowed !== false),
     );
     try {
-      direct = await chooseDirect(client, opts, requests, namespaces, direct, io, jobsAllowed);
+      direct = await chooseDirect(client, opts, namespaces, direct, io, jobsAllowed);
       if (direct && launch) {
         await launch.cancel();
         launch = undefined;
@@ -166,19 +166,17 @@ function agentJobAccess(opts: ClientOptions): ResourceAttributes {
 async function chooseDirect(
   client: KubeClient,
   opts: ClientOptions,
-  requests: ForwardRequest[],
   namespaces: readonly string[],
   direct: boolean,
   io: Io,
   jobsAllowed: Promise<boolean | undefined>,
 ): Promise<boolean> {
-  if (!direct && directProblem(requests) === undefined) {
-    if (await jobsAllowed === false) {
-      direct = true;
-      io.err(
-        `Direct mode: you cannot create the agent's Job in namespace "${opts.agentNamespace}", so each connection is a port-forward to the target pod (as kubectl port-forward does)`,
-      );
-    }
+  // Undefined when the review was not asked (`--direct`, or ports only the agent can serve).
+  if (!direct && await jobsAllowed === false) {
+    direct = true;
+    io.err(
+      `Direct mode: you cannot create the agent's Job in namespace "${opts.agentNamespace}", so each connection is a port-forward to the target pod (as kubectl port-forward does)`,
+    );
   }
   if (direct) {
     for (const namespace of new Set(namespaces)) {

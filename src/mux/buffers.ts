@@ -20,37 +20,6 @@ export const LARGE_READ_BUFFER = 64 * 1024;
 /** Large buffers lent at once by the default pool (8 MiB). */
 export const LARGE_READ_BUFFERS = 128;
 
-/** Lends large read buffers, at most `max` at once; keeps returned ones for reuse. */
-export class BufferPool {
-  readonly size: number;
-  readonly max: number;
-  #free: Uint8Array[] = [];
-  #lent = 0;
-
-  constructor(size = LARGE_READ_BUFFER, max = LARGE_READ_BUFFERS) {
-    this.size = size;
-    this.max = max;
-  }
-
-  /** Large buffers currently lent out. */
-  get lent(): number {
-    return this.#lent;
-  }
-
-  /** A buffer of `size` bytes, or undefined when `max` are lent out. */
-  take(): Uint8Array | undefined {
-    if (this.#lent >= this.max) return undefined;
-    this.#lent++;
-    return this.#free.pop() ?? new Uint8Array(this.size);
-  }
-
-  /** Returns a buffer from `take()`. */
-  give(buf: Uint8Array): void {
-    this.#lent--;
-    this.#free.push(buf);
-  }
-}
-
 /**
  * A free list of equal-size chunks: `take()` always returns one (a kept one, or a new one), and
  * `give()` keeps at most `keep` for reuse (the rest are left to the garbage collector). Unlike a
@@ -80,6 +49,39 @@ export class ChunkPool {
   /** Returns a chunk from `take()` (the caller no longer reads or writes it). */
   give(chunk: Uint8Array): void {
     if (this.#free.length < this.keep) this.#free.push(chunk);
+  }
+}
+
+/** Lends large read buffers, at most `max` at once; keeps returned ones for reuse. */
+export class BufferPool {
+  readonly size: number;
+  readonly max: number;
+  // Never more than `max` out, so never more than `max` to keep.
+  #free: ChunkPool;
+  #lent = 0;
+
+  constructor(size = LARGE_READ_BUFFER, max = LARGE_READ_BUFFERS) {
+    this.size = size;
+    this.max = max;
+    this.#free = new ChunkPool(size, max);
+  }
+
+  /** Large buffers currently lent out. */
+  get lent(): number {
+    return this.#lent;
+  }
+
+  /** A buffer of `size` bytes, or undefined when `max` are lent out. */
+  take(): Uint8Array | undefined {
+    if (this.#lent >= this.max) return undefined;
+    this.#lent++;
+    return this.#free.take();
+  }
+
+  /** Returns a buffer from `take()`. */
+  give(buf: Uint8Array): void {
+    this.#lent--;
+    this.#free.give(buf);
   }
 }
 
