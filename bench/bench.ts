@@ -78,6 +78,11 @@ interface PathResult {
   /** The same for the agent. */
   agentConcurrentPeakRssMiB?: number;
   /**
+   * The agent's peak anonymous RSS in that phase (`RssAnon`: its own allocations, without the
+   * Deno binary's code pages, which `deno run` maps and a compiled agent would not all touch).
+   */
+  agentConcurrentPeakAnonMiB?: number;
+  /**
    * The agent's memory cgroup (the harness enforces the pod's limit with it) during the
    * concurrent-connections phase: highest usage sampled (MiB), what the OOM killer compares with
    * the limit.
@@ -169,9 +174,8 @@ async function measurePath(
   agentCgroup?: () => PodCgroup | undefined,
 ): Promise<PathResult> {
   const rss = new PeakRss(pids);
-  const agentRss = agentPid
-    ? new PeakRss(() => [agentPid()].filter((p): p is number => !!p))
-    : undefined;
+  const agentPids = () => [agentPid?.()].filter((p): p is number => !!p);
+  const agentRss = agentPid ? new PeakRss(agentPids) : undefined;
   const r: PathResult = {
     path: name,
     clientIdleRssMiB: rssMiB(pids()[0]),
@@ -215,9 +219,8 @@ async function measurePath(
     `${SIZES.concurrent} concurrent connections × ${SIZES.perConn >> 10} KiB…`,
   );
   const manyRss = new PeakRss(pids);
-  const manyAgentRss = agentPid
-    ? new PeakRss(() => [agentPid()].filter((p): p is number => !!p))
-    : undefined;
+  const manyAgentRss = agentPid ? new PeakRss(agentPids) : undefined;
+  const manyAgentAnon = agentPid ? new PeakRss(agentPids, "RssAnon") : undefined;
   const cgroup = agentCgroup?.();
   let cgroupPeak = 0;
   const cgroupTimer = setInterval(() => {
@@ -232,6 +235,7 @@ async function measurePath(
   r.concurrentErrors = many.errors;
   r.clientConcurrentPeakRssMiB = manyRss.stop();
   r.agentConcurrentPeakRssMiB = manyAgentRss?.stop();
+  r.agentConcurrentPeakAnonMiB = manyAgentAnon?.stop();
   const cg = cgroup?.stats();
   if (cg) {
     r.agentConcurrentCgroupPeakMiB = Math.max(cgroupPeak, cg.usage) / 2 ** 20;
@@ -393,6 +397,11 @@ function table(results: PathResult[]): string {
     ["agent peak RSS (MiB)", (r) => r.agentPeakRssMiB, 0],
     [`client peak RSS at ${SIZES.concurrent} conns (MiB)`, (r) => r.clientConcurrentPeakRssMiB, 0],
     [`agent peak RSS at ${SIZES.concurrent} conns (MiB)`, (r) => r.agentConcurrentPeakRssMiB, 0],
+    [
+      `agent peak anonymous RSS at ${SIZES.concurrent} conns (MiB)`,
+      (r) => r.agentConcurrentPeakAnonMiB,
+      0,
+    ],
     [
       `agent cgroup peak at ${SIZES.concurrent} conns (MiB)`,
       (r) => r.agentConcurrentCgroupPeakMiB,

@@ -1,22 +1,30 @@
-/** Resident set size of a process now, in MiB (undefined if it is gone). */
-export function rssMiB(pid: number | undefined): number | undefined {
+/**
+ * A field of `/proc/<pid>/status` that measures resident memory: `VmRSS` (all of it), `RssAnon`
+ * (the process's own allocations) or `RssFile` (mapped files: binaries and libraries).
+ */
+export type RssField = "VmRSS" | "RssAnon" | "RssFile";
+
+/** Resident memory of a process now, in MiB (undefined if it is gone). `field`: see RssField. */
+export function rssMiB(pid: number | undefined, field: RssField = "VmRSS"): number | undefined {
   if (!pid) return undefined;
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(
+      Deno.readTextFileSync(`/proc/${pid}/status`),
+    );
     return m ? Number(m[1]) / 1024 : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** Samples the resident set size of some processes every 100 ms and keeps the peak (MiB). */
+/** Samples the resident memory of some processes every 100 ms and keeps the peak (MiB). */
 export class PeakRss {
   #peak = 0;
   #timer: ReturnType<typeof setInterval>;
 
-  constructor(pids: () => number[]) {
+  constructor(pids: () => number[], field: RssField = "VmRSS") {
     const sample = () => {
-      const total = pids().reduce((sum, pid) => sum + (rssMiB(pid) ?? 0), 0);
+      const total = pids().reduce((sum, pid) => sum + (rssMiB(pid, field) ?? 0), 0);
       this.#peak = Math.max(this.#peak, total);
     };
     sample();

@@ -4,7 +4,7 @@
  * `--patch`). Every connection gets back exactly the bytes it sent (each sends its own rotation of
  * a pseudo-random block, so a byte from another stream or out of place is caught), the agent pod
  * is not OOM-killed and is still the one the relay started (no replacement), and the agent's
- * memory peaks (cgroup peak, sampled RSS) are printed. Loopback only; bounded in connections and
+ * memory peaks (cgroup peak, sampled RSS and anonymous RSS) are printed. Loopback only; bounded in connections and
  * time.
  */
 import assert from "node:assert/strict";
@@ -132,6 +132,7 @@ Deno.test({
   const relay = await startRelay(kc, ["-n", NS, "deploy/echo", `:${ECHO_PORT}`]);
   const readyRe = /^Agent .* \(pod (\S+)\) ready/;
   let rss: PeakRss | undefined;
+  let anon: PeakRss | undefined;
   let cgTimer: ReturnType<typeof setInterval> | undefined;
   try {
     const pod = (await relay.waitFor(readyRe)).match(readyRe)![1];
@@ -158,6 +159,7 @@ Deno.test({
       }`,
     );
     rss = new PeakRss(() => [pid]);
+    anon = new PeakRss(() => [pid], "RssAnon");
     let cgUsage = 0;
     cgTimer = setInterval(() => cgUsage = Math.max(cgUsage, cg.stats()?.usage ?? 0), 100);
 
@@ -169,6 +171,7 @@ Deno.test({
     );
     const wallS = (performance.now() - t0) / 1000;
     const rssPeak = rss.stop();
+    const anonPeak = anon!.stop();
     clearInterval(cgTimer);
     // The kernel's peak of the cgroup; once the agent is gone, the one the harness recorded.
     const cgPeak = cg.stats()?.peak ??
@@ -183,7 +186,9 @@ Deno.test({
       `${CONNS} × 1 MiB echoed in ${wallS.toFixed(1)} s, ${errors.length} errors; agent memory: ` +
         `cgroup peak ${MiB(cgPeak)} MiB (highest sampled ${MiB(cgUsage)} MiB, limit ${
           MiB(MANIFEST_LIMIT)
-        } MiB), RSS peak ${rssPeak.toFixed(1)} MiB (sampled every 100 ms); agent pod ${state}`,
+        } MiB), RSS peak ${rssPeak.toFixed(1)} MiB, anonymous ${
+          anonPeak.toFixed(1)
+        } MiB (sampled every 100 ms); agent pod ${state}`,
     );
     const what = `\n${errors.slice(0, 5).join("\n")}\nrelay:\n${collapse(relay.err)}`;
     const oom = relay.err.find((l) => /OOMKilled/.test(l));
@@ -200,6 +205,7 @@ Deno.test({
     assert.equal(errors.length, 0, `${errors.length} of ${CONNS} connections failed${what}`);
   } finally {
     rss?.stop();
+    anon?.stop();
     clearInterval(cgTimer);
     assert.equal(await relay.stop(), 0, collapse(relay.err));
   }
