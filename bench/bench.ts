@@ -79,7 +79,7 @@ interface PathResult {
   agentConcurrentPeakRssMiB?: number;
   /**
    * The agent's peak anonymous RSS in that phase (`RssAnon`: its own allocations, without the
-   * Deno binary's code pages, which `deno run` maps and a compiled agent would not all touch).
+   * file pages of the Deno binary it runs from).
    */
   agentConcurrentPeakAnonMiB?: number;
   /**

@@ -4,8 +4,8 @@
  * `--patch`). Every connection gets back exactly the bytes it sent (each sends its own rotation of
  * a pseudo-random block, so a byte from another stream or out of place is caught), the agent pod
  * is not OOM-killed and is still the one the relay started (no replacement), and the agent's
- * memory peaks (cgroup peak, sampled RSS and anonymous RSS) are printed. Loopback only; bounded in connections and
- * time.
+ * memory peaks (cgroup peak, sampled RSS and anonymous RSS) are printed. Loopback only; bounded in
+ * connections and time.
  */
 import assert from "node:assert/strict";
 import { sharedCluster } from "../cluster/cluster.ts";
