@@ -29,10 +29,27 @@ class Steps {
   }
 }
 
-Deno.test("stream state: open, accept, data both ways, half-close both ways ends Closed on both sides", async () => {
-  const p = await memoryPair();
-  try {
-    const steps = new Steps();
+/**
+ * A test on a fresh in-memory Session pair: `body` gets the pair and an empty Steps record; the
+ * pair is closed afterwards, whatever happens.
+ */
+function pairScenario(
+  name: string,
+  body: (p: Awaited<ReturnType<typeof memoryPair>>, steps: Steps) => Promise<void>,
+): void {
+  Deno.test(name, async () => {
+    const p = await memoryPair();
+    try {
+      await body(p, new Steps());
+    } finally {
+      await p.close();
+    }
+  });
+}
+
+pairScenario(
+  "stream state: open, accept, data both ways, half-close both ways ends Closed on both sides",
+  async (p, steps) => {
     const c = p.client.openEarlyStream(HEADER);
     const srv = await p.streams.next();
     steps.at("OPEN", c, srv);
@@ -65,15 +82,12 @@ Deno.test("stream state: open, accept, data both ways, half-close both ways ends
     ]);
     assert.equal(p.client.activeStreams, 0);
     assert.equal(p.server.activeStreams, 0);
-  } finally {
-    await p.close();
-  }
-});
+  },
+);
 
-Deno.test("stream state: an early half-close before STATUS, answered by the server's first write", async () => {
-  const p = await memoryPair();
-  try {
-    const steps = new Steps();
+pairScenario(
+  "stream state: an early half-close before STATUS, answered by the server's first write",
+  async (p, steps) => {
     const c = p.client.openEarlyStream(HEADER);
     await c.write(enc("GET /"));
     await c.closeWrite();
@@ -97,15 +111,12 @@ Deno.test("stream state: an early half-close before STATUS, answered by the serv
       "server closeWrite(): Closed",
       "client read EOF: Closed / Closed",
     ]);
-  } finally {
-    await p.close();
-  }
-});
+  },
+);
 
-Deno.test("stream state: a reset from either side ends both sides Reset, before or after STATUS", async () => {
-  const p = await memoryPair();
-  try {
-    const steps = new Steps();
+pairScenario(
+  "stream state: a reset from either side ends both sides Reset, before or after STATUS",
+  async (p, steps) => {
     // Client resets an open stream.
     let c = p.client.openEarlyStream(HEADER);
     let srv = await p.streams.next();
@@ -182,15 +193,12 @@ Deno.test("stream state: a reset from either side ends both sides Reset, before 
     ]);
     assert.equal(p.client.activeStreams, 0);
     assert.equal(p.server.activeStreams, 0);
-  } finally {
-    await p.close();
-  }
-});
+  },
+);
 
-Deno.test("stream state: a nonzero STATUS leaves both sides Rejected; reads and writes fail", async () => {
-  const p = await memoryPair();
-  try {
-    const steps = new Steps();
+pairScenario(
+  "stream state: a nonzero STATUS leaves both sides Rejected; reads and writes fail",
+  async (p, steps) => {
     const c = p.client.openEarlyStream(HEADER);
     await c.write(enc("lost"));
     const srv = await p.streams.next();
@@ -213,10 +221,8 @@ Deno.test("stream state: a nonzero STATUS leaves both sides Rejected; reads and 
     ]);
     assert.equal(p.client.activeStreams, 0);
     assert.equal(p.server.activeStreams, 0);
-  } finally {
-    await p.close();
-  }
-});
+  },
+);
 
 Deno.test("stream state: an early-half-closed stream refused by the agent is Rejected", async () => {
   const peer = await rawPeer();
@@ -235,82 +241,82 @@ Deno.test("stream state: an early-half-closed stream refused by the agent is Rej
   await peer.done();
 });
 
-Deno.test("stream state: closing the session mid-stream ends both sides SessionEnded", async () => {
-  const p = await memoryPair();
-  const steps = new Steps();
-  const c = p.client.openEarlyStream(HEADER);
-  const srv = await p.streams.next();
-  srv.accept();
-  await c.opened;
-  await c.write(enc("half"));
-  assert.equal(dec((await srv.read())!), "half");
-  steps.at("open", c, srv);
-  const pending = srv.read();
-  p.client.close("user pressed ctrl-c");
-  steps.at("client close()", c, srv);
-  await assert.rejects(pending, SessionClosedError);
-  steps.at("server saw the pipe end", c, srv);
-  await assert.rejects(c.write(enc("x")), SessionClosedError);
-  await assert.rejects(c.read(), SessionClosedError);
-  c.reset("afterwards"); // only this side changes: nothing is sent on an ended session
-  steps.at("client reset() afterwards", c, srv);
-  await assert.rejects(c.read(), StreamResetError);
-  assert.deepEqual(steps.lines, [
-    "open: Open / Open",
-    "client close(): SessionEnded / Open",
-    "server saw the pipe end: SessionEnded / SessionEnded",
-    "client reset() afterwards: Reset / SessionEnded",
-  ]);
-  await p.close();
-});
+pairScenario(
+  "stream state: closing the session mid-stream ends both sides SessionEnded",
+  async (p, steps) => {
+    const c = p.client.openEarlyStream(HEADER);
+    const srv = await p.streams.next();
+    srv.accept();
+    await c.opened;
+    await c.write(enc("half"));
+    assert.equal(dec((await srv.read())!), "half");
+    steps.at("open", c, srv);
+    const pending = srv.read();
+    p.client.close("user pressed ctrl-c");
+    steps.at("client close()", c, srv);
+    await assert.rejects(pending, SessionClosedError);
+    steps.at("server saw the pipe end", c, srv);
+    await assert.rejects(c.write(enc("x")), SessionClosedError);
+    await assert.rejects(c.read(), SessionClosedError);
+    c.reset("afterwards"); // only this side changes: nothing is sent on an ended session
+    steps.at("client reset() afterwards", c, srv);
+    await assert.rejects(c.read(), StreamResetError);
+    assert.deepEqual(steps.lines, [
+      "open: Open / Open",
+      "client close(): SessionEnded / Open",
+      "server saw the pipe end: SessionEnded / SessionEnded",
+      "client reset() afterwards: Reset / SessionEnded",
+    ]);
+  },
+);
 
-Deno.test("stream state: a session that ends after the peer's HALF_CLOSE still reads to a clean EOF", async () => {
-  const p = await memoryPair();
-  const steps = new Steps();
-  const c = p.client.openEarlyStream(HEADER);
-  const srv = await p.streams.next();
-  await srv.write(enc("banner"));
-  await srv.closeWrite();
-  await c.opened;
-  assert.equal(dec((await c.read())!), "banner");
-  assert.equal(await c.read(), null);
-  steps.at("server wrote and half-closed", c, srv);
-  p.server.close("agent stopping");
-  await p.client.closed;
-  steps.at("session ended", c, srv);
-  assert.equal(await c.read(), null);
-  await assert.rejects(c.write(enc("late")), SessionClosedError);
-  assert.deepEqual(steps.lines, [
-    "server wrote and half-closed: RemoteClosed / LocalClosed",
-    "session ended: SessionEndedRemoteClosed / SessionEnded",
-  ]);
-  await p.close();
-});
+pairScenario(
+  "stream state: a session that ends after the peer's HALF_CLOSE still reads to a clean EOF",
+  async (p, steps) => {
+    const c = p.client.openEarlyStream(HEADER);
+    const srv = await p.streams.next();
+    await srv.write(enc("banner"));
+    await srv.closeWrite();
+    await c.opened;
+    assert.equal(dec((await c.read())!), "banner");
+    assert.equal(await c.read(), null);
+    steps.at("server wrote and half-closed", c, srv);
+    p.server.close("agent stopping");
+    await p.client.closed;
+    steps.at("session ended", c, srv);
+    assert.equal(await c.read(), null);
+    await assert.rejects(c.write(enc("late")), SessionClosedError);
+    assert.deepEqual(steps.lines, [
+      "server wrote and half-closed: RemoteClosed / LocalClosed",
+      "session ended: SessionEndedRemoteClosed / SessionEnded",
+    ]);
+  },
+);
 
-Deno.test("stream state: a session that ends before STATUS ends both unanswered sides", async () => {
-  const p = await memoryPair();
-  const steps = new Steps();
-  const c = p.client.openEarlyStream(HEADER);
-  await c.write(enc("GET /"));
-  await c.closeWrite();
-  const early = p.client.openEarlyStream(HEADER);
-  const srv = await p.streams.next();
-  const srvEarly = await p.streams.next();
-  assert.equal(dec(await readStream(srv)), "GET /");
-  steps.at("unanswered", c, srv, early, srvEarly);
-  p.server.close("agent stopping");
-  await p.client.closed;
-  steps.at("session ended", c, srv, early, srvEarly);
-  await assert.rejects(c.opened, SessionClosedError);
-  await assert.rejects(early.opened, SessionClosedError);
-  assert.equal(await srv.read(), null);
-  await assert.rejects(srvEarly.read(), SessionClosedError);
-  assert.deepEqual(steps.lines, [
-    "unanswered: OpeningLocalClosed / AcceptingRemoteClosed / Opening / Accepting",
-    "session ended: SessionEnded / SessionEndedRemoteClosed / SessionEnded / SessionEnded",
-  ]);
-  await p.close();
-});
+pairScenario(
+  "stream state: a session that ends before STATUS ends both unanswered sides",
+  async (p, steps) => {
+    const c = p.client.openEarlyStream(HEADER);
+    await c.write(enc("GET /"));
+    await c.closeWrite();
+    const early = p.client.openEarlyStream(HEADER);
+    const srv = await p.streams.next();
+    const srvEarly = await p.streams.next();
+    assert.equal(dec(await readStream(srv)), "GET /");
+    steps.at("unanswered", c, srv, early, srvEarly);
+    p.server.close("agent stopping");
+    await p.client.closed;
+    steps.at("session ended", c, srv, early, srvEarly);
+    await assert.rejects(c.opened, SessionClosedError);
+    await assert.rejects(early.opened, SessionClosedError);
+    assert.equal(await srv.read(), null);
+    await assert.rejects(srvEarly.read(), SessionClosedError);
+    assert.deepEqual(steps.lines, [
+      "unanswered: OpeningLocalClosed / AcceptingRemoteClosed / Opening / Accepting",
+      "session ended: SessionEnded / SessionEndedRemoteClosed / SessionEnded / SessionEnded",
+    ]);
+  },
+);
 
 Deno.test("stream state: reset() after a clean close discards unread data and sends nothing", async () => {
   const peer = await rawPeer();
