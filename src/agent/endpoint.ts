@@ -6,7 +6,7 @@
  */
 
 import type { Status } from "../protocol/status.ts";
-import { RelayReader } from "../mux/buffers.ts";
+import { LARGE_READ_BUFFER, RelayReader } from "../mux/buffers.ts";
 import type { Stream } from "../mux/mod.ts";
 import { AGENT_READ_BUFFER, agentBufferPool } from "./memory.ts";
 
@@ -19,6 +19,12 @@ export interface Endpoint {
   read(): Promise<Uint8Array | null>;
   /** Sends bytes to the client; resolves when the caller may reuse `data`. */
   write(data: Uint8Array): Promise<void>;
+  /**
+   * Resolves with how many bytes `write()` takes now without waiting (> 0): a tunnel stream's
+   * credit and queue space (`Stream.writable()`); a raw connection is always writable (the
+   * kernel's socket buffer is its queue).
+   */
+  writable(): Promise<number>;
   /** Half-closes towards the client (it reads EOF). */
   closeWrite(): Promise<void>;
   /** Answers the Header with status 0. */
@@ -84,6 +90,8 @@ export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
       return await reader.read();
     },
     write: writeAll,
+    // A write waits for the kernel's socket buffer; one large read buffer's worth at a time.
+    writable: () => Promise.resolve(LARGE_READ_BUFFER),
     async closeWrite() {
       if (!closed) await conn.closeWrite();
     },
@@ -112,6 +120,7 @@ export function streamEndpoint(stream: Stream): Endpoint {
   return {
     read: () => stream.read(),
     write: (data) => stream.write(data),
+    writable: () => stream.writable(),
     closeWrite: () => stream.closeWrite(),
     accept() {
       stream.accept();

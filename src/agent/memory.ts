@@ -4,29 +4,38 @@
  * OOM-killed with all its connections.
  *
  * What the agent holds is bounded by construction (see ARCHITECTURE.md): a fixed part (the Deno
- * runtime, the session's receive budget, the pool of large read buffers, the frame writer's queue)
- * and a part per open stream (its receive window floor, its read buffer, its sockets and state).
+ * runtime, the session's receive budget, the pools of read buffers, the frame writer's queue) and
+ * a part per open stream (its receive window floor, its probe buffer, its sockets and state).
  *
  * @module
  */
 
-import { BufferPool, LARGE_READ_BUFFER } from "../mux/buffers.ts";
+import { BufferPool, CHUNK_SIZE, LARGE_READ_BUFFER } from "../mux/buffers.ts";
+import type { ReadPools } from "./dest_reader.ts";
 
 /** Each tunnel session's receive budget (SessionOptions.receiveBudget). */
 export const AGENT_RECEIVE_BUDGET = 8 * 1024 * 1024;
-/** The agent's relay read buffer per connection (the client's is SMALL_READ_BUFFER). */
+/** The read buffer of a raw-mode client connection (the client's is SMALL_READ_BUFFER). */
 export const AGENT_READ_BUFFER = 8 * 1024;
 /** Large read buffers the agent lends during bursts: 64 × 64 KiB = 4 MiB. */
 export const agentBufferPool: BufferPool = new BufferPool(LARGE_READ_BUFFER, 64);
+/**
+ * The buffers destination reads borrow (src/agent/dest_reader.ts): the large ones above, and
+ * 128 × 16 KiB = 2 MiB for the smaller reads of many busy connections.
+ */
+export const agentReadPools: ReadPools = {
+  large: agentBufferPool,
+  small: new BufferPool(CHUNK_SIZE, 128),
+};
 
 /**
  * The fixed part, as the memory cgroup counts it: runtime (~15 MiB idle), JS heap (~25 MiB under
- * load), receive budget (8 MiB), lent read buffers (4 MiB).
+ * load), receive budget (8 MiB), lent read buffers (6 MiB, agentReadPools).
  */
-export const AGENT_FIXED_MEMORY = 52 * 1024 * 1024;
+export const AGENT_FIXED_MEMORY = 54 * 1024 * 1024;
 /**
- * Per open stream: its window floor (32 KiB, MIN_STREAM_WINDOW), an 8 KiB read buffer, the
- * destination socket inside Deno (~35 KiB when busy, measured) and JS state.
+ * Per open stream: its window floor (32 KiB, MIN_STREAM_WINDOW), a 1 KiB probe buffer
+ * (PROBE_SIZE), the destination socket inside Deno (~35 KiB when busy, measured) and JS state.
  */
 export const AGENT_STREAM_MEMORY = 75 * 1024;
 /** Streams per session when the memory limit is unknown (or very large). */

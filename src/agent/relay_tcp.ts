@@ -4,15 +4,16 @@
  * ends when both directions have ended (or either fails).
  *
  * A manual read/write loop is used on purpose: `pipeTo` loses half-close and is slower (see
- * NOTES.md). Destination reads go through a `RelayReader`: a small buffer per request, a large
- * one borrowed from a shared pool only during a burst (src/mux/buffers.ts).
+ * NOTES.md). Destination reads go through a `DestinationReader`: a small probe buffer per
+ * request, and reads no larger than the client side can take at once into buffers borrowed from
+ * shared pools (src/agent/dest_reader.ts).
  *
  * @module
  */
 
-import { RelayReader } from "../mux/buffers.ts";
+import { DestinationReader } from "./dest_reader.ts";
 import type { Endpoint } from "./endpoint.ts";
-import { AGENT_READ_BUFFER, agentBufferPool } from "./memory.ts";
+import { agentReadPools } from "./memory.ts";
 
 /** Byte counts of a finished relay. */
 export interface RelayResult {
@@ -60,10 +61,11 @@ export async function relayTcp(client: Endpoint, dest: Deno.TcpConn): Promise<Re
   };
 
   const down = async () => {
-    const reader = new RelayReader(dest, agentBufferPool, new Uint8Array(AGENT_READ_BUFFER));
+    const reader = new DestinationReader(dest, agentReadPools);
+    const writable = () => client.writable();
     try {
       while (true) {
-        const chunk = await reader.read();
+        const chunk = await reader.read(writable);
         if (chunk === null) break;
         await client.write(chunk);
         result.received += chunk.length;

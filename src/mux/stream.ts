@@ -244,28 +244,52 @@ export class Stream {
       while (true) {
         this.#checkWritable();
         if (off >= data.length) return;
-        if (this.#sendCredit === 0) {
-          await new Promise<void>((resolve) => this.#sendWaiters.push(resolve));
+        const room = this.#roomNow();
+        if (room === 0) {
+          await this.#roomChanged();
           continue;
         }
-        const writer = this.#host.writer;
-        if (!writer.hasSpace(this.id)) {
-          await writer.waitSpace(this.id);
-          continue;
-        }
-        const n = Math.min(
-          this.#sendCredit,
-          data.length - off,
-          MAX_DATA_PAYLOAD,
-          writer.room(this.id),
-        );
-        writer.data(this.id, data.subarray(off, off + n));
+        const n = Math.min(room, data.length - off, MAX_DATA_PAYLOAD);
+        this.#host.writer.data(this.id, data.subarray(off, off + n));
         this.#sendCredit -= n;
         off += n;
       }
     } finally {
       this.#unlock();
     }
+  }
+
+  /**
+   * Resolves with how many bytes `write()` would queue right now without waiting (> 0), once
+   * there are any: the peer's credit and the frame writer's room for this stream. A relay calls
+   * it before it reads its source, so that bytes the tunnel cannot take yet stay in the source
+   * (a socket's kernel buffer, where TCP flow control slows the sender) instead of this
+   * process's memory. Meant for the stream's only writer (a concurrent write takes the room).
+   * Rejects like `write()` when the stream can no longer be written.
+   */
+  async writable(): Promise<number> {
+    while (true) {
+      this.#checkWritable();
+      const room = this.#roomNow();
+      if (room > 0) return room;
+      await this.#roomChanged();
+    }
+  }
+
+  /** Bytes this stream may queue now: within its credit and the writer's room (0: none). */
+  #roomNow(): number {
+    if (this.#sendCredit === 0) return 0;
+    const writer = this.#host.writer;
+    if (!writer.hasSpace(this.id)) return 0;
+    return Math.min(this.#sendCredit, writer.room(this.id));
+  }
+
+  /** Resolves when the credit or the writer's room may have grown (or the stream ended). */
+  #roomChanged(): Promise<void> {
+    if (this.#sendCredit === 0) {
+      return new Promise<void>((resolve) => this.#sendWaiters.push(resolve));
+    }
+    return this.#host.writer.waitSpace(this.id);
   }
 
   #checkWritable(): void {
