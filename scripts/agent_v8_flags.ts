@@ -14,7 +14,7 @@
  * `--max-old-space-size=48` (MB) bounds the JS heap to well under the pod's 128Mi limit, leaving
  * the rest to the relay buffers (ArrayBuffers live outside this heap) and the runtime. About 9 KiB
  * of old generation per open stream was measured (32 MiB with ~3,200 streams open): ~10 MiB at the
- * 1,037 streams the agent accepts under 128Mi, ~40 MiB at the 4,096-stream cap of a larger limit.
+ * 1,010 streams the agent accepts under 128Mi, ~40 MiB at the 4,096-stream cap of a larger limit.
  * It was 64 first; with 64 one of three full bench runs drove the agent into its 128Mi limit after
  * the bench's earlier phases (bench/README.md). A smaller heap also makes V8 collect more often,
  * which frees the buffers that garbage still holds sooner.
