@@ -7,26 +7,9 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { BufferPool, type ByteSource } from "../mux/buffers.ts";
 import { DestinationReader, PROBE_SIZE, type ReadPools } from "./dest_reader.ts";
+import { scriptedSource } from "../../tests/_lib/byte_source.ts";
 
 const KiB = 1024;
-
-/** A socket with `data` to give, at most `limits[i]` bytes on read i (cycling). */
-function source(data: Uint8Array, limits: number[]): ByteSource & { sizes: number[] } {
-  let off = 0;
-  let i = 0;
-  const sizes: number[] = [];
-  return {
-    sizes,
-    read(p: Uint8Array): Promise<number | null> {
-      sizes.push(p.length);
-      if (off >= data.length) return Promise.resolve(null);
-      const n = Math.min(p.length, data.length - off, limits[i++ % limits.length]);
-      p.set(data.subarray(off, off + n));
-      off += n;
-      return Promise.resolve(n);
-    },
-  };
-}
 
 function pools(large = 2, small = 2): ReadPools {
   return { large: new BufferPool(64 * KiB, large), small: new BufferPool(16 * KiB, small) };
@@ -62,7 +45,7 @@ async function readAll(
 
 Deno.test("dest reader: small messages go through the probe alone; nothing is borrowed", async () => {
   const p = pools();
-  const src = source(bytes(3000), [100, 700, 1]);
+  const src = scriptedSource(bytes(3000), [100, 700, 1]);
   let asked = 0;
   const got = await readAll(new DestinationReader(src, p), () => (asked++, 64 * KiB));
   assert.deepEqual(got.data, bytes(3000));
@@ -73,7 +56,7 @@ Deno.test("dest reader: small messages go through the probe alone; nothing is bo
 Deno.test("dest reader: after a full probe it reads only what the client side takes", async () => {
   const p = pools();
   const data = bytes(200 * KiB);
-  const src = source(data, [Infinity]);
+  const src = scriptedSource(data, [Infinity]);
   const r = new DestinationReader(src, p);
   assert.equal((await r.read(() => Promise.reject(new Error("not asked"))))?.length, PROBE_SIZE);
   // 3,000 bytes of room: a small buffer, 3,000 bytes read.
@@ -91,7 +74,7 @@ Deno.test("dest reader: after a full probe it reads only what the client side ta
 });
 
 Deno.test("dest reader: while the client side cannot take more, the socket is not read", async () => {
-  const src = source(bytes(100 * KiB), [Infinity]);
+  const src = scriptedSource(bytes(100 * KiB), [Infinity]);
   const r = new DestinationReader(src, pools());
   assert.equal((await r.read(() => Promise.resolve(1)))?.length, PROBE_SIZE);
   let open!: (n: number) => void;
@@ -106,7 +89,7 @@ Deno.test("dest reader: with both pools lent out it goes on with probe reads", a
   const p = pools(1, 1);
   const hold = [p.large.take()!, p.small.take()!];
   const data = bytes(20 * KiB + 7);
-  const src = source(data, [Infinity]);
+  const src = scriptedSource(data, [Infinity]);
   const got = await readAll(new DestinationReader(src, p), () => 64 * KiB);
   assert.deepEqual(got.data, data);
   assert.ok(src.sizes.every((s) => s === PROBE_SIZE));
@@ -160,7 +143,7 @@ Deno.test("dest reader: any chunking and any room: bytes intact, no read past th
         const p = pools(poolSize, poolSize);
         const data = bytes(size);
         const got = await readAll(
-          new DestinationReader(source(data, limits), p),
+          new DestinationReader(scriptedSource(data, limits), p),
           (i) => rooms[i % rooms.length],
         );
         assert.deepEqual(got.data, data);

@@ -2,25 +2,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { BufferPool, type ByteSource, RelayReader, SMALL_READ_BUFFER } from "./buffers.ts";
-
-/** A source that has `data` available and hands out at most `limits[i]` bytes on read i. */
-function source(data: Uint8Array, limits: number[]): ByteSource & { sizes: number[] } {
-  let off = 0;
-  let i = 0;
-  const sizes: number[] = [];
-  return {
-    sizes,
-    read(p: Uint8Array): Promise<number | null> {
-      sizes.push(p.length);
-      if (off >= data.length) return Promise.resolve(null);
-      const n = Math.min(p.length, data.length - off, limits[i++ % limits.length]);
-      p.set(data.subarray(off, off + n));
-      off += n;
-      return Promise.resolve(n);
-    },
-  };
-}
+import { BufferPool, RelayReader, SMALL_READ_BUFFER } from "./buffers.ts";
+import { scriptedSource } from "../../tests/_lib/byte_source.ts";
 
 async function readAll(r: RelayReader): Promise<Uint8Array> {
   const parts: number[] = [];
@@ -32,7 +15,7 @@ const bytes = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + 3
 
 Deno.test("buffers: small reads stay in the small buffer; the pool lends nothing", async () => {
   const pool = new BufferPool(64 * 1024, 4);
-  const src = source(bytes(5000), [100, 1000, 3]);
+  const src = scriptedSource(bytes(5000), [100, 1000, 3]);
   const r = new RelayReader(src, pool);
   assert.deepEqual(await readAll(r), bytes(5000));
   assert.ok(src.sizes.every((s) => s === SMALL_READ_BUFFER));
@@ -42,7 +25,7 @@ Deno.test("buffers: small reads stay in the small buffer; the pool lends nothing
 Deno.test("buffers: a full read borrows a large buffer until a read the small one could take", async () => {
   const pool = new BufferPool(64 * 1024, 4);
   const data = bytes(SMALL_READ_BUFFER + 40_000 + 30_000 + 500);
-  const src = source(data, [Infinity, 40_000, 30_000, 500]);
+  const src = scriptedSource(data, [Infinity, 40_000, 30_000, 500]);
   const r = new RelayReader(src, pool);
   assert.equal((await r.read())?.length, SMALL_READ_BUFFER);
   assert.equal(pool.lent, 0);
@@ -66,7 +49,7 @@ Deno.test("buffers: a full read borrows a large buffer until a read the small on
 Deno.test("buffers: when the pool is empty, a loop keeps reading with its small buffer", async () => {
   const pool = new BufferPool(64 * 1024, 1);
   const held = pool.take()!;
-  const src = source(bytes(200_000), [Infinity]);
+  const src = scriptedSource(bytes(200_000), [Infinity]);
   const r = new RelayReader(src, pool);
   assert.deepEqual(await readAll(r), bytes(200_000));
   assert.ok(src.sizes.every((s) => s === SMALL_READ_BUFFER));
@@ -132,7 +115,7 @@ Deno.test("buffers: any read pattern delivers the bytes in order and returns eve
       async (n, limits, max) => {
         const pool = new BufferPool(64 * 1024, max);
         const data = bytes(n);
-        const r = new RelayReader(source(data, limits), pool);
+        const r = new RelayReader(scriptedSource(data, limits), pool);
         assert.deepEqual(await readAll(r), data);
         assert.equal(pool.lent, 0);
       },

@@ -11,6 +11,16 @@ import { rawPeer, TEST_HEADER as HEADER } from "../../tests/_lib/session.ts";
 
 const KiB = 1024;
 
+/** A scripted peer and a client stream it accepted with a `window`-byte receive window. */
+async function acceptedStream(window: number) {
+  const peer = await rawPeer();
+  const s = peer.client.openEarlyStream(HEADER);
+  await peer.next("open");
+  await peer.send({ type: "status", streamId: 1, status: 0, window });
+  await s.opened;
+  return { peer, s };
+}
+
 /** Whether `p` has settled after the pending I/O and timers of one turn. */
 async function settled(p: Promise<unknown>): Promise<boolean> {
   let done = false;
@@ -37,22 +47,14 @@ Deno.test("writable: the peer's credit, then nothing until a WINDOW_UPDATE", asy
 });
 
 Deno.test("writable: never more than the frame writer's room for the stream", async () => {
-  const peer = await rawPeer();
-  const s = peer.client.openEarlyStream(HEADER);
-  await peer.next("open");
-  await peer.send({ type: "status", streamId: 1, status: 0, window: 4096 * KiB });
-  await s.opened;
+  const { peer, s } = await acceptedStream(4096 * KiB);
   const room = await s.writable();
   assert.ok(room > 0 && room <= STREAM_HIGH_WATER, `room ${room}`);
   await peer.done();
 });
 
 Deno.test("writable: rejects like write() once the stream is reset", async () => {
-  const peer = await rawPeer();
-  const s = peer.client.openEarlyStream(HEADER);
-  await peer.next("open");
-  await peer.send({ type: "status", streamId: 1, status: 0, window: 16 * KiB });
-  await s.opened;
+  const { peer, s } = await acceptedStream(16 * KiB);
   await s.write(new Uint8Array(16 * KiB));
   const waiting = s.writable();
   await peer.send({ type: "reset", streamId: 1, reason: "gone" });
