@@ -19,13 +19,18 @@ const TYPES: Record<string, string> = {
   yaml: "text/yaml",
 };
 
-/** Serves the repository's files read-only over HTTPS on 127.0.0.1 (a random port). */
+/**
+ * Serves the repository's files read-only over HTTPS on 127.0.0.1 (a random port), under a path
+ * prefix new to every run, so Deno cannot answer from its module cache (a URL it loaded before,
+ * from an earlier run on the same port) and every module is really fetched.
+ */
 async function serveRepo(): Promise<
   { url: string; ca: string; requests: string[]; close(): Promise<void> }
 > {
   const dir = await Deno.makeTempDir({ prefix: "relay-https-" });
   const pki = await generatePki(dir, "127.0.0.1");
   const requests: string[] = [];
+  const prefix = `/${crypto.randomUUID()}`;
   let resolvePort!: (port: number) => void;
   const port = new Promise<number>((r) => (resolvePort = r));
   const server = Deno.serve({
@@ -35,7 +40,9 @@ async function serveRepo(): Promise<
     key: await Deno.readTextFile(pki.apiserverKey),
     onListen: (addr) => resolvePort(addr.port),
   }, async (req) => {
-    const path = decodeURIComponent(new URL(req.url).pathname);
+    const full = decodeURIComponent(new URL(req.url).pathname);
+    if (!full.startsWith(`${prefix}/`)) return new Response("not found\n", { status: 404 });
+    const path = full.slice(prefix.length);
     requests.push(path);
     const type = TYPES[path.slice(path.lastIndexOf(".") + 1)];
     if (req.method !== "GET" || path.includes("..") || path.includes("/.") || !type) {
@@ -50,7 +57,7 @@ async function serveRepo(): Promise<
     }
   });
   return {
-    url: `https://127.0.0.1:${await port}`,
+    url: `https://127.0.0.1:${await port}${prefix}`,
     ca: pki.caCert,
     requests,
     async close() {
