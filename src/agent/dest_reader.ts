@@ -27,7 +27,7 @@ export const PROBE_SIZE = 1024;
 
 /** The pools a DestinationReader borrows from. */
 export interface ReadPools {
-  /** Buffers for reads of more than `small.size` bytes (bulk transfers). */
+  /** Buffers for reads of more than `small.size` bytes (bulk transfers); larger than `small`'s. */
   large: BufferPool;
   /** Buffers for smaller reads (many busy connections sharing the tunnel). */
   small: BufferPool;
@@ -40,7 +40,8 @@ export class DestinationReader {
   #probe = new Uint8Array(PROBE_SIZE);
   /** The last read filled what it asked for: more is probably waiting. */
   #more = false;
-  #borrowed: { buf: Uint8Array; pool: BufferPool } | undefined;
+  /** The buffer of the last pooled read (its pool follows from its size). */
+  #borrowed: Uint8Array | undefined;
   #reading = false;
   #released = false;
 
@@ -58,14 +59,14 @@ export class DestinationReader {
     this.#giveBack();
     if (this.#more && !this.#released) {
       const room = await writable();
-      const lent = room > PROBE_SIZE ? this.#borrow(room) : undefined;
-      if (lent) {
-        this.#borrowed = lent;
-        const want = Math.min(room, lent.buf.length);
-        const n = await this.#readInto(lent.buf.subarray(0, want));
+      const buf = room > PROBE_SIZE ? this.#borrow(room) : undefined;
+      if (buf) {
+        this.#borrowed = buf;
+        const want = Math.min(room, buf.length);
+        const n = await this.#readInto(buf.subarray(0, want));
         if (n === null) return null;
         this.#more = n === want;
-        return lent.buf.subarray(0, n);
+        return buf.subarray(0, n);
       }
     }
     const n = await this.#source.read(this.#probe);
@@ -84,14 +85,9 @@ export class DestinationReader {
   }
 
   /** A buffer for a read of `room` bytes: a large one for large reads when there is one. */
-  #borrow(room: number): { buf: Uint8Array; pool: BufferPool } | undefined {
+  #borrow(room: number): Uint8Array | undefined {
     const { large, small } = this.#pools;
-    if (room > small.size) {
-      const buf = large.take();
-      if (buf) return { buf, pool: large };
-    }
-    const buf = small.take();
-    return buf ? { buf, pool: small } : undefined;
+    return (room > small.size ? large.take() : undefined) ?? small.take();
   }
 
   /** Reads into a borrowed buffer; gives it back if the read ends the stream or fails. */
@@ -108,8 +104,10 @@ export class DestinationReader {
   }
 
   #giveBack(): void {
-    if (!this.#borrowed) return;
-    this.#borrowed.pool.give(this.#borrowed.buf);
+    const buf = this.#borrowed;
+    if (!buf) return;
+    const { large, small } = this.#pools;
+    (buf.length === large.size ? large : small).give(buf);
     this.#borrowed = undefined;
   }
 }
