@@ -6,8 +6,8 @@
  *   of a stream with nothing queued) wait in one FIFO and always go first in the next write,
  *   ahead of any DATA still queued. They never wait for space; past QUEUE_OVERFLOW queued bytes
  *   (a peer that sends PINGs/OPENs without reading the answers) the session ends.
- * - **DATA** waits in per-stream queues (payload copied at queue time into pooled chunks, so the
- *   caller may reuse its buffer at once). Streams with queued DATA are served round-robin, at
+ * - **DATA** waits in per-stream queues (payload copied at queue time into pooled chunks, the
+ *   smallest that hold it, so the caller may reuse its buffer at once). Streams with queued DATA are served round-robin, at
  *   most SCHEDULER_QUANTUM payload bytes per turn, and the frame headers are made when a turn
  *   is served: several small writes of one stream travel as one DATA frame, a large one as
  *   several. So a stream's first frame waits behind at most one quantum of each other active
@@ -39,13 +39,11 @@ import {
   STREAM_HIGH_WATER,
 } from "./options.ts";
 import type { Transport } from "./transport.ts";
-import { CHUNK_SIZE, ChunkPool, chunkPool } from "./buffers.ts";
+import { ChunkPool, chunkPool } from "./buffers.ts";
 
-/** Size of the large pooled chunks DATA payload is copied into. */
-const CHUNK = CHUNK_SIZE;
 /** Size of the small pooled chunks (payloads up to this size start in one). */
 const SMALL_CHUNK = 1024;
-/** Small pooled chunks kept for reuse (large ones come from the process-wide chunkPool). */
+/** Small pooled chunks kept for reuse (larger ones come from the process-wide chunkPool). */
 const POOL_SMALL = 256;
 /** What a stream with nothing queued may queue even when the shared queue is full. */
 const IDLE_ALLOWANCE = 4 * 1024;
@@ -120,7 +118,7 @@ export class FrameWriter {
   /** Payload bytes queued in stream queues. */
   #dataBytes = 0;
   #batch: Uint8Array | null = null;
-  #large = chunkPool;
+  #shared = chunkPool;
   #small = new ChunkPool(SMALL_CHUNK, POOL_SMALL);
   #running = false;
   #failed = false;
@@ -301,11 +299,12 @@ export class FrameWriter {
   }
 
   #chunk(need: number): Uint8Array {
-    return need <= SMALL_CHUNK ? this.#small.take() : this.#large.take();
+    return need <= SMALL_CHUNK ? this.#small.take() : this.#shared.take(need);
   }
 
   #release(c: Uint8Array): void {
-    (c.length === CHUNK ? this.#large : this.#small).give(c);
+    if (c.length === SMALL_CHUNK) this.#small.give(c);
+    else this.#shared.give(c);
   }
 
   /** Wakes writers waiting for shared space, about as many as the free space can take. */

@@ -15,9 +15,12 @@
  * @module
  */
 
-import { CHUNK_SIZE, ChunkPool, chunkPool } from "./buffers.ts";
+import { CHUNK_SIZE, ChunkPool, chunkPool, type SizedChunkPool } from "./buffers.ts";
 
-/** Chunk size for streams with small receive windows (most of them when there are many). */
+/**
+ * Largest chunk size for streams with small receive windows (most of them when there are many);
+ * less data takes a smaller chunk (4 or 8 KiB, see SizedChunkPool).
+ */
 export const SMALL_RECEIVE_CHUNK = CHUNK_SIZE;
 /** Chunk size for streams with large windows (bulk transfers); also the most one read returns. */
 export const LARGE_RECEIVE_CHUNK = 64 * 1024;
@@ -26,7 +29,7 @@ const LARGE_WINDOW = 2 * LARGE_RECEIVE_CHUNK;
 
 /** The free lists a ReceiveBuffer takes its chunks from. */
 export interface ReceivePools {
-  small: ChunkPool;
+  small: SizedChunkPool;
   large: ChunkPool;
 }
 
@@ -58,8 +61,9 @@ export class ReceiveBuffer {
 
   /**
    * Copies `data` in, filling the last chunk first. New chunks are large when the stream's
-   * receive `window` is at least twice a large chunk, small otherwise, so a stream never holds
-   * much more than its window.
+   * receive `window` is at least twice a large chunk; otherwise the smallest pooled chunk that
+   * holds the rest of `data` (at most SMALL_RECEIVE_CHUNK). So a stream never holds much more than
+   * its window, and a stream holding a few KiB holds a few KiB of chunks.
    */
   push(data: Uint8Array, window: number): void {
     let off = 0;
@@ -70,9 +74,9 @@ export class ReceiveBuffer {
       tail.set(data.subarray(0, off), this.#tailFill);
       this.#tailFill += off;
     }
-    const pool = window >= LARGE_WINDOW ? this.#pools.large : this.#pools.small;
+    const large = window >= LARGE_WINDOW;
     while (off < data.length) {
-      const chunk = pool.take();
+      const chunk = large ? this.#pools.large.take() : this.#pools.small.take(data.length - off);
       const n = Math.min(chunk.length, data.length - off);
       chunk.set(data.subarray(off, off + n));
       this.#chunks.push(chunk);
@@ -100,19 +104,20 @@ export class ReceiveBuffer {
   /** The reader is done with the last view `take()` returned: its chunk may be reused. */
   release(): void {
     if (!this.#lent) return;
-    this.#poolOf(this.#lent).give(this.#lent);
+    this.#give(this.#lent);
     this.#lent = null;
   }
 
   /** Drops everything buffered (a reset). The view lent by the last `take()` stays valid. */
   clear(): void {
-    for (const chunk of this.#chunks) this.#poolOf(chunk).give(chunk);
+    for (const chunk of this.#chunks) this.#give(chunk);
     this.#chunks = [];
     this.#tailFill = 0;
     this.#length = 0;
   }
 
-  #poolOf(chunk: Uint8Array): ChunkPool {
-    return chunk.length === this.#pools.large.size ? this.#pools.large : this.#pools.small;
+  #give(chunk: Uint8Array): void {
+    if (chunk.length === this.#pools.large.size) this.#pools.large.give(chunk);
+    else this.#pools.small.give(chunk);
   }
 }

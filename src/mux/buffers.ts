@@ -85,15 +85,60 @@ export class BufferPool {
   }
 }
 
-/** Size of the chunks the frame writer queues DATA in and streams keep received bytes in. */
+/** Size of the largest chunks the frame writer queues DATA in and streams keep received bytes in. */
 export const CHUNK_SIZE = 16 * 1024;
+
 /**
- * The process-wide free list of CHUNK_SIZE chunks, shared by every session's frame writer and
- * streams (at most 4 MiB kept). Shared because with many streams, chunks go back to it from one
- * stream's queue as fast as another's takes them: per-session lists of a few dozen made a new
- * chunk (and garbage) for almost every 16 KiB sent.
+ * Free lists of chunks in a few sizes, smallest first. `take(need)` returns a chunk of the
+ * smallest size that holds `need` bytes (of the largest size when none does), so a few KiB of
+ * data do not pin a whole chunk of the largest size: with a thousand busy streams, each holding
+ * a small DATA payload (a window update's worth, a short read) in a CHUNK_SIZE chunk, most of the
+ * chunk memory was empty.
  */
-export const chunkPool: ChunkPool = new ChunkPool(CHUNK_SIZE, 256);
+export class SizedChunkPool {
+  /** The free lists, by ascending chunk size. */
+  readonly pools: readonly ChunkPool[];
+
+  constructor(pools: readonly ChunkPool[]) {
+    if (pools.length === 0 || pools.some((p, i) => i > 0 && p.size <= pools[i - 1].size)) {
+      throw new RangeError("SizedChunkPool needs free lists of ascending sizes");
+    }
+    this.pools = pools;
+  }
+
+  /** The largest chunk size. */
+  get size(): number {
+    return this.pools[this.pools.length - 1].size;
+  }
+
+  /** A chunk of the smallest size that holds `need` bytes (of the largest size if none does). */
+  take(need: number): Uint8Array {
+    for (const pool of this.pools) {
+      if (need <= pool.size) return pool.take();
+    }
+    return this.pools[this.pools.length - 1].take();
+  }
+
+  /** Returns a chunk from `take()` to the free list of its size. */
+  give(chunk: Uint8Array): void {
+    for (const pool of this.pools) {
+      if (chunk.length === pool.size) return pool.give(chunk);
+    }
+  }
+}
+
+/**
+ * The process-wide free lists of 4 KiB, 8 KiB and CHUNK_SIZE chunks (at most 1, 1 and 4 MiB
+ * kept), shared by every session's frame writer (DATA of more than 1 KiB) and the streams with
+ * small receive windows. Shared because with many streams, chunks go back from one stream's queue
+ * as fast as another's takes them: per-session lists of a few dozen made a new chunk (and
+ * garbage) for almost every 16 KiB sent.
+ */
+export const chunkPool: SizedChunkPool = new SizedChunkPool([
+  new ChunkPool(4 * 1024, 256),
+  new ChunkPool(8 * 1024, 128),
+  new ChunkPool(CHUNK_SIZE, 256),
+]);
 
 /** The pool shared by every relay loop of this process. */
 export const defaultBufferPool: BufferPool = new BufferPool();

@@ -1,8 +1,17 @@
-/** RelayReader and BufferPool: which buffer each read uses, and that bytes come out intact. */
+/**
+ * RelayReader and BufferPool: which buffer each read uses, and that bytes come out intact.
+ * SizedChunkPool: which size a chunk has, and where it goes back to.
+ */
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { BufferPool, RelayReader, SMALL_READ_BUFFER } from "./buffers.ts";
+import {
+  BufferPool,
+  ChunkPool,
+  RelayReader,
+  SizedChunkPool,
+  SMALL_READ_BUFFER,
+} from "./buffers.ts";
 import { scriptedSource } from "../../tests/_lib/byte_source.ts";
 
 async function readAll(r: RelayReader): Promise<Uint8Array> {
@@ -122,4 +131,19 @@ Deno.test("buffers: any read pattern delivers the bytes in order and returns eve
     ),
     { numRuns: 100 },
   );
+});
+
+Deno.test("sized chunks: the smallest size that holds the bytes, the largest when none does", () => {
+  const lists = [new ChunkPool(4096, 8), new ChunkPool(8192, 8), new ChunkPool(16384, 8)];
+  const pool = new SizedChunkPool(lists);
+  assert.equal(pool.size, 16384);
+  const sizes = [1, 4096, 4097, 8192, 8193, 16384, 70_000].map((n) => pool.take(n).length);
+  assert.deepEqual(sizes, [4096, 4096, 8192, 8192, 16384, 16384, 16384]);
+  // A chunk goes back to the list of its size, and is handed out again from there.
+  const c = pool.take(5000);
+  pool.give(c);
+  assert.deepEqual(lists.map((l) => l.free), [0, 1, 0]);
+  assert.equal(pool.take(6000), c);
+  assert.throws(() => new SizedChunkPool([lists[1], lists[0]]), RangeError);
+  assert.throws(() => new SizedChunkPool([]), RangeError);
 });

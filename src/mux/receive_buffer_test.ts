@@ -1,12 +1,13 @@
 /**
  * ReceiveBuffer: bytes come out in order and intact, a lent view is never overwritten before the
  * reader is done with it (not even after a reset, by another stream), chunks go back to the pool,
- * and a stream holds at most its bytes plus one partly filled chunk.
+ * and a stream holds at most its bytes plus one partly filled chunk (the smallest that held the
+ * rest of the data that started it) and the chunk lent to its reader.
  */
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ChunkPool } from "./buffers.ts";
+import { ChunkPool, SizedChunkPool } from "./buffers.ts";
 import {
   LARGE_RECEIVE_CHUNK,
   ReceiveBuffer,
@@ -14,26 +15,49 @@ import {
   SMALL_RECEIVE_CHUNK,
 } from "./_receive_buffer.ts";
 
-/** Pools that keep every chunk given back, and count the chunks they allocated. */
-function pools(): ReceivePools & { allocated: () => number; held: () => number } {
+/**
+ * Pools like the process-wide ones (4, 8 and 16 KiB chunks for small windows, 64 KiB for large)
+ * that keep every chunk given back, and count what they allocated and what is held (taken, not
+ * given back), in chunks and bytes.
+ */
+function pools(): ReceivePools & {
+  allocated: () => number;
+  held: () => number;
+  heldBytes: () => number;
+} {
   let allocated = 0;
+  let heldBytes = 0;
   const counting = (size: number) => {
     const pool = new ChunkPool(size, Infinity);
     const take = pool.take.bind(pool);
+    const give = pool.give.bind(pool);
     pool.take = () => {
       if (pool.free === 0) allocated++;
+      heldBytes += size;
       return take();
+    };
+    pool.give = (chunk) => {
+      heldBytes -= size;
+      give(chunk);
     };
     return pool;
   };
-  const small = counting(SMALL_RECEIVE_CHUNK);
+  const sized = [counting(4 * 1024), counting(8 * 1024), counting(SMALL_RECEIVE_CHUNK)];
   const large = counting(LARGE_RECEIVE_CHUNK);
+  const all = [...sized, large];
   return {
-    small,
+    small: new SizedChunkPool(sized),
     large,
     allocated: () => allocated,
-    held: () => allocated - small.free - large.free,
+    held: () => allocated - all.reduce((n, p) => n + p.free, 0),
+    heldBytes: () => heldBytes,
   };
+}
+
+/** The size of the chunk a view of `n` bytes was lent from (`max`: the largest size). */
+function chunkOf(n: number, max: number): number {
+  if (max === LARGE_RECEIVE_CHUNK) return max;
+  return [4 * 1024, 8 * 1024].find((size) => n <= size) ?? max;
 }
 
 /** `n` bytes counting up from `start` (mod 251, so runs are easy to tell apart). */
@@ -58,10 +82,27 @@ Deno.test("receive buffer: chunk size follows the window", () => {
   small.push(bytes(0, 20_000), 32 * 1024);
   assert.equal(small.take()?.length, SMALL_RECEIVE_CHUNK);
   assert.equal(small.take()?.length, 20_000 - SMALL_RECEIVE_CHUNK);
+  small.release();
+  assert.equal(p.heldBytes(), 0);
   const large = new ReceiveBuffer(p);
   large.push(bytes(0, 100_000), 4 * 1024 * 1024);
   assert.equal(large.take()?.length, LARGE_RECEIVE_CHUNK);
   assert.equal(large.take()?.length, 100_000 - LARGE_RECEIVE_CHUNK);
+});
+
+Deno.test("receive buffer: a few KiB take a chunk of a few KiB, later bytes fill it first", () => {
+  const p = pools();
+  const b = new ReceiveBuffer(p);
+  b.push(bytes(0, 3000), 32 * 1024);
+  assert.equal(p.heldBytes(), 4 * 1024);
+  b.push(bytes(3000, 1000), 32 * 1024); // fills the 4 KiB chunk up to 4,000
+  assert.equal(p.heldBytes(), 4 * 1024);
+  b.push(bytes(4000, 6000), 32 * 1024); // 96 bytes into it, 5,904 into an 8 KiB chunk
+  assert.equal(p.heldBytes(), 12 * 1024);
+  assert.deepEqual(b.take(), bytes(0, 4096));
+  assert.deepEqual(b.take(), bytes(4096, 5904));
+  b.release();
+  assert.equal(p.heldBytes(), 0);
 });
 
 Deno.test("receive buffer: a view lent before a reset survives another stream's data", () => {
@@ -76,9 +117,9 @@ Deno.test("receive buffer: a view lent before a reset survives another stream's 
   for (let i = 0; i < 8; i++) b.push(new Uint8Array(SMALL_RECEIVE_CHUNK).fill(0xee), 32 * 1024);
   assert.deepEqual(view, copy);
   // Once the reader reads again, the chunk is free for reuse.
-  const before = p.small.free;
+  const before = p.heldBytes();
   a.release();
-  assert.equal(p.small.free, before + 1);
+  assert.equal(p.heldBytes(), before - 4 * 1024);
 });
 
 Deno.test("receive buffer: property: bytes intact, views stable until the next take, chunks returned", () => {
@@ -116,11 +157,16 @@ Deno.test("receive buffer: property: bytes intact, views stable until the next t
             }
           }
           assert.equal(b.length, pushed - read);
-          // Held: the buffered bytes' chunks, one partly filled, one lent to the reader.
+          // Held: the buffered bytes, less than one chunk of the largest size left empty (every
+          // chunk but the last is full), and the chunk lent to the reader.
           const chunk = window >= 2 * LARGE_RECEIVE_CHUNK
             ? LARGE_RECEIVE_CHUNK
             : SMALL_RECEIVE_CHUNK;
-          assert.ok(p.held() <= Math.ceil(b.length / chunk) + 2, `${p.held()} chunks held`);
+          const lent = view ? chunkOf(view.length, chunk) : 0;
+          assert.ok(
+            p.heldBytes() < b.length + chunk + lent,
+            `${p.heldBytes()} bytes held for ${b.length} buffered`,
+          );
         }
         // Drain, then every chunk is back in the pools.
         for (let v = b.take(); v; v = b.take()) {
@@ -130,6 +176,7 @@ Deno.test("receive buffer: property: bytes intact, views stable until the next t
         b.release();
         assert.equal(read, pushed);
         assert.equal(p.held(), 0, "chunks not given back");
+        assert.equal(p.heldBytes(), 0);
       },
     ),
     { numRuns: 300 },
