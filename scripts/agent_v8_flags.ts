@@ -33,10 +33,10 @@
  * stalled in 5 of its 6 runs (2 of 12 with the defaults).
  *
  * `--optimize-for-size` makes V8 favour memory over speed (smaller heap growth steps, among
- * others). In the full bench's relay path (`deno task bench` with 1,000 connections × 1 MiB, 8
+ * others). In the full bench's relay path (`deno task bench` with 1,000 connections × 1 MiB, 9
  * runs against 11 without it, interleaved) the agent's peak RSS fell from 103–119 MiB (median
- * 112) to 102–106 (median 104), for 5–10% more agent CPU in that phase; throughput and agent CPU
- * per GiB on one connection unchanged (bench/README.md).
+ * 112) to 102–106 (median 105), for about 9% more agent CPU in that phase; throughput and agent
+ * CPU per GiB on one connection unchanged (bench/README.md).
  */
 export const AGENT_V8_FLAGS = "--max-old-space-size=48,--max-semi-space-size=2,--optimize-for-size";
 
