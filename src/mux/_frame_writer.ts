@@ -7,11 +7,12 @@
  *   ahead of any DATA still queued. They never wait for space; past QUEUE_OVERFLOW queued bytes
  *   (a peer that sends PINGs/OPENs without reading the answers) the session ends.
  * - **DATA** waits in per-stream queues (payload copied at queue time into pooled chunks, the
- *   smallest that hold it, so the caller may reuse its buffer at once). Streams with queued DATA are served round-robin, at
- *   most SCHEDULER_QUANTUM payload bytes per turn, and the frame headers are made when a turn
- *   is served: several small writes of one stream travel as one DATA frame, a large one as
- *   several. So a stream's first frame waits behind at most one quantum of each other active
- *   stream, plus the transport write already in progress (at most BATCH_SIZE bytes).
+ *   smallest that hold it, so the caller may reuse its buffer at once). Streams with queued DATA
+ *   are served round-robin, at most SCHEDULER_QUANTUM payload bytes per turn, and the frame
+ *   headers are made when a turn is served: several small writes of one stream travel as one
+ *   DATA frame, a large one as several. So a stream's first frame waits behind at most one
+ *   quantum of each other active stream, plus the transport write already in progress (at most
+ *   BATCH_SIZE bytes).
  * - **Ordering**: control frames are written in the order queued; a stream's HALF_CLOSE queued
  *   while it still has DATA waiting goes right after that DATA (never before); a RESET drops the
  *   stream's queued DATA (the peer discards it anyway) and goes out as a control frame. A stream's

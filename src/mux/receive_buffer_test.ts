@@ -54,7 +54,11 @@ function pools(): ReceivePools & {
   };
 }
 
-/** The size of the chunk a view of `n` bytes was lent from (`max`: the largest size). */
+/**
+ * The size of the chunk a view of `n` bytes was lent from (`max`: the largest size). Exact,
+ * because a view is a chunk's whole fill, and a chunk starts with more bytes than the next smaller
+ * size holds.
+ */
 function chunkOf(n: number, max: number): number {
   if (max === LARGE_RECEIVE_CHUNK) return max;
   return [4 * 1024, 8 * 1024].find((size) => n <= size) ?? max;
