@@ -40,7 +40,7 @@ import {
   STREAM_HIGH_WATER,
 } from "./options.ts";
 import type { Transport } from "./transport.ts";
-import { ChunkPool, chunkPool } from "./buffers.ts";
+import { ChunkPool, chunkPool, SizedChunkPool } from "./buffers.ts";
 
 /** Size of the small pooled chunks (payloads up to this size start in one). */
 const SMALL_CHUNK = 1024;
@@ -119,8 +119,8 @@ export class FrameWriter {
   /** Payload bytes queued in stream queues. */
   #dataBytes = 0;
   #batch: Uint8Array | null = null;
-  #shared = chunkPool;
-  #small = new ChunkPool(SMALL_CHUNK, POOL_SMALL);
+  /** This writer's small chunks, then the process-wide sizes: the smallest that holds the data. */
+  #chunks = new SizedChunkPool([new ChunkPool(SMALL_CHUNK, POOL_SMALL), ...chunkPool.pools]);
   #running = false;
   #failed = false;
   #sharedWaiters: (() => void)[] = [];
@@ -233,7 +233,7 @@ export class FrameWriter {
     while (off < payload.length) {
       let last = q.chunks[q.chunks.length - 1];
       if (!last || q.tail === last.length) {
-        last = this.#chunk(payload.length - off);
+        last = this.#chunks.take(payload.length - off);
         q.chunks.push(last);
         q.tail = 0;
       }
@@ -267,7 +267,7 @@ export class FrameWriter {
     const q = this.#streams.get(id);
     if (!q) return;
     this.#dataBytes -= q.bytes;
-    for (const c of q.chunks) this.#release(c);
+    for (const c of q.chunks) this.#chunks.give(c);
     q.chunks = [];
     q.bytes = 0;
     q.head = q.tail = 0;
@@ -297,15 +297,6 @@ export class FrameWriter {
       for (const w of ws) w();
     }
     this.#wake();
-  }
-
-  #chunk(need: number): Uint8Array {
-    return need <= SMALL_CHUNK ? this.#small.take() : this.#shared.take(need);
-  }
-
-  #release(c: Uint8Array): void {
-    if (c.length === SMALL_CHUNK) this.#small.give(c);
-    else this.#shared.give(c);
   }
 
   /** Wakes writers waiting for shared space, about as many as the free space can take. */
@@ -418,7 +409,7 @@ export class FrameWriter {
       q.head += k;
       if (q.head === end) {
         q.chunks.shift();
-        this.#release(c);
+        this.#chunks.give(c);
         q.head = 0;
         if (q.chunks.length === 0) q.tail = 0;
       }
