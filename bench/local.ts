@@ -1,6 +1,6 @@
 /**
  * `deno task bench:local [--rate MiB/s] [--bulk MiB] [--conns N] [--each KiB]
- * [--phases thr,lul,many] [--agent-flags "…"]`: the relay's own parts on loopback, without the
+ * [--phases idle,thr,lul,many] [--agent-flags "…"]`: the relay's own parts on loopback, without the
  * cluster, for quick A/B measurements of the tunnel code (not a replacement for `deno task
  * bench`, which goes through the apiserver and the node).
  *
@@ -9,8 +9,11 @@
  * in front of it as they do in front of the real one; `--rate 0`: no hop), and a client (a Session over that proxy
  * with the real TCP listener and early-data opener). Phases: `thr` one bulk echo (MiB/s, CPU
  * seconds per GiB of client and agent), `lul` 1-byte echoes idle and while a bulk echo runs,
- * `many` N concurrent connections × `--each` KiB (errors, wall time, peak RSS). CPU and RSS come
- * from `/proc`. Loopback only; every loop is bounded in count and time.
+ * `many` N concurrent connections × `--each` KiB (errors, wall time, peak RSS); `idle` (only when
+ * asked for) N connections held open after one echoed byte each, and the agent's JavaScript heap
+ * after a full collection before and while they are open (read through the agent's inspector):
+ * what each open connection costs the agent in JavaScript objects, without the noise of RSS.
+ * CPU and RSS come from `/proc`. Loopback only; every loop is bounded in count and time.
  *
  * @module
  */
@@ -184,12 +187,74 @@ async function echoLoop(port: number, until: Promise<unknown>, max: number): Pro
   } ms`;
 }
 
+/** A free loopback port (for the agent's inspector). */
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** The agent's JavaScript heap in use after a full collection, through its inspector. */
+async function heapUsed(inspectPort: number): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  let url: string | undefined;
+  while (!url) {
+    try {
+      const list = await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json();
+      url = list[0]?.webSocketDebuggerUrl;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const ws = new WebSocket(url);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  const answers = new Map<number, (result: Record<string, number>) => void>();
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    answers.get(m.id)?.(m.result);
+  };
+  let id = 0;
+  const call = (method: string) =>
+    new Promise<Record<string, number>>((resolve) => {
+      answers.set(++id, resolve);
+      ws.send(JSON.stringify({ id, method }));
+    });
+  try {
+    await call("HeapProfiler.collectGarbage");
+    return (await call("Runtime.getHeapUsage")).usedSize;
+  } finally {
+    ws.close();
+  }
+}
+
+/** `n` connections through the relay, each with one byte echoed; the caller closes them. */
+async function holdConnections(port: number, n: number): Promise<Deno.Conn[]> {
+  const conns: Deno.Conn[] = [];
+  const one = new Uint8Array([1]);
+  const buf = new Uint8Array(1);
+  for (let i = 0; i < n; i++) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    conns.push(c);
+    await writeAll(c, one);
+    if ((await c.read(buf)) !== 1) throw new Error(`connection ${i}: no echo`);
+  }
+  return conns;
+}
+
 async function driver(): Promise<void> {
   const me = import.meta.filename!;
   const token = Array.from(crypto.getRandomValues(new Uint8Array(32)))
     .map((b) => b.toString(16).padStart(2, "0")).join("");
   const echo = await spawn(["run", "-A", me, "--role", "echo"]);
+  const phases = values.phases.split(",");
+  const inspectPort = phases.includes("idle") ? freePort() : 0;
   const agentFlags = values["agent-flags"] ? values["agent-flags"].split(" ") : [];
+  if (inspectPort) agentFlags.push(`--inspect=127.0.0.1:${inspectPort}`);
   const agent = await spawn([
     "run",
     "-A",
@@ -225,11 +290,23 @@ async function driver(): Promise<void> {
     `--token=${token}`,
   ]);
   const cpid = client.child.pid, apid = agent.child.pid;
-  const phases = values.phases.split(",");
   const bulk = Number(values.bulk) << 20;
   const port = client.port;
   console.log(`idle RSS client ${rss(cpid).toFixed(0)} agent ${rss(apid).toFixed(0)} MiB`);
   try {
+    if (phases.includes("idle")) {
+      const n = Number(values.conns);
+      const before = await heapUsed(inspectPort);
+      const conns = await holdConnections(port, n);
+      const open = await heapUsed(inspectPort);
+      for (const c of conns) c.close();
+      const mib = (b: number) => (b / 1048576).toFixed(1);
+      console.log(
+        `${n} idle connections: agent JS heap ${mib(before)} → ${mib(open)} MiB, ${
+          ((open - before) / n / 1024).toFixed(2)
+        } KiB per connection; RSS agent ${rss(apid).toFixed(0)} MiB`,
+      );
+    }
     if (phases.includes("thr")) {
       const c0 = cpuSeconds(cpid), a0 = cpuSeconds(apid);
       const mibs = await throughput("127.0.0.1", port, bulk);
