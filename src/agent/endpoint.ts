@@ -62,83 +62,130 @@ async function drainBounded(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
  * Header in the same read (payload).
  */
 export function connEndpoint(conn: Deno.Conn, leftover: Uint8Array): Endpoint {
-  const reader = new RelayReader(conn, agentBufferPool, new Uint8Array(AGENT_READ_BUFFER));
-  let pending: Uint8Array | null = leftover.length > 0 ? leftover : null;
-  let closed = false;
-  const writeAll = async (data: Uint8Array) => {
-    let off = 0;
-    while (off < data.length) off += await conn.write(data.subarray(off));
-  };
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    reader.release(); // a read still in progress gives its buffer back when it ends
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
-  };
-  return {
-    async read() {
-      if (pending) {
-        const p = pending;
-        pending = null;
-        return p;
-      }
-      if (closed) return null;
-      return await reader.read();
-    },
-    write: writeAll,
-    // A write waits for the kernel's socket buffer; one large read buffer's worth at a time.
-    writable: () => Promise.resolve(LARGE_READ_BUFFER),
-    async closeWrite() {
-      if (!closed) await conn.closeWrite();
-    },
-    accept: () => writeAll(new Uint8Array([0])),
-    async reject(status) {
-      try {
-        await writeAll(new Uint8Array([status]));
-        // Lingering close: FIN first, then discard what the client already sent (bounded), so
-        // that unread payload does not turn our close into a RST that could destroy the status.
-        await conn.closeWrite();
-        await drainBounded(conn, reader.smallBuffer);
-      } catch {
-        // the client is gone: nothing to tell it
-      } finally {
-        close();
-      }
-    },
-    abort: close,
-    close,
-  };
+  return new ConnEndpoint(conn, leftover);
 }
 
 /** A tunnel Stream (server side). */
 export function streamEndpoint(stream: Stream): Endpoint {
-  let done = false;
-  return {
-    read: () => stream.read(),
-    write: (data) => stream.write(data),
-    writable: () => stream.writable(),
-    closeWrite: () => stream.closeWrite(),
-    accept() {
-      stream.accept();
-      return Promise.resolve();
-    },
-    reject(status) {
-      done = true;
-      stream.reject(status);
-      return Promise.resolve();
-    },
-    abort(reason) {
-      if (done) return;
-      done = true;
-      stream.reset(reason);
-    },
-    close() {
-      // Both directions already ended by half-closes; the session forgets the stream.
-      done = true;
-    },
-  };
+  return new StreamEndpoint(stream);
+}
+
+// Classes rather than object literals of closures: the agent holds one Endpoint per open
+// connection, and methods on a prototype cost each of them nothing.
+
+class ConnEndpoint implements Endpoint {
+  #conn: Deno.Conn;
+  #reader: RelayReader;
+  #pending: Uint8Array | null;
+  #closed = false;
+
+  constructor(conn: Deno.Conn, leftover: Uint8Array) {
+    this.#conn = conn;
+    this.#reader = new RelayReader(conn, agentBufferPool, new Uint8Array(AGENT_READ_BUFFER));
+    this.#pending = leftover.length > 0 ? leftover : null;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const p = this.#pending;
+    if (p) {
+      this.#pending = null;
+      return Promise.resolve(p);
+    }
+    if (this.#closed) return Promise.resolve(null);
+    return this.#reader.read();
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < data.length) off += await this.#conn.write(data.subarray(off));
+  }
+
+  /** A write waits for the kernel's socket buffer; one large read buffer's worth at a time. */
+  writable(): Promise<number> {
+    return Promise.resolve(LARGE_READ_BUFFER);
+  }
+
+  async closeWrite(): Promise<void> {
+    if (!this.#closed) await this.#conn.closeWrite();
+  }
+
+  accept(): Promise<void> {
+    return this.write(new Uint8Array([0]));
+  }
+
+  async reject(status: Status): Promise<void> {
+    try {
+      await this.write(new Uint8Array([status]));
+      // Lingering close: FIN first, then discard what the client already sent (bounded), so
+      // that unread payload does not turn our close into a RST that could destroy the status.
+      await this.#conn.closeWrite();
+      await drainBounded(this.#conn, this.#reader.smallBuffer);
+    } catch {
+      // the client is gone: nothing to tell it
+    } finally {
+      this.close();
+    }
+  }
+
+  abort(): void {
+    this.close();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#reader.release(); // a read still in progress gives its buffer back when it ends
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+class StreamEndpoint implements Endpoint {
+  #stream: Stream;
+  #done = false;
+
+  constructor(stream: Stream) {
+    this.#stream = stream;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    return this.#stream.read();
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    return this.#stream.write(data);
+  }
+
+  writable(): Promise<number> {
+    return this.#stream.writable();
+  }
+
+  closeWrite(): Promise<void> {
+    return this.#stream.closeWrite();
+  }
+
+  accept(): Promise<void> {
+    this.#stream.accept();
+    return Promise.resolve();
+  }
+
+  reject(status: Status): Promise<void> {
+    this.#done = true;
+    this.#stream.reject(status);
+    return Promise.resolve();
+  }
+
+  abort(reason: string): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#stream.reset(reason);
+  }
+
+  close(): void {
+    // Both directions already ended by half-closes; the session forgets the stream.
+    this.#done = true;
+  }
 }
