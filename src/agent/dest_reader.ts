@@ -33,6 +33,12 @@ export interface ReadPools {
   small: BufferPool;
 }
 
+/** The client side as a DestinationReader sees it (an Endpoint). */
+export interface WritableSide {
+  /** Resolves with how many bytes the client side takes now without waiting (> 0). */
+  writable(): Promise<number>;
+}
+
 /** Reads one destination socket; one `read()` at a time. */
 export class DestinationReader {
   #source: ByteSource;
@@ -51,14 +57,14 @@ export class DestinationReader {
   }
 
   /**
-   * The next bytes from the socket, or null at EOF. `writable` resolves with how many bytes the
-   * client side takes now (see `Endpoint.writable`); it is asked only when more bytes are
-   * waiting than a probe holds. The view is valid until the next `read()` or `release()`.
+   * The next bytes from the socket, or null at EOF. `client.writable()` resolves with how many
+   * bytes the client side takes now (see `Endpoint.writable`); it is asked only when more bytes
+   * are waiting than a probe holds. The view is valid until the next `read()` or `release()`.
    */
-  async read(writable: () => Promise<number>): Promise<Uint8Array | null> {
+  async read(client: WritableSide): Promise<Uint8Array | null> {
     this.#giveBack();
     if (this.#more && !this.#released) {
-      const room = await writable();
+      const room = await client.writable();
       const buf = room > PROBE_SIZE ? this.#borrow(room) : undefined;
       if (buf) {
         this.#borrowed = buf;

@@ -32,7 +32,7 @@ async function readAll(
   };
   for (;;) {
     allowed = Infinity;
-    const c = await r.read(writable);
+    const c = await r.read({ writable });
     if (c === null) break;
     assert.ok(c.length <= Math.max(PROBE_SIZE, allowed), `read ${c.length} > room ${allowed}`);
     parts.push(...c);
@@ -58,13 +58,16 @@ Deno.test("dest reader: after a full probe it reads only what the client side ta
   const data = bytes(200 * KiB);
   const src = scriptedSource(data, [Infinity]);
   const r = new DestinationReader(src, p);
-  assert.equal((await r.read(() => Promise.reject(new Error("not asked"))))?.length, PROBE_SIZE);
+  assert.equal(
+    (await r.read({ writable: () => Promise.reject(new Error("not asked")) }))?.length,
+    PROBE_SIZE,
+  );
   // 3,000 bytes of room: a small buffer, 3,000 bytes read.
-  assert.equal((await r.read(() => Promise.resolve(3000)))?.length, 3000);
+  assert.equal((await r.read({ writable: () => Promise.resolve(3000) }))?.length, 3000);
   assert.equal(p.small.lent, 1);
   assert.equal(p.large.lent, 0);
   // 100 KiB of room: a large buffer (64 KiB); the small one went back when this read started.
-  assert.equal((await r.read(() => Promise.resolve(100 * KiB)))?.length, 64 * KiB);
+  assert.equal((await r.read({ writable: () => Promise.resolve(100 * KiB) }))?.length, 64 * KiB);
   assert.equal(p.small.lent, 0);
   assert.equal(p.large.lent, 1);
   assert.deepEqual(src.sizes, [PROBE_SIZE, 3000, 64 * KiB]);
@@ -76,9 +79,9 @@ Deno.test("dest reader: after a full probe it reads only what the client side ta
 Deno.test("dest reader: while the client side cannot take more, the socket is not read", async () => {
   const src = scriptedSource(bytes(100 * KiB), [Infinity]);
   const r = new DestinationReader(src, pools());
-  assert.equal((await r.read(() => Promise.resolve(1)))?.length, PROBE_SIZE);
+  assert.equal((await r.read({ writable: () => Promise.resolve(1) }))?.length, PROBE_SIZE);
   let open!: (n: number) => void;
-  const next = r.read(() => new Promise<number>((resolve) => (open = resolve)));
+  const next = r.read({ writable: () => new Promise<number>((resolve) => (open = resolve)) });
   await new Promise((resolve) => setTimeout(resolve, 20));
   assert.deepEqual(src.sizes, [PROBE_SIZE], "no read while the tunnel has no room");
   open(8000);
@@ -106,8 +109,11 @@ Deno.test("dest reader: a read error gives the borrowed buffer back", async () =
     },
   };
   const r = new DestinationReader(failing, p);
-  await r.read(() => Promise.resolve(10 * KiB));
-  await assert.rejects(r.read(() => Promise.resolve(10 * KiB)), Deno.errors.ConnectionReset);
+  await r.read({ writable: () => Promise.resolve(10 * KiB) });
+  await assert.rejects(
+    r.read({ writable: () => Promise.resolve(10 * KiB) }),
+    Deno.errors.ConnectionReset,
+  );
   assert.equal(p.small.lent + p.large.lent, 0);
 });
 
@@ -122,8 +128,8 @@ Deno.test("dest reader: release during a read takes effect when the read ends", 
     },
   };
   const r = new DestinationReader(slow, p);
-  await r.read(() => Promise.resolve(10 * KiB));
-  const pending = r.read(() => Promise.resolve(10 * KiB));
+  await r.read({ writable: () => Promise.resolve(10 * KiB) });
+  const pending = r.read({ writable: () => Promise.resolve(10 * KiB) });
   await new Promise((resolve) => setTimeout(resolve, 0));
   r.release();
   assert.equal(p.small.lent, 1, "the socket still writes into the buffer");

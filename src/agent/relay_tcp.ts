@@ -8,6 +8,10 @@
  * request, and reads no larger than the client side can take at once into buffers borrowed from
  * shared pools (src/agent/dest_reader.ts).
  *
+ * An agent holds one relay per open connection, mostly idle, so a relay is one object and its
+ * two loops, with no closures or promise combinators beside them: each would cost every open
+ * connection its size (`deno task bench:local --phases idle` measures the total per connection).
+ *
  * @module
  */
 
@@ -30,62 +34,90 @@ function describe(e: unknown): string {
 }
 
 /** Relays until both directions end. Always closes `dest` and ends `client`. */
-export async function relayTcp(client: Endpoint, dest: Deno.TcpConn): Promise<RelayResult> {
-  const result: RelayResult = { sent: 0, received: 0 };
-  let failed = false;
-  const fail = (where: string, e: unknown) => {
-    if (failed) return;
-    failed = true;
-    result.error = `${where}: ${describe(e)}`;
-    client.abort(result.error);
-    try {
-      dest.close();
-    } catch {
-      // already closed
-    }
-  };
+export function relayTcp(client: Endpoint, dest: Deno.TcpConn): Promise<RelayResult> {
+  return new TcpRelay(client, dest).done;
+}
 
-  const up = async () => {
+/** One relay: the two directions, and what ends it. */
+class TcpRelay {
+  readonly done: Promise<RelayResult>;
+  #result: RelayResult = { sent: 0, received: 0 };
+  #client: Endpoint;
+  #dest: Deno.TcpConn;
+  #reader: DestinationReader;
+  #failed = false;
+  /** Directions still running. */
+  #running = 2;
+  #resolve: (result: RelayResult) => void;
+
+  constructor(client: Endpoint, dest: Deno.TcpConn) {
+    this.#client = client;
+    this.#dest = dest;
+    this.#reader = new DestinationReader(dest, agentReadPools);
+    const { promise, resolve } = Promise.withResolvers<RelayResult>();
+    this.done = promise;
+    this.#resolve = resolve;
+    this.#up();
+    this.#down();
+  }
+
+  /** Client → destination, until the client half-closes. Never rejects. */
+  async #up(): Promise<void> {
     try {
       while (true) {
-        const chunk = await client.read();
+        const chunk = await this.#client.read();
         if (chunk === null) break;
         let off = 0;
-        while (off < chunk.length) off += await dest.write(chunk.subarray(off));
-        result.sent += chunk.length;
+        while (off < chunk.length) off += await this.#dest.write(chunk.subarray(off));
+        this.#result.sent += chunk.length;
       }
-      await dest.closeWrite();
+      await this.#dest.closeWrite();
     } catch (e) {
-      fail("client→destination", e);
+      this.#fail("client→destination", e);
     }
-  };
+    this.#ended();
+  }
 
-  const down = async () => {
-    const reader = new DestinationReader(dest, agentReadPools);
-    const writable = () => client.writable();
+  /** Destination → client, until the destination's EOF. Never rejects. */
+  async #down(): Promise<void> {
     try {
       while (true) {
-        const chunk = await reader.read(writable);
+        const chunk = await this.#reader.read(this.#client);
         if (chunk === null) break;
-        await client.write(chunk);
-        result.received += chunk.length;
+        await this.#client.write(chunk);
+        this.#result.received += chunk.length;
       }
-      await client.closeWrite();
+      await this.#client.closeWrite();
     } catch (e) {
-      fail("destination→client", e);
-    } finally {
-      reader.release();
+      this.#fail("destination→client", e);
     }
-  };
+    this.#reader.release();
+    this.#ended();
+  }
 
-  await Promise.all([up(), down()]);
-  if (!failed) {
-    client.close();
+  #fail(where: string, e: unknown): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#result.error = `${where}: ${describe(e)}`;
+    this.#client.abort(this.#result.error);
+    this.#closeDest();
+  }
+
+  /** One direction ended; after both, the request ends. */
+  #ended(): void {
+    if (--this.#running > 0) return;
+    if (!this.#failed) {
+      this.#client.close();
+      this.#closeDest();
+    }
+    this.#resolve(this.#result);
+  }
+
+  #closeDest(): void {
     try {
-      dest.close();
+      this.#dest.close();
     } catch {
       // already closed
     }
   }
-  return result;
 }
