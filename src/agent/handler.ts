@@ -27,9 +27,9 @@ export interface HandlerContext {
 
 /**
  * Validates raw Header bytes (exactly one Header, as carried by a tunnel OPEN) and
- * handles the request; a bad Header is rejected with BadRequest.
+ * handles the request; a bad Header is rejected with BadRequest. Never rejects.
  */
-export async function handleHeaderBytes(
+export function handleHeaderBytes(
   bytes: Uint8Array,
   client: Endpoint,
   ctx: HandlerContext,
@@ -43,10 +43,23 @@ export async function handleHeaderBytes(
       ? "truncated header"
       : "bytes after the header";
     ctx.log.log(0, "-", `${via}: bad request (${why})`);
-    await client.reject(Status.BadRequest).catch(() => {});
-    return;
+    return client.reject(Status.BadRequest).catch(() => {});
   }
-  await handleRequest(r.header, client, ctx, via);
+  return handleRequest(r.header, client, ctx, via);
+}
+
+/** Answers a request whose destination could not be reached: one log line, then the status. */
+async function refuse(
+  e: unknown,
+  client: Endpoint,
+  ctx: HandlerContext,
+  id: string,
+  dest: string,
+): Promise<void> {
+  const status = e instanceof DialError ? e.status : Status.UnknownError;
+  const detail = errorText(e);
+  ctx.log.log(0, id, `${dest}: failed: ${statusMessage(status)} (${detail})`);
+  await client.reject(status).catch(() => {});
 }
 
 /** Dials the destination named by `h`, answers the client, relays until done. Never throws. */
@@ -60,12 +73,6 @@ export async function handleRequest(
   const dest = `${h.protocol} ${formatDestination(h)}`;
   const started = Date.now();
   ctx.log.log(1, id, `${dest}: request (${via})`);
-  const refuse = async (e: unknown) => {
-    const status = e instanceof DialError ? e.status : Status.UnknownError;
-    const detail = errorText(e);
-    ctx.log.log(0, id, `${dest}: failed: ${statusMessage(status)} (${detail})`);
-    await client.reject(status).catch(() => {});
-  };
   try {
     if (h.protocol === "tcp") {
       let conn: Deno.TcpConn;
@@ -76,7 +83,7 @@ export async function handleRequest(
           resolver: ctx.resolver,
         });
       } catch (e) {
-        return await refuse(e);
+        return await refuse(e, client, ctx, id, dest);
       }
       try {
         await client.accept();
@@ -109,7 +116,7 @@ export async function handleRequest(
         ip = (await resolveAddress(h.address, ctx.resolveTimeoutMs, ctx.resolver))[0];
         socket = openFlowSocket(ip);
       } catch (e) {
-        return await refuse(e);
+        return await refuse(e, client, ctx, id, dest);
       }
       try {
         await client.accept();

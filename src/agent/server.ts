@@ -254,6 +254,7 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
 
   const serveTunnel = async (conn: Deno.Conn, rest: Uint8Array) => {
     const remote = peer(conn);
+    const via = `tunnel ${remote}`; // one string for all the session's streams
     busy();
     const session = new Session(prefixedTransport(rest, connTransport(conn)), {
       role: "server",
@@ -264,9 +265,7 @@ export function startAgent(opts: AgentServerOptions): AgentServer {
       pingTimeoutMs: opts.pingTimeoutMs,
       log: (line) => log.log(2, "-", `session ${remote}: ${line}`),
       onStream: (stream: Stream) => {
-        handleHeaderBytes(stream.header, streamEndpoint(stream), ctx, `tunnel ${remote}`).catch(
-          (e) => log.log(0, "-", `tunnel ${remote}: stream ${stream.id}: ${e}`),
-        );
+        void handleHeaderBytes(stream.header, streamEndpoint(stream), ctx, via);
       },
     });
     sessions.add(session);
