@@ -79,12 +79,21 @@ function uuidToBytes(id: string): Uint8Array {
   return out;
 }
 
+const HEX_DIGITS = "0123456789abcdef";
+
+/**
+ * The UUID text of 16 bytes, as one flat string: the agent keeps a request's id for as long as
+ * the request runs, and a string built by concatenation would be a tree of pieces.
+ */
 function bytesToUuid(b: Uint8Array): string {
-  let hex = "";
-  for (let i = 0; i < 16; i++) hex += b[i].toString(16).padStart(2, "0");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
-    hex.slice(20)
-  }`;
+  const codes = new Array<number>(36);
+  let j = 0;
+  for (let i = 0; i < 16; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) codes[j++] = 0x2d; // "-"
+    codes[j++] = HEX_DIGITS.charCodeAt(b[i] >> 4);
+    codes[j++] = HEX_DIGITS.charCodeAt(b[i] & 15);
+  }
+  return String.fromCharCode(...codes);
 }
 
 /**
