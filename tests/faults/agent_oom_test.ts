@@ -1,7 +1,7 @@
 /**
  * Fault test: an agent whose memory limit is lowered with `--patch` is OOM-killed under load (the
  * harness enforces the limit with a memory cgroup, as a kubelet does). The agent sizes its stream
- * cap to its limit, so under 40Mi it would refuse most of this load instead; the patch lifts the
+ * cap to its limit, so under 32Mi it would refuse most of this load instead; the patch lifts the
  * cap (`--max-streams`), as an admin overriding it would. The user sees one clear
  * line naming the limit, and the relay recovers by starting a new agent. Load is bounded in
  * connections, rounds and time.
@@ -13,7 +13,7 @@ import { applyRolledOut, webManifest } from "../_lib/workloads.ts";
 import { agentContainerPatch } from "../_lib/agent_patch.ts";
 
 const NS = "relay-oom";
-const LIMIT = "40Mi";
+const LIMIT = "32Mi";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
