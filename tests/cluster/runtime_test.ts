@@ -434,6 +434,8 @@ Deno.test({
 }, async () => {
   const kc = await setup();
   const c = await sharedCluster();
+  // A replica may still be starting (e.g. right after the cluster came up), as on any cluster.
+  await kubectl(kc, "-n", "kube-system", "rollout", "status", "deploy/coredns", "--timeout=90s");
   const deploy = JSON.parse(
     await kubectl(kc, "-n", "kube-system", "get", "deploy", "coredns", "-o", "json"),
   );
