@@ -36,7 +36,7 @@ export const AGENT_FIXED_MEMORY = 54 * 1024 * 1024;
 /**
  * Per open stream: its window floor (32 KiB, MIN_STREAM_WINDOW), a 1 KiB probe buffer
  * (PROBE_SIZE), the destination socket inside Deno (~35 KiB when busy, measured) and its JS state
- * (~7 KiB: the Stream, its relay loops and their promises).
+ * (~7 KiB: the Stream, its relay loops and their promises; `deno task bench:local --phases idle`).
  */
 export const AGENT_STREAM_MEMORY = 75 * 1024;
 /** Streams per session when the memory limit is unknown (or very large). */
