@@ -292,7 +292,13 @@ Deno.test(
     const dnsIP =
       (await kubectl(kc, "-n", NS, "get", "svc", "dns", "-o", "jsonpath={.spec.clusterIP}")).trim();
     const [dnsPod] = await pods(kc, NS, "app=dns");
-    assert.deepEqual(await dig(dnsIP, 53, "whoami.test.relay", "TXT"), [`"${dnsPod.name}"`]);
+    // This Service's endpoints propagate on their own schedule too (refused until they have).
+    const answer = await poll(
+      "the dns Service to answer",
+      10000,
+      () => dig(dnsIP, 53, "whoami.test.relay", "TXT"),
+    );
+    assert.deepEqual(answer, [`"${dnsPod.name}"`]);
   },
 );
 
