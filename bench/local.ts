@@ -20,6 +20,8 @@
 
 import { parseArgs } from "node:util";
 import { manyConnections, throughput } from "./measure.ts";
+import { poll } from "../tests/_lib/poll.ts";
+import { freePort } from "../tests/cluster/proc.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -187,27 +189,12 @@ async function echoLoop(port: number, until: Promise<unknown>, max: number): Pro
   } ms`;
 }
 
-/** A free loopback port (for the agent's inspector). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 /** The agent's JavaScript heap in use after a full collection, through its inspector. */
 async function heapUsed(inspectPort: number): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  let url: string | undefined;
-  while (!url) {
-    try {
-      const list = await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json();
-      url = list[0]?.webSocketDebuggerUrl;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  const url = await poll("the agent's inspector", 10_000, async () => {
+    const list = await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json();
+    return (list[0]?.webSocketDebuggerUrl as string | undefined) ?? null;
+  });
   const ws = new WebSocket(url);
   await new Promise((resolve, reject) => {
     ws.onopen = resolve;
